@@ -4,15 +4,16 @@
 //! (status, membership, leadership transfer, snapshots), run benchmarks and start a local HA
 //! cluster, against any member of the cluster.
 //!
-//! Caveat: only `--help` and `--version` work yet; the SDK-and-flmctl issue fills it in.
+//! Caveat: only `--help` and `--version` exist yet; the SDK-and-flmctl issue adds the commands.
+
+use clap::Parser;
+
+/// The Flame command-line tool.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {}
 
 fn main() {
-    let arg = std::env::args().nth(1);
-    match arg.as_deref() {
-        Some("--version") | Some("-V") => println!("flmctl {}", env!("CARGO_PKG_VERSION")),
-        _ => {
-            println!("flmctl {}: the Flame command-line tool", env!("CARGO_PKG_VERSION"));
-            println!("No commands are available yet.");
-        }
-    }
+    let _cli = Cli::parse();
+    println!("flmctl has no commands yet; see `flmctl --help`.");
 }

@@ -85,3 +85,21 @@ pub fn dump(txn: &ReadTransaction) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     }
     Ok(rows)
 }
+
+/// The put that scripted workloads (the torture driver, benchmarks) write as entry `index`: one
+/// of 64 keys, and a value whose length and bytes derive from `index`, so a checker can recompute
+/// what the log and the state machine must hold.
+pub fn scripted_put(index: u64) -> Put {
+    let len = 8 + (index % 200) as usize;
+    let value = index
+        .to_le_bytes()
+        .iter()
+        .copied()
+        .cycle()
+        .take(len)
+        .collect();
+    Put {
+        key: (index % 64).to_be_bytes().to_vec(),
+        value,
+    }
+}

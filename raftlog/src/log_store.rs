@@ -87,9 +87,22 @@ enum WriteOp<C: FlameRaft> {
 }
 
 /// openraft log storage backed by redb; see the module docs.
+///
+/// Dropping it stops the writer thread after it has finished what was queued; the database file
+/// closes once every [`LogReader`] is dropped too.
 pub struct LogStore<C: FlameRaft> {
     shared: Arc<Shared>,
-    writer: mpsc::Sender<WriteOp<C>>,
+    writer: Option<mpsc::Sender<WriteOp<C>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<C: FlameRaft> Drop for LogStore<C> {
+    fn drop(&mut self) {
+        self.writer.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// A cheap, cloneable reader of the log for openraft's replication tasks.
@@ -121,11 +134,15 @@ impl<C: FlameRaft> LogStore<C> {
         });
         let (tx, rx) = mpsc::channel();
         let writer_shared = shared.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("raftlog-writer".into())
             .spawn(move || run_writer::<C>(&writer_shared, &rx))
             .map_err(|e| Error::io(&shared.path, e))?;
-        Ok(LogStore { shared, writer: tx })
+        Ok(LogStore {
+            shared,
+            writer: Some(tx),
+            thread: Some(thread),
+        })
     }
 
     /// Opens the log store of a [`Storage`] directory.
@@ -142,8 +159,9 @@ impl<C: FlameRaft> LogStore<C> {
 
     fn submit(&self, op: WriteOp<C>) -> Result<()> {
         self.writer
-            .send(op)
-            .map_err(|_| Error::WriterStopped("the writer thread exited".into()))
+            .as_ref()
+            .and_then(|w| w.send(op).ok())
+            .ok_or_else(|| Error::WriterStopped("the writer thread exited".into()))
     }
 
     async fn submit_and_wait(
@@ -343,7 +361,9 @@ impl<C: FlameRaft> RaftLogStorage<C> for LogStore<C> {
                 .map_err(|e| poisoned(e).write_logs())?;
             tail.entries.split_off(&log_id.index);
             if tail.last_log_id.is_some_and(|l| l.index >= log_id.index) {
-                tail.last_log_id = self.previous_log_id(&tail, log_id.index)?;
+                tail.last_log_id = self
+                    .previous_log_id(&tail, log_id.index)
+                    .map_err(|e| e.read_logs())?;
             }
         }
         let from = log_id.index;
@@ -373,27 +393,20 @@ impl<C: FlameRaft> RaftLogStorage<C> for LogStore<C> {
 
 impl<C: FlameRaft> LogStore<C> {
     /// The log id just before `index`, after a truncation at `index`.
-    fn previous_log_id(
-        &self,
-        tail: &Tail,
-        index: u64,
-    ) -> Result<Option<LogId<u64>>, StorageError<u64>> {
+    fn previous_log_id(&self, tail: &Tail, index: u64) -> Result<Option<LogId<u64>>> {
         if index == 0 || tail.last_purged.is_some_and(|p| p.index >= index - 1) {
             return Ok(tail.last_purged);
         }
         if let Some(bytes) = tail.entries.get(&(index - 1)) {
-            let entry: Entry<C> = decode(bytes).map_err(|e| e.read_logs())?;
+            let entry: Entry<C> = decode(bytes)?;
             return Ok(Some(*entry.get_log_id()));
         }
-        let read = || -> Result<Option<LogId<u64>>> {
-            let txn = self.shared.db.begin_read()?;
-            let log = txn.open_table(LOG)?;
-            match log.get(index - 1)? {
-                Some(v) => Ok(Some(*decode::<Entry<C>>(v.value())?.get_log_id())),
-                None => Ok(tail.last_purged),
-            }
-        };
-        read().map_err(|e| e.read_logs())
+        let txn = self.shared.db.begin_read()?;
+        let log = txn.open_table(LOG)?;
+        match log.get(index - 1)? {
+            Some(v) => Ok(Some(*decode::<Entry<C>>(v.value())?.get_log_id())),
+            None => Ok(tail.last_purged),
+        }
     }
 }
 

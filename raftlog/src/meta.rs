@@ -20,41 +20,59 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 const KEY_FORMAT: &str = "format_version";
 const KEY_CLUSTER: &str = "cluster_id";
 
-/// Opens (creating if needed) the database at `path`, checks its format and cluster id, and
-/// makes sure the given tables exist so readers never see "table does not exist".
+/// Opens (or creates) the database at `path`, verifies its integrity, checks its format and
+/// cluster id, and makes sure the given tables exist so readers never see "table does not exist".
+///
+/// Verification reads every page (redb checksums them), so start-up time grows with the file;
+/// raftlog keeps files small by purging the log and the control plane by retention.
 pub(crate) fn open_db(path: &Path, cluster_id: &str, tables: &[&str]) -> Result<Database> {
-    let opened = catch_unwind(AssertUnwindSafe(|| Database::builder().create(path)));
-    let db = match opened {
-        Ok(Ok(db)) => db,
-        Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)))) => {
-            return Err(Error::Corrupt {
-                path: path.into(),
-                detail,
-            });
-        }
-        Ok(Err(e)) => {
-            return Err(Error::Corrupt {
-                path: path.into(),
-                detail: e.to_string(),
-            });
-        }
-        Err(_) => {
-            return Err(Error::Corrupt {
-                path: path.into(),
-                detail: "the storage engine could not read the file".into(),
-            });
-        }
+    let corrupt = |detail: String| Error::Corrupt {
+        path: path.into(),
+        detail,
     };
-    let checked = catch_unwind(AssertUnwindSafe(|| {
-        check_or_init(&db, path, cluster_id, tables)
-    }));
-    match checked {
-        Ok(result) => result.map(|()| db),
-        Err(_) => Err(Error::Corrupt {
-            path: path.into(),
-            detail: "the storage engine failed while reading the metadata".into(),
-        }),
+    if !path.exists() {
+        create_atomically(path, cluster_id, tables)?;
     }
+    // Everything that touches a possibly damaged file runs under catch_unwind, including the drop
+    // of a database we refuse: redb writes on close and may panic on pages it cannot parse.
+    let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<Database> {
+        let mut db = Database::builder().create(path).map_err(|e| match e {
+            redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => corrupt(detail),
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::Db(format!(
+                "{} is already open in another process or handle",
+                path.display()
+            )),
+            other => corrupt(other.to_string()),
+        })?;
+        match db.check_integrity() {
+            Ok(true) => {}
+            Ok(false) => return Err(corrupt("failed its integrity check".into())),
+            Err(e) => return Err(corrupt(e.to_string())),
+        }
+        check_or_init(&db, path, cluster_id, tables)?;
+        Ok(db)
+    }));
+    outcome.unwrap_or_else(|_| {
+        Err(corrupt(
+            "the storage engine failed while reading the file".into(),
+        ))
+    })
+}
+
+/// Creates and initialises a new database under a temporary name, then renames it into place,
+/// so a crash during creation never leaves a half-written file at `path`.
+fn create_atomically(path: &Path, cluster_id: &str, tables: &[&str]) -> Result<()> {
+    let tmp = path.with_extension("redb.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    {
+        let db = Database::builder().create(&tmp)?;
+        check_or_init(&db, &tmp, cluster_id, tables)?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
 }
 
 fn check_or_init(db: &Database, path: &Path, cluster_id: &str, tables: &[&str]) -> Result<()> {

@@ -44,6 +44,23 @@ const KIND_ROW: u8 = 1;
 pub(crate) const KEY_APPLIED: &str = "last_applied";
 pub(crate) const KEY_MEMBERSHIP: &str = "last_membership";
 
+/// openraft's snapshot metadata for a type configuration.
+pub type Meta<C> = SnapshotMeta<u64, <C as openraft::RaftTypeConfig>::Node>;
+
+/// One row of a snapshot: a key and value of one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// The table the row belongs to.
+    pub table: String,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The value.
+    pub value: Vec<u8>,
+}
+
+/// A row as read from a file: the table's index in the header, key, value.
+type Record = (usize, Vec<u8>, Vec<u8>);
+
 /// What a snapshot file says about itself.
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
@@ -91,7 +108,7 @@ impl SnapshotDir {
     }
 
     /// The current snapshot's path and metadata, if there is one.
-    pub fn current<C: FlameRaft>(&self) -> Result<Option<(PathBuf, SnapshotMeta<u64, C::Node>)>> {
+    pub fn current<C: FlameRaft>(&self) -> Result<Option<(PathBuf, Meta<C>)>> {
         let path = self.path.join(CURRENT);
         if !path.exists() {
             return Ok(None);
@@ -275,7 +292,7 @@ impl<C: FlameRaft> SnapshotReader<C> {
     }
 
     /// Reads the next record: `Some((table index, key, value))`, or `None` at the verified end.
-    fn next_record(&mut self) -> Result<Option<(usize, Vec<u8>, Vec<u8>)>> {
+    fn next_record(&mut self) -> Result<Option<Record>> {
         let mut kind = [0u8; 1];
         self.read_exact(&mut kind)?;
         match kind[0] {
@@ -362,14 +379,12 @@ pub fn install<C: FlameRaft>(
 }
 
 /// Reads every row of a snapshot file, checking its integrity; for tests and tools.
-pub fn read_rows<C: FlameRaft>(
-    path: &Path,
-    cluster_id: &str,
-) -> Result<(SnapshotMeta<u64, C::Node>, Vec<(String, Vec<u8>, Vec<u8>)>)> {
+pub fn read_rows<C: FlameRaft>(path: &Path, cluster_id: &str) -> Result<(Meta<C>, Vec<Row>)> {
     let mut reader = SnapshotReader::<C>::open(path, cluster_id)?;
     let mut rows = Vec::new();
     while let Some((index, key, value)) = reader.next_record()? {
-        rows.push((reader.header.tables[index].clone(), key, value));
+        let table = reader.header.tables[index].clone();
+        rows.push(Row { table, key, value });
     }
     Ok((reader.header.meta.clone(), rows))
 }

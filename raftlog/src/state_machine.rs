@@ -84,9 +84,9 @@ impl<C: FlameRaft, A: App<C>> StateMachineStore<C, A> {
         self.applied
     }
 
-    /// The state-machine database, for read-only inspection (tools and tests).
-    pub fn db(&self) -> &Database {
-        &self.db
+    /// A read transaction on the state-machine database, for inspection by tools and tests.
+    pub fn read(&self) -> Result<redb::ReadTransaction> {
+        Ok(self.db.begin_read()?)
     }
 
     fn apply_batch(&mut self, entries: Vec<Entry<C>>) -> Result<Vec<C::R>> {
