@@ -1,8 +1,15 @@
 //! The Flame control plane.
 //!
-//! This crate will hold the replicated state machine (applications, sessions, tasks, executors,
-//! nodes and events), the leader-only scheduler, the Raft transport over tonic, and the
-//! `flame.v1.Frontend` service that every member serves. The durable storage under it is the
-//! `raftlog` crate; every wire format it speaks is defined in `flame-proto`.
+//! A three-member openraft group that holds the applications, sessions, tasks, executors and
+//! nodes of a Flame cluster and serves `flame.v1.Frontend` from every member.
 //!
-//! Caveat: nothing is implemented here yet; the control-plane issue fills it in.
+//! - [`state`]: the replicated state machine. One deterministic apply path: commands carry every
+//!   timestamp and id the leader decided, and applying returns effects as data.
+//! - [`raft`]: the Raft transport between members over tonic (`flame.raft.v1`).
+//!
+//! Durable storage is the `raftlog` crate; every wire format is defined in `flame-proto`.
+//!
+//! Caveat: the Frontend service, group formation and the leader-only timers are still to come.
+
+pub mod raft;
+pub mod state;

@@ -1,0 +1,1 @@
+//! The Raft transport between members over tonic (in progress).
