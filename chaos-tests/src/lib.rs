@@ -1,7 +1,282 @@
-//! Chaos and multi-process tests of a whole Flame cluster.
+//! A harness for multi-process tests of a Flame control plane, and the chaos tests built on it.
 //!
-//! This crate will hold the harness that starts control-plane members and node agents as
-//! separate OS processes on loopback (or in network namespaces), kills, partitions and restarts
-//! them, and checks that nothing acknowledged to a client is lost.
+//! [`Cluster`] starts control-plane members as separate OS processes on 127.0.0.1, each with its
+//! own data directory, and gives tests what they need to hurt them: SIGKILL a member, restart it
+//! on the same ports and data, find the leader, and open clients to any member.
 //!
-//! Caveat: nothing is implemented here yet; the control-plane and node-agent issues fill it in.
+//! Why processes: a member killed with SIGKILL loses everything that was not durable, exactly as
+//! in production; threads in one process cannot show that.
+//!
+//! Caveats:
+//! - Ports are chosen by binding port 0 and releasing it before the member binds it again; on a
+//!   busy machine another process could take the port in between (the member then fails to start
+//!   with a clear error, and the test fails rather than hangs).
+//! - Every wait has a deadline; nothing here sleeps for a fixed time and then asserts.
+
+use flame_proto::cluster::cluster_client::ClusterClient;
+use flame_proto::cluster::{MemberStatus, Role, StatusRequest};
+use flame_proto::v1::frontend_client::FrontendClient;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+/// What can go wrong while driving a cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    /// A process could not be started or stopped.
+    #[error("member {id}: {message}")]
+    Process {
+        /// The member.
+        id: u64,
+        /// What happened.
+        message: String,
+    },
+    /// A condition did not hold before its deadline.
+    #[error("timed out after {after:?} waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// How long we waited.
+        after: Duration,
+    },
+    /// Local I/O failed (ports, directories).
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// One member process and where it listens.
+pub struct Member {
+    /// Member id.
+    pub id: u64,
+    /// Client API address.
+    pub api_addr: SocketAddr,
+    /// Raft peer address.
+    pub raft_addr: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Member {
+    /// Whether the process is running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// The client API URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+}
+
+/// A control-plane group running as separate processes.
+pub struct Cluster {
+    binary: PathBuf,
+    name: String,
+    members: Vec<Member>,
+    _root: tempfile::TempDir,
+}
+
+fn free_port() -> Result<SocketAddr, HarnessError> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+impl Cluster {
+    /// Starts `size` members of cluster `name` from the control-plane `binary`.
+    pub fn start(binary: &Path, name: &str, size: u64) -> Result<Cluster, HarnessError> {
+        let root = tempfile::tempdir()?;
+        let mut members = Vec::new();
+        for id in 1..=size {
+            members.push(Member {
+                id,
+                api_addr: free_port()?,
+                raft_addr: free_port()?,
+                data_dir: root.path().join(format!("member-{id}")),
+                child: None,
+            });
+        }
+        let mut cluster = Cluster {
+            binary: binary.into(),
+            name: name.into(),
+            members,
+            _root: root,
+        };
+        for id in 1..=size {
+            cluster.spawn(id)?;
+        }
+        Ok(cluster)
+    }
+
+    fn members_flag(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("{}={}/{}", m.id, m.raft_addr, m.api_addr))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Starts (or restarts) member `id` on its ports and data directory.
+    pub fn spawn(&mut self, id: u64) -> Result<(), HarnessError> {
+        let members = self.members_flag();
+        let binary = self.binary.clone();
+        let name = self.name.clone();
+        let m = self.member_mut(id)?;
+        let log = std::fs::File::create(m.data_dir.with_extension("log"))?;
+        let child = Command::new(binary)
+            .arg("--cluster-name")
+            .arg(name)
+            .arg("--id")
+            .arg(id.to_string())
+            .arg("--api-addr")
+            .arg(m.api_addr.to_string())
+            .arg("--raft-addr")
+            .arg(m.raft_addr.to_string())
+            .arg("--members")
+            .arg(members)
+            .arg("--data-dir")
+            .arg(&m.data_dir)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| HarnessError::Process {
+                id,
+                message: format!("cannot start {}: {e}", self.binary.display()),
+            })?;
+        self.member_mut(id)?.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILLs member `id` and waits for it to die.
+    pub fn kill(&mut self, id: u64) -> Result<(), HarnessError> {
+        let m = self.member_mut(id)?;
+        if let Some(mut child) = m.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// The member with this id.
+    pub fn member(&self, id: u64) -> Result<&Member, HarnessError> {
+        self.members
+            .iter()
+            .find(|m| m.id == id)
+            .ok_or_else(|| HarnessError::Process {
+                id,
+                message: "no such member".into(),
+            })
+    }
+
+    fn member_mut(&mut self, id: u64) -> Result<&mut Member, HarnessError> {
+        self.members
+            .iter_mut()
+            .find(|m| m.id == id)
+            .ok_or_else(|| HarnessError::Process {
+                id,
+                message: "no such member".into(),
+            })
+    }
+
+    /// All members.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// The log file of member `id` (stdout and stderr), for failure messages.
+    pub fn log_tail(&self, id: u64, lines: usize) -> String {
+        let Ok(m) = self.member(id) else {
+            return String::new();
+        };
+        let text = std::fs::read_to_string(m.data_dir.with_extension("log")).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// A channel to member `id`'s client API (connected lazily).
+    pub fn channel(&self, id: u64) -> Result<Channel, HarnessError> {
+        let m = self.member(id)?;
+        let endpoint = Channel::from_shared(m.url()).map_err(|e| HarnessError::Process {
+            id,
+            message: e.to_string(),
+        })?;
+        Ok(endpoint
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(10))
+            .connect_lazy())
+    }
+
+    /// A Frontend client for member `id`.
+    pub fn frontend(&self, id: u64) -> Result<FrontendClient<Channel>, HarnessError> {
+        Ok(FrontendClient::new(self.channel(id)?))
+    }
+
+    /// A Cluster (admin) client for member `id`.
+    pub fn admin(&self, id: u64) -> Result<ClusterClient<Channel>, HarnessError> {
+        Ok(ClusterClient::new(self.channel(id)?))
+    }
+
+    /// Member `id`'s status, if it answers.
+    pub async fn status(&self, id: u64) -> Option<MemberStatus> {
+        let mut admin = self.admin(id).ok()?;
+        admin.status(StatusRequest {}).await.ok().map(|r| r.into_inner())
+    }
+
+    /// Waits until every running member in `among` agrees on one leader that is itself running
+    /// and reports the leader role; returns its id.
+    pub async fn wait_for_leader(&self, among: &[u64], deadline: Duration) -> Result<u64, HarnessError> {
+        let started = Instant::now();
+        let mut poll = tokio::time::interval(Duration::from_millis(20));
+        while started.elapsed() < deadline {
+            poll.tick().await;
+            let mut leaders = Vec::new();
+            for id in among {
+                match self.status(*id).await {
+                    Some(s) => leaders.push((s.leader_id, s.id, s.role())),
+                    None => leaders.push((None, *id, Role::Unknown)),
+                }
+            }
+            let first = leaders.first().and_then(|l| l.0);
+            if let Some(leader) = first
+                && leaders.iter().all(|l| l.0 == Some(leader))
+                && leaders.iter().any(|l| l.1 == leader && l.2 == Role::Leader)
+            {
+                return Ok(leader);
+            }
+        }
+        Err(HarnessError::Timeout {
+            what: format!("members {among:?} to agree on a leader"),
+            after: deadline,
+        })
+    }
+
+    /// Waits until member `id` has applied at least `index`.
+    pub async fn wait_applied(&self, id: u64, index: u64, deadline: Duration) -> Result<(), HarnessError> {
+        let started = Instant::now();
+        let mut poll = tokio::time::interval(Duration::from_millis(20));
+        while started.elapsed() < deadline {
+            poll.tick().await;
+            if self.status(id).await.is_some_and(|s| s.applied >= index) {
+                return Ok(());
+            }
+        }
+        Err(HarnessError::Timeout {
+            what: format!("member {id} to apply index {index}"),
+            after: deadline,
+        })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            if let Some(mut child) = m.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}

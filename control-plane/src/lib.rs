@@ -11,5 +11,6 @@
 //!
 //! Caveat: the Frontend service, group formation and the leader-only timers are still to come.
 
+pub mod config;
 pub mod raft;
 pub mod state;

@@ -1,1 +1,160 @@
-//! The replicated state machine (in progress).
+//! The replicated state machine of the control plane: applications, sessions, tasks, executors
+//! and nodes, with upstream Flame's semantics (compatibility spec sections 4, 5, 6, 9.2 and 10).
+//!
+//! What:
+//! - [`Command`]: everything that changes replicated state, one Raft entry each. The leader
+//!   decides every timestamp (`now_ms`), executor id and other choice before it proposes; task
+//!   ids are assigned here, per session, sequentially from 1.
+//! - [`StateMachine::apply`]: the one deterministic apply path, `command -> Response`, where the
+//!   [`Response`] carries the business [`Outcome`] (`Result<_, FlameError>` by command kind) and
+//!   the side effects as data ([`Effect`]), for the runtime to execute (wake watchers, push
+//!   assignments). `apply` never reads a clock or an RNG and never panics on any input.
+//! - One transition function per lifecycle, each with its table in its module's docs:
+//!   [`session::session_transition`], [`task::task_transition`],
+//!   [`executor::executor_transition`] and [`node::node_transition`].
+//! - [`State`]: the in-memory model with the queries the Frontend and the scheduler need.
+//! - [`FlameApp`]: the `raftlog::App` that persists every touched object in the same redb
+//!   transaction as the entry, rebuilds [`State`] in `restore`, and publishes an immutable
+//!   [`StateView`] after each durable batch through a [`StateReader`].
+//! - [`closed_sessions_to_purge`]: the retention policy the leader turns into
+//!   [`Command::PurgeSessions`].
+//!
+//! Why this shape: one pure apply function is what makes the members agree; keeping effects as
+//! data makes them testable and keeps wake-ups after the durable commit.
+//!
+//! Caveats:
+//! - Business failures are part of the response and are replicated identically; only I/O
+//!   failures are `raftlog::Error` (which stops the member).
+//! - The model is built from persistent maps (`imbl`), so publishing a read view after each
+//!   batch is a handful of reference-count increments; the model module explains the cost.
+//! - [`StateConfig`] changes what `apply` does; every member must be constructed with the same
+//!   values, like any other part of the replicated code.
+
+mod application;
+mod command;
+pub mod executor;
+mod model;
+pub mod node;
+mod persist;
+mod retention;
+pub mod session;
+pub mod task;
+mod tx;
+
+pub use application::builtin_applications;
+pub use command::{
+    Assignment, BindResult, Command, Effect, NewTask, Outcome, Response, TaskRef, TaskResult,
+};
+pub use model::{ExecutorEntry, NodeEntry, SessionEntry, State, TaskEntry};
+pub use persist::{FlameApp, StateReader, StateView, TABLES};
+pub use retention::closed_sessions_to_purge;
+pub use tx::Dirty;
+
+use serde::{Deserialize, Serialize};
+
+/// Bind failures a session may have before it gets event 1002 and no new executors
+/// (`cluster.recovery.session.retry_limits`, spec section 6).
+pub const DEFAULT_BIND_RETRY_LIMIT: u32 = 5;
+
+/// Times a Running task may be requeued before it fails (spec section 6, recommended 3).
+pub const DEFAULT_TASK_RETRY_LIMIT: u32 = 3;
+
+/// Settings that change what `apply` does. Every member must use the same values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateConfig {
+    /// Bind failures after which a session is paused (event 1002).
+    pub bind_retry_limit: u32,
+    /// Requeues after which a task that loses its executor again is failed.
+    pub task_retry_limit: u32,
+}
+
+impl Default for StateConfig {
+    /// The specification's defaults: 5 bind failures, 3 requeues.
+    fn default() -> Self {
+        StateConfig {
+            bind_retry_limit: DEFAULT_BIND_RETRY_LIMIT,
+            task_retry_limit: DEFAULT_TASK_RETRY_LIMIT,
+        }
+    }
+}
+
+/// A control-plane member as recorded in the Raft membership.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Member {
+    /// Address of the member's Raft (peer) endpoint, for example `http://10.0.0.1:9080`.
+    pub raft_addr: String,
+    /// Address of the member's client API (Frontend), for example `http://10.0.0.1:8080`.
+    pub api_addr: String,
+}
+
+openraft::declare_raft_types!(
+    /// openraft types of the control plane: [`Command`] entries, [`Response`]s, `u64` member
+    /// ids, [`Member`] nodes and snapshots as files (raftlog's format).
+    pub FlameTypeConfig:
+        D = Command,
+        R = Response,
+        NodeId = u64,
+        Node = Member,
+        Entry = openraft::Entry<FlameTypeConfig>,
+        SnapshotData = tokio::fs::File,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// The in-memory state machine: the [`State`], its [`StateConfig`], and what the last command
+/// changed (for persistence).
+#[derive(Debug, Clone, Default)]
+pub struct StateMachine {
+    state: State,
+    config: StateConfig,
+    dirty: Dirty,
+}
+
+impl StateMachine {
+    /// An empty state machine with `config`.
+    pub fn new(config: StateConfig) -> Self {
+        StateMachine {
+            state: State::default(),
+            config,
+            dirty: Dirty::default(),
+        }
+    }
+
+    /// A state machine holding `state` (for example one rebuilt by `restore`).
+    pub fn with_state(config: StateConfig, state: State) -> Self {
+        StateMachine {
+            state,
+            config,
+            dirty: Dirty::default(),
+        }
+    }
+
+    /// Applies one command: the only way replicated state changes. Deterministic; never panics.
+    pub fn apply(&mut self, command: Command) -> Response {
+        self.dirty.clear();
+        let mut tx = tx::Tx::new(&mut self.state, &self.config, &mut self.dirty);
+        let outcome = command::dispatch(&mut tx, command);
+        let effects = tx.finish();
+        Response { outcome, effects }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Replaces the state (after `restore`); forgets pending changes.
+    pub fn replace_state(&mut self, state: State) {
+        self.state = state;
+        self.dirty.clear();
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &StateConfig {
+        &self.config
+    }
+
+    /// The objects the last [`StateMachine::apply`] created, changed or removed.
+    pub fn dirty(&self) -> &Dirty {
+        &self.dirty
+    }
+}

@@ -1,0 +1,656 @@
+//! The replicated commands, their responses and effects, and the dispatch from one to the other.
+//!
+//! What: [`Command`] is the payload of every Raft entry; [`Response`] is what applying it
+//! produced: the business [`Outcome`] plus the [`Effect`]s the runtime must execute.
+//!
+//! Why: commands carry every decision the leader made (times, executor ids), so applying them is
+//! a pure function and every member reaches the same state and the same responses.
+//!
+//! Caveats:
+//! - Every type here is postcard-safe (plain derives; `FlameError` travels through a private
+//!   mirror enum with `#[serde(with)]`). postcard encodes variants by position: only ever append
+//!   variants, and bump raftlog's format version when changing a command.
+//! - [`Outcome`] errors are business outcomes. For RegisterApplication, UpdateApplication and
+//!   UnregisterApplication every `Err` is reported in-band by the Frontend as
+//!   `Result{-1, message}`: `InvalidArgument` (bad name or spec), `AlreadyExists` (duplicate),
+//!   `NotFound` (unknown name) and `InvalidState` (the application has `open sessions`).
+
+use super::tx::Tx;
+use super::{application, executor, node, retention, session, task};
+use bytes::Bytes;
+use flame_proto::error::FlameError;
+use flame_proto::model::{
+    Application, ApplicationSpec, Executor, Node, ResourceRequirement, Session, SessionSpec, Shim,
+    Task,
+};
+use serde::{Deserialize, Serialize};
+
+/// One task to create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewTask {
+    /// Input bytes; `None` when the client sent none.
+    pub input: Option<Bytes>,
+    /// Client idempotency key: a repeat within the session returns the original task.
+    pub request_id: Option<String>,
+}
+
+/// Names one task.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TaskRef {
+    /// The session.
+    pub session_id: String,
+    /// The per-session task id.
+    pub task_id: u64,
+}
+
+/// Hand a Pending task to a Bound executor of its session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// The executor that will run the task.
+    pub executor_id: String,
+    /// The task's session (must be the executor's session).
+    pub session_id: String,
+    /// The task.
+    pub task_id: u64,
+}
+
+/// What an instance returned for a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskResult {
+    /// The executor that ran the task.
+    pub executor_id: String,
+    /// The task's session.
+    pub session_id: String,
+    /// The task.
+    pub task_id: u64,
+    /// 0 is success; anything else is failure.
+    pub return_code: i32,
+    /// Output bytes (stored only on success).
+    pub output: Option<Bytes>,
+    /// Error text on failure, recorded verbatim as the code-3 event.
+    pub message: Option<String>,
+}
+
+/// How an agent's attempt to bind an executor to a session ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BindResult {
+    /// The instance is up and OnSessionEnter succeeded.
+    Ok,
+    /// The bind failed (codes of spec section 9.3: 10 install, 11 shim, 12 OnSessionEnter).
+    Failed {
+        /// The agent's return code.
+        code: i32,
+        /// The agent's detail text, for example `on_session_enter failed: boom`.
+        message: String,
+    },
+}
+
+/// A change to replicated state, decided by the leader. See the module docs of each lifecycle
+/// for what is accepted in which state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Registers `flmexec`, `flmping` and `flmrun` (spec section 5.2) when absent.
+    EnsureBuiltins {
+        /// Creation time of the applications registered now.
+        now_ms: i64,
+    },
+    /// RegisterApplication.
+    RegisterApplication {
+        /// The application name.
+        name: String,
+        /// The spec, defaults already resolved.
+        spec: ApplicationSpec,
+        /// Creation time.
+        now_ms: i64,
+    },
+    /// UpdateApplication: replaces every field of the spec; refused with open sessions.
+    UpdateApplication {
+        /// The application name.
+        name: String,
+        /// The new spec, defaults already resolved.
+        spec: ApplicationSpec,
+    },
+    /// UnregisterApplication: refused with open sessions; removes the application and all its
+    /// sessions, tasks and events.
+    UnregisterApplication {
+        /// The application name.
+        name: String,
+    },
+    /// CreateSession.
+    CreateSession {
+        /// Client-chosen session id.
+        id: String,
+        /// The spec with `resreq` already resolved.
+        spec: SessionSpec,
+        /// Creation time.
+        now_ms: i64,
+    },
+    /// OpenSession: atomic get-or-create (spec section 5.3).
+    OpenSession {
+        /// Client-chosen session id.
+        id: String,
+        /// The spec with `resreq` already resolved, if the client sent one.
+        spec: Option<SessionSpec>,
+        /// Creation time if the session is created.
+        now_ms: i64,
+    },
+    /// CloseSession.
+    CloseSession {
+        /// The session.
+        id: String,
+        /// Completion time of the session and of the tasks it cancels.
+        now_ms: i64,
+    },
+    /// DeleteSession: only a Closed session whose tasks are all terminal.
+    DeleteSession {
+        /// The session.
+        id: String,
+    },
+    /// CreateTask and the batch CreateTasks.
+    CreateTasks {
+        /// The session.
+        session_id: String,
+        /// The tasks, in submission order.
+        tasks: Vec<NewTask>,
+        /// Creation time.
+        now_ms: i64,
+    },
+    /// A node agent registers (or re-registers) its node.
+    RegisterNode {
+        /// The node as the agent describes it.
+        node: Node,
+        /// Identifies the agent's host; another id for a live node is refused.
+        agent_id: String,
+        /// Registration time, also the first heartbeat.
+        now_ms: i64,
+    },
+    /// A node agent's heartbeat.
+    Heartbeat {
+        /// The node name.
+        node: String,
+        /// Heartbeat time.
+        now_ms: i64,
+    },
+    /// The node's agent disconnected: the node is Unknown while the drain timer runs.
+    NodeDisconnected {
+        /// The node name.
+        node: String,
+    },
+    /// The drain or heartbeat timer fired: the node becomes NotReady, its executors are removed
+    /// and their Running tasks requeued.
+    MarkNodeNotReady {
+        /// The node name.
+        node: String,
+        /// Time of the requeue events.
+        now_ms: i64,
+    },
+    /// The scheduler creates an executor on a node (state Void).
+    CreateExecutor {
+        /// Executor id chosen by the leader (a UUIDv4).
+        id: String,
+        /// The node that hosts it.
+        node: String,
+        /// Its size.
+        resreq: ResourceRequirement,
+        /// Its shim.
+        shim: Shim,
+        /// Creation time.
+        now_ms: i64,
+    },
+    /// The agent holds the executor's slot: Void → Idle.
+    RegisterExecutor {
+        /// The executor.
+        id: String,
+    },
+    /// The scheduler binds an executor to a session: Void or Idle → Binding.
+    BindExecutor {
+        /// The executor.
+        id: String,
+        /// The session.
+        session_id: String,
+    },
+    /// The agent reports how binding ended: Binding → Bound or Unbinding.
+    BindCompleted {
+        /// The executor.
+        id: String,
+        /// The session the agent bound (a stale report for another session is refused).
+        session_id: String,
+        /// Success or the failure code and detail.
+        result: BindResult,
+        /// Time of the session events.
+        now_ms: i64,
+    },
+    /// Unbind an executor from its session: Binding or Bound → Unbinding.
+    UnbindExecutor {
+        /// The executor.
+        id: String,
+    },
+    /// The agent left the session: Unbinding or Binding → Idle.
+    UnbindCompleted {
+        /// The executor.
+        id: String,
+        /// Time of a requeue event if a task was still running.
+        now_ms: i64,
+    },
+    /// The scheduler releases an executor: Void or Idle → Releasing.
+    ReleaseExecutor {
+        /// The executor.
+        id: String,
+    },
+    /// The agent gave the slot back (or lost it): the executor is deleted and a task it was
+    /// running is requeued.
+    ExecutorReleased {
+        /// The executor.
+        id: String,
+        /// Time of a requeue event.
+        now_ms: i64,
+    },
+    /// Pending → Running on Bound executors; one task per executor at a time.
+    AssignTasks {
+        /// The assignments, applied in order, each succeeding or failing alone.
+        assignments: Vec<Assignment>,
+        /// Time of the code-1 events.
+        now_ms: i64,
+    },
+    /// Results of Running tasks; stale results are ignored and reported.
+    CompleteTasks {
+        /// The results, applied in order, each succeeding or failing alone.
+        results: Vec<TaskResult>,
+        /// Completion time.
+        now_ms: i64,
+    },
+    /// Running → Pending (or Failed once the retry limit is exceeded).
+    RequeueTasks {
+        /// The tasks.
+        tasks: Vec<TaskRef>,
+        /// Why, recorded in the requeue event (for example `executor e1 was lost`).
+        reason: String,
+        /// Time of the events.
+        now_ms: i64,
+    },
+    /// Retention: removes Closed sessions with their tasks, events and request ids.
+    PurgeSessions {
+        /// The sessions; open or unknown ones are skipped.
+        ids: Vec<String>,
+    },
+}
+
+/// The business result of a command, by command kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Entries without a command (blank, membership).
+    Noop,
+    /// EnsureBuiltins: the names registered now (empty when all existed).
+    Registered(Vec<String>),
+    /// RegisterApplication and UpdateApplication: the stored application.
+    Application(#[serde(with = "flame_result")] Result<Application, FlameError>),
+    /// UnregisterApplication.
+    Done(#[serde(with = "flame_result")] Result<(), FlameError>),
+    /// CreateSession, OpenSession, CloseSession, DeleteSession (the deleted session).
+    Session(#[serde(with = "flame_result")] Result<Session, FlameError>),
+    /// CreateTasks: one task per submission, in order (the original for a repeated request id).
+    Tasks(#[serde(with = "flame_result")] Result<Vec<Task>, FlameError>),
+    /// Node commands: the node afterwards.
+    Node(#[serde(with = "flame_result")] Result<Node, FlameError>),
+    /// Executor commands: the executor afterwards (ExecutorReleased: as it was removed).
+    Executor(#[serde(with = "flame_result")] Result<Executor, FlameError>),
+    /// AssignTasks, CompleteTasks, RequeueTasks: one result per item, in order; an `Err` item
+    /// (for example a stale result) changed nothing.
+    TaskUpdates(#[serde(with = "flame_results")] Vec<Result<Task, FlameError>>),
+    /// PurgeSessions: the sessions removed.
+    Purged(Vec<String>),
+}
+
+impl Outcome {
+    /// The error of a single-result outcome, if it failed.
+    pub fn error(&self) -> Option<&FlameError> {
+        match self {
+            Outcome::Application(Err(e))
+            | Outcome::Done(Err(e))
+            | Outcome::Session(Err(e))
+            | Outcome::Tasks(Err(e))
+            | Outcome::Node(Err(e))
+            | Outcome::Executor(Err(e)) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Something the runtime must do after the entry is durable: wake watchers, push assignments.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Effect {
+    /// An application was registered or updated.
+    ApplicationChanged {
+        /// The application.
+        name: String,
+    },
+    /// An application was unregistered.
+    ApplicationRemoved {
+        /// The application.
+        name: String,
+    },
+    /// A session was created or changed (state, counters, events, bind failures).
+    SessionChanged {
+        /// The session.
+        session_id: String,
+    },
+    /// A session closed: watchers of its tasks end, its executors unbind.
+    SessionClosed {
+        /// The session.
+        session_id: String,
+    },
+    /// A session was removed with its tasks.
+    SessionRemoved {
+        /// The session.
+        session_id: String,
+    },
+    /// A task was created or changed state.
+    TaskChanged {
+        /// The task's session.
+        session_id: String,
+        /// The task.
+        task_id: u64,
+    },
+    /// An executor was created or changed (state, session, running task).
+    ExecutorChanged {
+        /// The executor.
+        executor_id: String,
+        /// Its node, whose agent must get new assignments.
+        node: String,
+    },
+    /// An executor was removed.
+    ExecutorRemoved {
+        /// The executor.
+        executor_id: String,
+        /// Its node.
+        node: String,
+    },
+    /// A node was registered or changed state.
+    NodeChanged {
+        /// The node.
+        node: String,
+    },
+    /// The whole state was replaced (snapshot install or start-up); readers rescan.
+    Restored,
+}
+
+/// What applying one command produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// The business result.
+    pub outcome: Outcome,
+    /// What the runtime must do, in the order it happened, without duplicates.
+    pub effects: Vec<Effect>,
+}
+
+impl Response {
+    /// The response of an entry without a command.
+    pub fn noop() -> Self {
+        Response {
+            outcome: Outcome::Noop,
+            effects: Vec::new(),
+        }
+    }
+}
+
+/// Applies one command to `tx`: the single dispatch point of the apply path. Node and executor
+/// commands are routed to [`dispatch_cluster`]; the match stays exhaustive.
+pub(crate) fn dispatch(tx: &mut Tx<'_>, command: Command) -> Outcome {
+    use Command as C;
+    match command {
+        C::EnsureBuiltins { now_ms } => application::ensure_builtins(tx, now_ms),
+        C::RegisterApplication { name, spec, now_ms } => {
+            Outcome::Application(application::register(tx, name, spec, now_ms))
+        }
+        C::UpdateApplication { name, spec } => {
+            Outcome::Application(application::update(tx, &name, spec))
+        }
+        C::UnregisterApplication { name } => Outcome::Done(application::unregister(tx, &name)),
+        C::CreateSession { id, spec, now_ms } => {
+            Outcome::Session(session::create(tx, id, spec, now_ms))
+        }
+        C::OpenSession { id, spec, now_ms } => {
+            Outcome::Session(session::open(tx, id, spec, now_ms))
+        }
+        C::CloseSession { id, now_ms } => Outcome::Session(session::close(tx, &id, now_ms)),
+        C::DeleteSession { id } => Outcome::Session(session::delete(tx, &id)),
+        C::CreateTasks {
+            session_id,
+            tasks,
+            now_ms,
+        } => Outcome::Tasks(task::create_tasks(tx, &session_id, tasks, now_ms)),
+        C::AssignTasks {
+            assignments,
+            now_ms,
+        } => Outcome::TaskUpdates(task::assign_tasks(tx, assignments, now_ms)),
+        C::CompleteTasks { results, now_ms } => {
+            Outcome::TaskUpdates(task::complete_tasks(tx, results, now_ms))
+        }
+        C::RequeueTasks {
+            tasks,
+            reason,
+            now_ms,
+        } => Outcome::TaskUpdates(task::requeue_tasks(tx, tasks, &reason, now_ms)),
+        C::PurgeSessions { ids } => Outcome::Purged(retention::purge(tx, ids)),
+        cluster @ (C::RegisterNode { .. }
+        | C::Heartbeat { .. }
+        | C::NodeDisconnected { .. }
+        | C::MarkNodeNotReady { .. }
+        | C::CreateExecutor { .. }
+        | C::RegisterExecutor { .. }
+        | C::BindExecutor { .. }
+        | C::BindCompleted { .. }
+        | C::UnbindExecutor { .. }
+        | C::UnbindCompleted { .. }
+        | C::ReleaseExecutor { .. }
+        | C::ExecutorReleased { .. }) => dispatch_cluster(tx, cluster),
+    }
+}
+
+/// Applies a node or executor command; anything else goes back to [`dispatch`].
+fn dispatch_cluster(tx: &mut Tx<'_>, command: Command) -> Outcome {
+    use Command as C;
+    match command {
+        C::RegisterNode {
+            node,
+            agent_id,
+            now_ms,
+        } => Outcome::Node(node::register(tx, node, agent_id, now_ms)),
+        C::Heartbeat { node, now_ms } => Outcome::Node(node::heartbeat(tx, &node, now_ms)),
+        C::NodeDisconnected { node } => Outcome::Node(node::disconnected(tx, &node)),
+        C::MarkNodeNotReady { node, now_ms } => {
+            Outcome::Node(node::mark_not_ready(tx, &node, now_ms))
+        }
+        C::CreateExecutor {
+            id,
+            node,
+            resreq,
+            shim,
+            now_ms,
+        } => Outcome::Executor(executor::create(tx, id, node, resreq, shim, now_ms)),
+        C::RegisterExecutor { id } => Outcome::Executor(executor::register(tx, &id)),
+        C::BindExecutor { id, session_id } => {
+            Outcome::Executor(executor::bind(tx, &id, &session_id))
+        }
+        C::BindCompleted {
+            id,
+            session_id,
+            result,
+            now_ms,
+        } => {
+            let outcome = executor::bind_completed(tx, &id, &session_id, result, now_ms);
+            Outcome::Executor(outcome)
+        }
+        C::UnbindExecutor { id } => Outcome::Executor(executor::unbind(tx, &id)),
+        C::UnbindCompleted { id, now_ms } => {
+            Outcome::Executor(executor::unbind_completed(tx, &id, now_ms))
+        }
+        C::ReleaseExecutor { id } => Outcome::Executor(executor::release(tx, &id)),
+        C::ExecutorReleased { id, now_ms } => {
+            Outcome::Executor(executor::released(tx, &id, now_ms))
+        }
+        other => dispatch(tx, other),
+    }
+}
+
+/// A serialisable mirror of [`FlameError`], which has no serde derives of its own.
+#[derive(Serialize, Deserialize)]
+enum WireError {
+    NotFound(String),
+    AlreadyExists(String),
+    InvalidArgument(String),
+    InvalidState(String),
+    NotLeader(Option<(u64, String)>),
+    Unavailable(String),
+    TooLarge(String, u64, u64),
+    Internal(String),
+    Cancelled(String),
+    DeadlineExceeded(String),
+}
+
+impl From<&FlameError> for WireError {
+    fn from(e: &FlameError) -> Self {
+        use FlameError as F;
+        match e.clone() {
+            F::NotFound(m) => WireError::NotFound(m),
+            F::AlreadyExists(m) => WireError::AlreadyExists(m),
+            F::InvalidArgument(m) => WireError::InvalidArgument(m),
+            F::InvalidState(m) => WireError::InvalidState(m),
+            F::NotLeader { leader } => WireError::NotLeader(leader.map(|h| (h.id, h.addr))),
+            F::Unavailable(m) => WireError::Unavailable(m),
+            F::TooLarge { what, size, limit } => {
+                WireError::TooLarge(what, size as u64, limit as u64)
+            }
+            F::Internal(m) => WireError::Internal(m),
+            F::Cancelled(m) => WireError::Cancelled(m),
+            F::DeadlineExceeded(m) => WireError::DeadlineExceeded(m),
+        }
+    }
+}
+
+impl From<WireError> for FlameError {
+    fn from(e: WireError) -> Self {
+        use flame_proto::error::LeaderHint;
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        match e {
+            WireError::NotFound(m) => FlameError::NotFound(m),
+            WireError::AlreadyExists(m) => FlameError::AlreadyExists(m),
+            WireError::InvalidArgument(m) => FlameError::InvalidArgument(m),
+            WireError::InvalidState(m) => FlameError::InvalidState(m),
+            WireError::NotLeader(hint) => FlameError::NotLeader {
+                leader: hint.map(|(id, addr)| LeaderHint { id, addr }),
+            },
+            WireError::Unavailable(m) => FlameError::Unavailable(m),
+            WireError::TooLarge(what, s, l) => FlameError::TooLarge {
+                what,
+                size: size(s),
+                limit: size(l),
+            },
+            WireError::Internal(m) => FlameError::Internal(m),
+            WireError::Cancelled(m) => FlameError::Cancelled(m),
+            WireError::DeadlineExceeded(m) => FlameError::DeadlineExceeded(m),
+        }
+    }
+}
+
+/// serde for `Result<T, FlameError>` through [`WireError`].
+mod flame_result {
+    use super::WireError;
+    use flame_proto::error::FlameError;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<T: Serialize, S: Serializer>(
+        value: &Result<T, FlameError>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        value.as_ref().map_err(WireError::from).serialize(s)
+    }
+
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Result<T, FlameError>, D::Error> {
+        Ok(Result::<T, WireError>::deserialize(d)?.map_err(FlameError::from))
+    }
+}
+
+/// serde for `Vec<Result<T, FlameError>>` through [`WireError`].
+mod flame_results {
+    use super::WireError;
+    use flame_proto::error::FlameError;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<T: Serialize, S: Serializer>(
+        values: &[Result<T, FlameError>],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(values.iter().map(|v| v.as_ref().map_err(WireError::from)))
+    }
+
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<Result<T, FlameError>>, D::Error> {
+        let wire = Vec::<Result<T, WireError>>::deserialize(d)?;
+        Ok(wire
+            .into_iter()
+            .map(|v| v.map_err(FlameError::from))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flame_proto::error::LeaderHint;
+
+    #[test]
+    fn responses_with_every_error_kind_survive_postcard() {
+        let errors = vec![
+            Err(FlameError::NotFound("session s not found".into())),
+            Err(FlameError::NotLeader {
+                leader: Some(LeaderHint {
+                    id: 2,
+                    addr: "http://b:8080".into(),
+                }),
+            }),
+            Err(FlameError::TooLarge {
+                what: "task input".into(),
+                size: 9,
+                limit: 4,
+            }),
+            Err(FlameError::InvalidState("x".into())),
+        ];
+        let response = Response {
+            outcome: Outcome::TaskUpdates(errors),
+            effects: vec![Effect::Restored],
+        };
+        let bytes = postcard::to_stdvec(&response).expect("encode");
+        let back: Response = postcard::from_bytes(&bytes).expect("decode");
+        assert_eq!(back, response);
+        let done = Response {
+            outcome: Outcome::Done(Err(FlameError::Internal("boom".into()))),
+            effects: vec![],
+        };
+        let bytes = postcard::to_stdvec(&done).expect("encode");
+        assert_eq!(
+            postcard::from_bytes::<Response>(&bytes).expect("decode"),
+            done
+        );
+    }
+
+    #[test]
+    fn commands_survive_postcard() {
+        let command = Command::CreateTasks {
+            session_id: "s1".into(),
+            tasks: vec![NewTask {
+                input: Some(Bytes::from_static(b"in")),
+                request_id: Some("r1".into()),
+            }],
+            now_ms: 7,
+        };
+        let bytes = postcard::to_stdvec(&command).expect("encode");
+        assert_eq!(
+            postcard::from_bytes::<Command>(&bytes).expect("decode"),
+            command
+        );
+    }
+}

@@ -1,0 +1,386 @@
+//! The task lifecycle: CreateTasks, AssignTasks, CompleteTasks, RequeueTasks (spec sections 5.4
+//! and 6); cancellation happens in CloseSession.
+//!
+//! [`task_transition`] decides every change of a task's state:
+//!
+//! | State | Event | Result | Event recorded |
+//! |---|---|---|---|
+//! | (new) | CreateTasks | Pending | code 0 `Task was created with state <Pending>` |
+//! | Pending | Assign | Running | code 1 `Task state was updated to <Running>` |
+//! | Running | Complete, `return_code == 0` | Succeed, output stored | code 2 |
+//! | Running | Complete, `return_code != 0` | Failed | code 3, the message verbatim |
+//! | Pending | Cancel (CloseSession) | Cancelled | code 4 (Flame addition) |
+//! | Running | Requeue, requeues < `task_retry_limit` | Pending, requeues + 1 | code 0 with the reason |
+//! | Running | Requeue, requeues ≥ `task_retry_limit` | Failed | code 3 `task exceeded retry limit (N) after executor loss` |
+//! | anything else | | `InvalidState`: `task <s>/<t> is <State>; cannot <event>` | |
+//!
+//! Succeed, Failed and Cancelled are terminal; every terminal state sets `completion_time`.
+//!
+//! Rules outside the table:
+//! - Task ids are per-session sequential from 1 (`count + 1`), never reused.
+//! - A request id already seen in the session returns the original task instead of a new one
+//!   (also within one command). An empty request id counts as none.
+//! - AssignTasks needs a Bound executor of the task's session that runs no task (one task at a
+//!   time); the executor records the task.
+//! - CompleteTasks accepts a result only from the executor that records the task (Bound or
+//!   Unbinding); any other result is stale: it changes nothing and is reported as
+//!   `InvalidState` (`stale result ...`) in its slot of the response.
+//! - Each item of AssignTasks, CompleteTasks and RequeueTasks succeeds or fails alone.
+
+use super::command::{Assignment, NewTask, TaskRef, TaskResult};
+use super::executor::{ExecutorEvent, executor_not_found, executor_transition};
+use super::model::{TaskEntry, session_not_found};
+use super::session::{self, SessionEvent};
+use super::tx::Tx;
+use flame_proto::error::FlameError;
+use flame_proto::model::{Event, Task, TaskState};
+
+/// Something that happens to a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskEvent {
+    /// An executor takes the task.
+    Assign,
+    /// The instance returned.
+    Complete {
+        /// `return_code == 0`.
+        ok: bool,
+    },
+    /// CloseSession cancels the task.
+    Cancel,
+    /// The task's executor was lost.
+    Requeue {
+        /// Requeues so far.
+        requeues: u32,
+        /// `task_retry_limit`.
+        limit: u32,
+    },
+}
+
+impl TaskEvent {
+    fn verb(self) -> &'static str {
+        match self {
+            TaskEvent::Assign => "assign it",
+            TaskEvent::Complete { .. } => "complete it",
+            TaskEvent::Cancel => "cancel it",
+            TaskEvent::Requeue { .. } => "requeue it",
+        }
+    }
+}
+
+/// The task transition function; see the table in the module docs. `label` names the task
+/// (`<session>/<task>`) in the error.
+pub fn task_transition(
+    label: &str,
+    state: TaskState,
+    event: TaskEvent,
+) -> Result<TaskState, FlameError> {
+    use TaskEvent as E;
+    use TaskState as S;
+    match (state, event) {
+        (S::Pending, E::Assign) => Ok(S::Running),
+        (S::Running, E::Complete { ok: true }) => Ok(S::Succeed),
+        (S::Running, E::Complete { ok: false }) => Ok(S::Failed),
+        (S::Pending, E::Cancel) => Ok(S::Cancelled),
+        (S::Running, E::Requeue { requeues, limit }) if requeues < limit => Ok(S::Pending),
+        (S::Running, E::Requeue { .. }) => Ok(S::Failed),
+        (state, event) => Err(FlameError::InvalidState(format!(
+            "task {label} is {state:?}; cannot {}",
+            event.verb()
+        ))),
+    }
+}
+
+fn label(session_id: &str, task_id: u64) -> String {
+    format!("{session_id}/{task_id}")
+}
+
+fn task_not_found(session_id: &str, task_id: u64) -> FlameError {
+    FlameError::NotFound(format!("task {task_id} not found in session {session_id}"))
+}
+
+/// The current state and requeue count of a task.
+fn task_state(tx: &Tx<'_>, session_id: &str, task_id: u64) -> Result<(TaskState, u32), FlameError> {
+    let entry = tx
+        .state
+        .session_entry(session_id)
+        .ok_or_else(|| session_not_found(session_id))?;
+    let task = entry
+        .task(task_id)
+        .ok_or_else(|| task_not_found(session_id, task_id))?;
+    Ok((task.task.state, task.requeues))
+}
+
+/// Changes a task with `change` and reports it; returns the task afterwards.
+fn change_task(
+    tx: &mut Tx<'_>,
+    session_id: &str,
+    task_id: u64,
+    change: impl FnOnce(&mut TaskEntry),
+) -> Result<Task, FlameError> {
+    let entry = tx
+        .state
+        .session_mut(session_id)
+        .ok_or_else(|| session_not_found(session_id))?;
+    let task = entry
+        .update_task(task_id, change)
+        .map(|t| t.task.clone())
+        .ok_or_else(|| task_not_found(session_id, task_id))?;
+    tx.log.task_changed(session_id, task_id);
+    Ok(task)
+}
+
+/// Records on the executor which task it runs (`None` when it finished) and reports it.
+fn set_executor_task(tx: &mut Tx<'_>, executor_id: &str, task: Option<TaskRef>) {
+    if let Some(entry) = tx.state.executor_mut(executor_id) {
+        entry.task = task;
+        let node = entry.executor.spec.node.clone();
+        tx.log.executor_changed(executor_id, &node);
+    }
+}
+
+/// CreateTasks: one Pending task per submission, or the original task of a repeated request id.
+pub(crate) fn create_tasks(
+    tx: &mut Tx<'_>,
+    session_id: &str,
+    tasks: Vec<NewTask>,
+    now_ms: i64,
+) -> Result<Vec<Task>, FlameError> {
+    session::check(tx, session_id, SessionEvent::AddTasks)?;
+    let entry = tx
+        .state
+        .session_mut(session_id)
+        .ok_or_else(|| session_not_found(session_id))?;
+    if entry.task_count().checked_add(tasks.len() as u64).is_none() {
+        return Err(FlameError::Internal(format!(
+            "session {session_id} has run out of task ids"
+        )));
+    }
+    let mut out = Vec::with_capacity(tasks.len());
+    for new in tasks {
+        let request_id = new.request_id.filter(|r| !r.is_empty());
+        let original = request_id
+            .as_deref()
+            .and_then(|r| entry.task_for_request(r))
+            .and_then(|id| entry.task(id));
+        if let Some(original) = original {
+            out.push(original.task.clone());
+            continue;
+        }
+        let task = Task {
+            id: entry.task_count() + 1,
+            session_id: session_id.to_owned(),
+            input: new.input,
+            output: None,
+            state: TaskState::Pending,
+            creation_time_ms: now_ms,
+            completion_time_ms: None,
+            events: vec![Event::task_created(now_ms)],
+        };
+        tx.log.task_created(session_id, task.id);
+        entry.push_task(TaskEntry {
+            task: task.clone(),
+            request_id,
+            requeues: 0,
+        });
+        out.push(task);
+    }
+    Ok(out)
+}
+
+/// AssignTasks: each assignment succeeds or fails alone.
+pub(crate) fn assign_tasks(
+    tx: &mut Tx<'_>,
+    assignments: Vec<Assignment>,
+    now_ms: i64,
+) -> Vec<Result<Task, FlameError>> {
+    assignments
+        .into_iter()
+        .map(|a| assign_one(tx, &a, now_ms))
+        .collect()
+}
+
+fn check_assignment(tx: &Tx<'_>, a: &Assignment) -> Result<TaskState, FlameError> {
+    let executor = tx
+        .state
+        .executor_entry(&a.executor_id)
+        .ok_or_else(|| executor_not_found(&a.executor_id))?;
+    let state = executor.executor.state;
+    executor_transition(&a.executor_id, state, ExecutorEvent::StartTask)?;
+    if executor.executor.session_id.as_deref() != Some(a.session_id.as_str()) {
+        return Err(FlameError::InvalidState(format!(
+            "executor {} is not bound to session {}",
+            a.executor_id, a.session_id
+        )));
+    }
+    if let Some(running) = &executor.task {
+        return Err(FlameError::InvalidState(format!(
+            "executor {} is already running task {}",
+            a.executor_id,
+            label(&running.session_id, running.task_id)
+        )));
+    }
+    let (state, _) = task_state(tx, &a.session_id, a.task_id)?;
+    task_transition(&label(&a.session_id, a.task_id), state, TaskEvent::Assign)
+}
+
+fn assign_one(tx: &mut Tx<'_>, a: &Assignment, now_ms: i64) -> Result<Task, FlameError> {
+    let to = check_assignment(tx, a)?;
+    let task = change_task(tx, &a.session_id, a.task_id, |t| {
+        t.task.state = to;
+        t.task.events.push(Event::task_running(now_ms));
+    })?;
+    let running = TaskRef {
+        session_id: a.session_id.clone(),
+        task_id: a.task_id,
+    };
+    set_executor_task(tx, &a.executor_id, Some(running));
+    Ok(task)
+}
+
+/// CompleteTasks: each result succeeds or is reported stale alone.
+pub(crate) fn complete_tasks(
+    tx: &mut Tx<'_>,
+    results: Vec<TaskResult>,
+    now_ms: i64,
+) -> Vec<Result<Task, FlameError>> {
+    results
+        .into_iter()
+        .map(|r| complete_one(tx, r, now_ms))
+        .collect()
+}
+
+fn check_result(tx: &Tx<'_>, r: &TaskResult) -> Result<TaskState, FlameError> {
+    let name = label(&r.session_id, r.task_id);
+    let running = TaskRef {
+        session_id: r.session_id.clone(),
+        task_id: r.task_id,
+    };
+    let executor = tx
+        .state
+        .executor_entry(&r.executor_id)
+        .filter(|e| e.task.as_ref() == Some(&running))
+        .ok_or_else(|| {
+            FlameError::InvalidState(format!(
+                "stale result ignored: task {name} is not running on executor {}",
+                r.executor_id
+            ))
+        })?;
+    executor_transition(
+        &r.executor_id,
+        executor.executor.state,
+        ExecutorEvent::FinishTask,
+    )?;
+    let (state, _) = task_state(tx, &r.session_id, r.task_id)?;
+    task_transition(
+        &name,
+        state,
+        TaskEvent::Complete {
+            ok: r.return_code == 0,
+        },
+    )
+}
+
+fn complete_one(tx: &mut Tx<'_>, r: TaskResult, now_ms: i64) -> Result<Task, FlameError> {
+    let to = check_result(tx, &r)?;
+    let TaskResult {
+        executor_id,
+        session_id,
+        task_id,
+        output,
+        message,
+        ..
+    } = r;
+    let task = change_task(tx, &session_id, task_id, |t| {
+        t.task.state = to;
+        t.task.completion_time_ms = Some(now_ms);
+        if to == TaskState::Succeed {
+            t.task.output = output;
+            t.task.events.push(Event::task_succeeded(now_ms));
+        } else {
+            t.task.events.push(Event::task_failed(message, now_ms));
+        }
+    })?;
+    set_executor_task(tx, &executor_id, None);
+    Ok(task)
+}
+
+/// RequeueTasks: each task is requeued (or failed at the retry limit) alone.
+pub(crate) fn requeue_tasks(
+    tx: &mut Tx<'_>,
+    tasks: Vec<TaskRef>,
+    reason: &str,
+    now_ms: i64,
+) -> Vec<Result<Task, FlameError>> {
+    tasks
+        .into_iter()
+        .map(|t| requeue(tx, &t, reason, now_ms))
+        .collect()
+}
+
+/// Sends a Running task back to Pending, or fails it once requeues reach the limit; the
+/// executor that ran it, if any, forgets it.
+pub(crate) fn requeue(
+    tx: &mut Tx<'_>,
+    task: &TaskRef,
+    reason: &str,
+    now_ms: i64,
+) -> Result<Task, FlameError> {
+    let limit = tx.config.task_retry_limit;
+    let (state, requeues) = task_state(tx, &task.session_id, task.task_id)?;
+    let event = TaskEvent::Requeue { requeues, limit };
+    let to = task_transition(&label(&task.session_id, task.task_id), state, event)?;
+    if let Some(executor_id) = tx.state.executor_running(task) {
+        set_executor_task(tx, &executor_id, None);
+    }
+    change_task(tx, &task.session_id, task.task_id, |t| {
+        t.task.state = to;
+        if to == TaskState::Pending {
+            t.requeues = t.requeues.saturating_add(1);
+            t.task.events.push(Event::task_requeued(reason, now_ms));
+        } else {
+            t.task.completion_time_ms = Some(now_ms);
+            t.task
+                .events
+                .push(Event::task_retry_limit_exceeded(limit, now_ms));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requeue_is_bounded_by_the_retry_limit() {
+        let requeue = |requeues| TaskEvent::Requeue { requeues, limit: 3 };
+        assert_eq!(
+            task_transition("s/1", TaskState::Running, requeue(2)),
+            Ok(TaskState::Pending)
+        );
+        assert_eq!(
+            task_transition("s/1", TaskState::Running, requeue(3)),
+            Ok(TaskState::Failed)
+        );
+    }
+
+    #[test]
+    fn terminal_states_accept_nothing() {
+        let events = [
+            TaskEvent::Assign,
+            TaskEvent::Complete { ok: true },
+            TaskEvent::Cancel,
+            TaskEvent::Requeue {
+                requeues: 0,
+                limit: 3,
+            },
+        ];
+        for state in [TaskState::Succeed, TaskState::Failed, TaskState::Cancelled] {
+            for event in events {
+                let err = task_transition("s/1", state, event).unwrap_err();
+                assert!(matches!(err, FlameError::InvalidState(m) if m.starts_with("task s/1 is")));
+            }
+        }
+        let err = task_transition("s/2", TaskState::Pending, TaskEvent::Complete { ok: true });
+        assert!(err.is_err());
+    }
+}

@@ -1,0 +1,167 @@
+//! Persistence of the state machine: what `FlameApp` writes in the apply transaction rebuilds,
+//! through `restore`, exactly the state it holds in memory; also through raftlog's
+//! `StateMachineStore` across a reopen and a snapshot install, with the published views.
+
+mod state_support;
+
+use flame_control_plane::state::{
+    Command, Effect, FlameApp, FlameTypeConfig, Outcome, StateConfig, StateMachine, TABLES,
+};
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+use proptest::prelude::*;
+use raftlog::{App, StateMachineStore, Storage};
+use redb::backends::InMemoryBackend;
+use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+use state_support::strategy::commands;
+
+fn log_id(index: u64) -> LogId<u64> {
+    LogId::new(CommittedLeaderId::new(1, 0), index)
+}
+
+fn memory_db() -> Database {
+    let db = Database::builder()
+        .create_with_backend(InMemoryBackend::new())
+        .expect("in-memory redb");
+    let txn = db.begin_write().expect("txn");
+    for name in TABLES {
+        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(name);
+        txn.open_table(def).expect("table");
+    }
+    txn.commit().expect("commit");
+    db
+}
+
+fn restored(db: &Database, config: StateConfig) -> flame_control_plane::state::State {
+    let mut fresh = FlameApp::new(config);
+    let txn = db.begin_read().expect("read");
+    fresh.restore(&txn).expect("restore");
+    fresh.state().clone()
+}
+
+fn config() -> StateConfig {
+    StateConfig {
+        bind_retry_limit: 2,
+        task_retry_limit: 1,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn restore_rebuilds_the_applied_state(commands in commands(30)) {
+        let db = memory_db();
+        let mut app = FlameApp::new(config());
+        let mut plain = StateMachine::new(config());
+        let all = std::iter::once(Command::EnsureBuiltins { now_ms: 0 }).chain(commands);
+        for (i, command) in all.enumerate() {
+            let mut txn = db.begin_write().expect("txn");
+            txn.set_durability(Durability::None).expect("durability");
+            let response = app.apply(&txn, &log_id(i as u64 + 1), command.clone());
+            txn.commit().expect("commit");
+            prop_assert_eq!(response.expect("apply"), plain.apply(command));
+            if i % 8 == 0 {
+                prop_assert_eq!(&restored(&db, config()), app.state());
+            }
+        }
+        prop_assert_eq!(&restored(&db, config()), app.state());
+        prop_assert_eq!(app.state(), plain.state());
+    }
+}
+
+fn entry(index: u64, command: Command) -> Entry<FlameTypeConfig> {
+    Entry {
+        log_id: log_id(index),
+        payload: EntryPayload::Normal(command),
+    }
+}
+
+/// A small workload: built-ins, two sessions with tasks, one closed.
+fn workload() -> Vec<Command> {
+    let mut out = vec![Command::EnsureBuiltins { now_ms: 1 }];
+    out.extend([
+        Command::CreateSession {
+            id: "a".into(),
+            spec: state_support::spec("flmrun"),
+            now_ms: 10,
+        },
+        Command::CreateSession {
+            id: "b".into(),
+            spec: state_support::spec("flmping"),
+            now_ms: 11,
+        },
+        Command::CreateTasks {
+            session_id: "a".into(),
+            tasks: vec![flame_control_plane::state::NewTask {
+                input: Some(bytes::Bytes::from_static(b"x")),
+                request_id: Some("r".into()),
+            }],
+            now_ms: 12,
+        },
+        Command::CloseSession {
+            id: "b".into(),
+            now_ms: 13,
+        },
+    ]);
+    out
+}
+
+#[tokio::test]
+async fn state_machine_store_persists_publishes_and_installs_snapshots() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let storage = Storage::new(dir.path().join("m1"), "cluster-1");
+    let app = FlameApp::new(StateConfig::default());
+    let mut reader = app.reader();
+    let mut sm = StateMachineStore::open(&storage, app)?;
+    assert_eq!(reader.current().effects.as_ref(), [Effect::Restored]);
+
+    let mut entries = vec![Entry {
+        log_id: log_id(1),
+        payload: EntryPayload::Blank,
+    }];
+    for (i, command) in workload().into_iter().enumerate() {
+        entries.push(entry(i as u64 + 2, command));
+    }
+    let last = entries.len() as u64;
+    let responses = sm.apply(entries).await?;
+    assert_eq!(responses[0].outcome, Outcome::Noop);
+    assert!(matches!(&responses[5].outcome, Outcome::Session(Ok(s)) if s.id == "b"));
+
+    let view = reader.changed().await.expect("a new view");
+    assert_eq!(view.applied_index, last);
+    assert_eq!(&view.state, sm.app().state());
+    assert!(view.effects.contains(&Effect::SessionClosed {
+        session_id: "b".into()
+    }));
+    assert_eq!(view.state.task("a", 1).map(|t| t.id), Some(1));
+    let expected = sm.app().state().clone();
+    drop(sm);
+
+    let reopened = StateMachineStore::open(&storage, FlameApp::new(StateConfig::default()))?;
+    assert_eq!(reopened.app().state(), &expected);
+    let mut reopened = reopened;
+    let snapshot = reopened
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await?;
+
+    let other = Storage::new(dir.path().join("m2"), "cluster-1");
+    let app = FlameApp::new(StateConfig::default());
+    let mut other_reader = app.reader();
+    let mut installed = StateMachineStore::open(&other, app)?;
+    assert_eq!(installed.app().state().applications().count(), 0);
+    other_reader.changed().await.expect("restored at open");
+    installed
+        .install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await?;
+    assert_eq!(installed.app().state(), &expected);
+    let view = other_reader
+        .changed()
+        .await
+        .expect("restored after install");
+    assert_eq!(&view.state, &expected);
+    assert_eq!(view.effects.as_ref(), [Effect::Restored]);
+    Ok(())
+}

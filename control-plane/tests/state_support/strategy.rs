@@ -1,0 +1,453 @@
+//! proptest strategies for random command sequences, valid and invalid, over small pools of
+//! names so that commands often hit existing objects, plus the invariants every state must hold.
+
+use bytes::Bytes;
+use flame_control_plane::state::{
+    Assignment, BindResult, Command, NewTask, State, TaskRef, TaskResult,
+};
+use flame_proto::model::{
+    ApplicationSpec, ExecutorState, ResourceRequirement, SessionSpec, Shim, TaskCounters, TaskState,
+};
+use proptest::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+const APPS: &[&str] = &["flmrun", "flmrun", "flmping", "app0", "../bad"];
+const SESSIONS: &[&str] = &["s0", "s1", "s2"];
+const EXECUTORS: &[&str] = &["e0", "e1", "e2"];
+const NODES: &[&str] = &["n0", "n1"];
+
+fn pick(pool: &'static [&'static str]) -> impl Strategy<Value = String> {
+    proptest::sample::select(pool).prop_map(String::from)
+}
+
+fn now() -> impl Strategy<Value = i64> {
+    0i64..1_000
+}
+
+fn task_id() -> impl Strategy<Value = u64> {
+    0u64..6
+}
+
+fn session_spec() -> impl Strategy<Value = SessionSpec> {
+    (pick(APPS), 0u32..2, proptest::option::of(1u32..3)).prop_map(|(app, min, max)| SessionSpec {
+        application: app,
+        common_data: Some(Bytes::from_static(b"cd")),
+        min_instances: min,
+        max_instances: max,
+        priority: 0,
+        resreq: ResourceRequirement::default(),
+    })
+}
+
+fn new_task() -> impl Strategy<Value = NewTask> {
+    let rid = proptest::option::of(proptest::sample::select(&["r0", "r1", ""][..]));
+    (proptest::option::of(Just(Bytes::from_static(b"in"))), rid).prop_map(|(input, rid)| NewTask {
+        input,
+        request_id: rid.map(String::from),
+    })
+}
+
+fn node_desc() -> impl Strategy<Value = flame_proto::model::Node> {
+    pick(NODES).prop_map(|n| super::node(&n))
+}
+
+fn app_commands() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        now().prop_map(|now_ms| Command::EnsureBuiltins { now_ms }),
+        (pick(APPS), now()).prop_map(|(name, now_ms)| Command::RegisterApplication {
+            name,
+            spec: ApplicationSpec::default(),
+            now_ms,
+        }),
+        pick(APPS).prop_map(|name| Command::UpdateApplication {
+            name,
+            spec: ApplicationSpec::default(),
+        }),
+        pick(APPS).prop_map(|name| Command::UnregisterApplication { name }),
+    ]
+}
+
+fn session_commands() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        3 => (pick(SESSIONS), session_spec(), now())
+            .prop_map(|(id, spec, now_ms)| Command::CreateSession { id, spec, now_ms }),
+        2 => (pick(SESSIONS), proptest::option::of(session_spec()), now())
+            .prop_map(|(id, spec, now_ms)| Command::OpenSession { id, spec, now_ms }),
+        2 => (pick(SESSIONS), now()).prop_map(|(id, now_ms)| Command::CloseSession { id, now_ms }),
+        1 => pick(SESSIONS).prop_map(|id| Command::DeleteSession { id }),
+        1 => proptest::collection::vec(pick(SESSIONS), 0..3)
+            .prop_map(|ids| Command::PurgeSessions { ids }),
+        5 => (pick(SESSIONS), proptest::collection::vec(new_task(), 0..4), now()).prop_map(
+            |(session_id, tasks, now_ms)| Command::CreateTasks {
+                session_id,
+                tasks,
+                now_ms,
+            }
+        ),
+    ]
+}
+
+fn node_commands() -> impl Strategy<Value = Command> {
+    let agent = proptest::sample::select(&["a0", "a1"][..]).prop_map(String::from);
+    prop_oneof![
+        3 => (node_desc(), agent, now()).prop_map(|(node, agent_id, now_ms)| {
+            Command::RegisterNode { node, agent_id, now_ms }
+        }),
+        1 => (pick(NODES), now()).prop_map(|(node, now_ms)| Command::Heartbeat { node, now_ms }),
+        1 => pick(NODES).prop_map(|node| Command::NodeDisconnected { node }),
+        1 => (pick(NODES), now()).prop_map(|(node, now_ms)| Command::MarkNodeNotReady {
+            node,
+            now_ms
+        }),
+    ]
+}
+
+fn bind_result() -> impl Strategy<Value = BindResult> {
+    prop_oneof![
+        3 => Just(BindResult::Ok),
+        1 => Just(BindResult::Failed {
+            code: 12,
+            message: "on_session_enter failed: boom".into(),
+        }),
+    ]
+}
+
+fn executor_commands() -> impl Strategy<Value = Command> {
+    let ex = || pick(EXECUTORS);
+    prop_oneof![
+        3 => (ex(), pick(NODES), now()).prop_map(|(id, node, now_ms)| Command::CreateExecutor {
+            id,
+            node,
+            resreq: ResourceRequirement::default(),
+            shim: Shim::Host,
+            now_ms,
+        }),
+        2 => ex().prop_map(|id| Command::RegisterExecutor { id }),
+        4 => (ex(), pick(SESSIONS)).prop_map(|(id, session_id)| Command::BindExecutor {
+            id,
+            session_id
+        }),
+        4 => (ex(), pick(SESSIONS), bind_result(), now()).prop_map(
+            |(id, session_id, result, now_ms)| Command::BindCompleted {
+                id,
+                session_id,
+                result,
+                now_ms,
+            }
+        ),
+        1 => ex().prop_map(|id| Command::UnbindExecutor { id }),
+        1 => (ex(), now()).prop_map(|(id, now_ms)| Command::UnbindCompleted { id, now_ms }),
+        1 => ex().prop_map(|id| Command::ReleaseExecutor { id }),
+        1 => (ex(), now()).prop_map(|(id, now_ms)| Command::ExecutorReleased { id, now_ms }),
+    ]
+}
+
+fn task_ref() -> impl Strategy<Value = TaskRef> {
+    (pick(SESSIONS), task_id()).prop_map(|(session_id, task_id)| TaskRef {
+        session_id,
+        task_id,
+    })
+}
+
+fn task_commands() -> impl Strategy<Value = Command> {
+    let assignment = (pick(EXECUTORS), pick(SESSIONS), task_id()).prop_map(
+        |(executor_id, session_id, task_id)| Assignment {
+            executor_id,
+            session_id,
+            task_id,
+        },
+    );
+    let result = (pick(EXECUTORS), pick(SESSIONS), task_id(), 0i32..2).prop_map(
+        |(executor_id, session_id, task_id, return_code)| TaskResult {
+            executor_id,
+            session_id,
+            task_id,
+            return_code,
+            output: Some(Bytes::from_static(b"out")),
+            message: Some("failed: x".into()),
+        },
+    );
+    prop_oneof![
+        4 => (proptest::collection::vec(assignment, 1..4), now())
+            .prop_map(|(assignments, now_ms)| Command::AssignTasks { assignments, now_ms }),
+        4 => (proptest::collection::vec(result, 1..3), now())
+            .prop_map(|(results, now_ms)| Command::CompleteTasks { results, now_ms }),
+        1 => (proptest::collection::vec(task_ref(), 1..3), now()).prop_map(
+            |(tasks, now_ms)| Command::RequeueTasks {
+                tasks,
+                reason: "executor lost".into(),
+                now_ms,
+            }
+        ),
+    ]
+}
+
+/// Any command, valid or not, over small pools of names.
+pub fn command() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        1 => app_commands(),
+        4 => session_commands(),
+        2 => node_commands(),
+        4 => executor_commands(),
+        4 => task_commands(),
+    ]
+}
+
+/// Checks every invariant of a state; panics (failing the property) with the broken one.
+pub fn check_invariants(state: &State) {
+    let running_on = check_executors(state);
+    check_sessions(state, &running_on);
+}
+
+/// Executor invariants; returns which executor runs each task.
+fn check_executors(state: &State) -> BTreeMap<TaskRef, String> {
+    let mut running_on: BTreeMap<TaskRef, String> = BTreeMap::new();
+    for e in state.executor_entries() {
+        let ex = &e.executor;
+        let bound = matches!(
+            ex.state,
+            ExecutorState::Binding | ExecutorState::Bound | ExecutorState::Unbinding
+        );
+        assert_eq!(
+            ex.session_id.is_some(),
+            bound,
+            "executor {} session vs state",
+            ex.id
+        );
+        assert!(
+            state.node(&ex.spec.node).is_some(),
+            "executor {} on unknown node",
+            ex.id
+        );
+        if let Some(task) = &e.task {
+            assert!(matches!(
+                ex.state,
+                ExecutorState::Bound | ExecutorState::Unbinding
+            ));
+            assert_eq!(ex.session_id.as_deref(), Some(task.session_id.as_str()));
+            let t = state
+                .task(&task.session_id, task.task_id)
+                .expect("executor's task exists");
+            assert_eq!(
+                t.state,
+                TaskState::Running,
+                "executor {} task not running",
+                ex.id
+            );
+            let other = running_on.insert(task.clone(), ex.id.clone());
+            assert!(other.is_none(), "task {task:?} on two executors");
+        }
+    }
+    running_on
+}
+
+/// Session and task invariants: counters, ids `1..=n`, the Pending set, request ids, and every
+/// Running task on exactly one executor.
+fn check_sessions(state: &State, running_on: &BTreeMap<TaskRef, String>) {
+    for entry in state.session_entries() {
+        let id = &entry.session.id;
+        let mut counters = TaskCounters::default();
+        let mut pending = Vec::new();
+        let mut request_ids = BTreeSet::new();
+        for (index, t) in entry.tasks().enumerate() {
+            assert_eq!(
+                t.task.id,
+                index as u64 + 1,
+                "task ids of {id} are not 1..=n"
+            );
+            assert_eq!(&t.task.session_id, id);
+            counters.add(t.task.state);
+            if t.task.state == TaskState::Pending {
+                pending.push(t.task.id);
+            }
+            if t.task.state.is_terminal() {
+                assert!(t.task.completion_time_ms.is_some());
+            }
+            if t.task.state == TaskState::Running {
+                let key = TaskRef {
+                    session_id: id.clone(),
+                    task_id: t.task.id,
+                };
+                assert!(
+                    running_on.contains_key(&key),
+                    "running task {key:?} has no executor"
+                );
+            }
+            if let Some(rid) = &t.request_id {
+                assert!(
+                    request_ids.insert(rid.clone()),
+                    "request id {rid} used twice"
+                );
+                assert_eq!(entry.task_for_request(rid), Some(t.task.id));
+            }
+        }
+        assert_eq!(entry.session.counters, counters, "counters of {id}");
+        assert_eq!(
+            entry.pending_ids().collect::<Vec<_>>(),
+            pending,
+            "pending set of {id}"
+        );
+    }
+}
+
+/// A coherent chunk that brings an executor up and binds it to a session (each step can still
+/// fail if the state does not allow it).
+fn bring_up() -> impl Strategy<Value = Vec<Command>> {
+    let parts = (
+        pick(EXECUTORS),
+        pick(NODES),
+        pick(SESSIONS),
+        bind_result(),
+        now(),
+    );
+    parts.prop_map(|(id, node, session, result, now)| {
+        vec![
+            Command::RegisterNode {
+                node: super::node(&node),
+                agent_id: "a0".into(),
+                now_ms: now,
+            },
+            Command::CreateExecutor {
+                id: id.clone(),
+                node,
+                resreq: ResourceRequirement::default(),
+                shim: Shim::Host,
+                now_ms: now,
+            },
+            Command::BindExecutor {
+                id: id.clone(),
+                session_id: session.clone(),
+            },
+            Command::BindCompleted {
+                id,
+                session_id: session,
+                result,
+                now_ms: now,
+            },
+        ]
+    })
+}
+
+/// A coherent chunk that runs one task on one executor and reports its result.
+fn run_task() -> impl Strategy<Value = Vec<Command>> {
+    let parts = (pick(EXECUTORS), pick(SESSIONS), 1u64..5, 0i32..2, now());
+    parts.prop_map(|(executor_id, session_id, task_id, return_code, now_ms)| {
+        vec![
+            Command::AssignTasks {
+                assignments: vec![Assignment {
+                    executor_id: executor_id.clone(),
+                    session_id: session_id.clone(),
+                    task_id,
+                }],
+                now_ms,
+            },
+            Command::CompleteTasks {
+                results: vec![TaskResult {
+                    executor_id,
+                    session_id,
+                    task_id,
+                    return_code,
+                    output: None,
+                    message: None,
+                }],
+                now_ms,
+            },
+        ]
+    })
+}
+
+/// A coherent chunk that opens a session of `flmrun` and submits a few tasks to it.
+fn session_up() -> impl Strategy<Value = Vec<Command>> {
+    let tasks = proptest::collection::vec(new_task(), 1..4);
+    (pick(SESSIONS), tasks, now()).prop_map(|(id, tasks, now_ms)| {
+        let mut spec = super::spec("flmrun");
+        spec.common_data = Some(Bytes::from_static(b"cd"));
+        vec![
+            Command::OpenSession {
+                id: id.clone(),
+                spec: Some(spec),
+                now_ms,
+            },
+            Command::CreateTasks {
+                session_id: id,
+                tasks,
+                now_ms,
+            },
+        ]
+    })
+}
+
+/// A coherent chunk: one session, one executor brought up for it, and its first tasks run to
+/// completion (success or failure), possibly leaving the last one Running.
+fn workflow() -> impl Strategy<Value = Vec<Command>> {
+    let codes = proptest::collection::vec(0i32..2, 1..4);
+    (session_up(), bring_up(), codes, any::<bool>()).prop_map(|(open, up, codes, finish)| {
+        let session_id = match &open[0] {
+            Command::OpenSession { id, .. } => id.clone(),
+            _ => String::new(),
+        };
+        let executor_id = match &up[1] {
+            Command::CreateExecutor { id, .. } => id.clone(),
+            _ => String::new(),
+        };
+        let mut chunk = open;
+        for command in up {
+            chunk.push(match command {
+                Command::BindExecutor { id, .. } => Command::BindExecutor {
+                    id,
+                    session_id: session_id.clone(),
+                },
+                Command::BindCompleted {
+                    id, result, now_ms, ..
+                } => Command::BindCompleted {
+                    id,
+                    session_id: session_id.clone(),
+                    result,
+                    now_ms,
+                },
+                other => other,
+            });
+        }
+        let last = codes.len();
+        for (i, code) in codes.into_iter().enumerate() {
+            let task_id = i as u64 + 1;
+            chunk.push(Command::AssignTasks {
+                assignments: vec![Assignment {
+                    executor_id: executor_id.clone(),
+                    session_id: session_id.clone(),
+                    task_id,
+                }],
+                now_ms: 500,
+            });
+            if finish || i + 1 < last {
+                chunk.push(Command::CompleteTasks {
+                    results: vec![TaskResult {
+                        executor_id: executor_id.clone(),
+                        session_id: session_id.clone(),
+                        task_id,
+                        return_code: code,
+                        output: Some(Bytes::from_static(b"out")),
+                        message: Some("ValueError: x".into()),
+                    }],
+                    now_ms: 600,
+                });
+            }
+        }
+        chunk
+    })
+}
+
+/// Sequences of `steps / 2` to `steps` chunks: random single commands mixed with coherent
+/// chunks that open sessions, bring executors up and run tasks, so that deep states (running,
+/// finished, requeued tasks; bound, unbinding executors) are reached too.
+pub fn commands(steps: usize) -> impl Strategy<Value = Vec<Command>> {
+    let step = prop_oneof![
+        10 => command().prop_map(|c| vec![c]),
+        2 => session_up(),
+        1 => bring_up(),
+        2 => run_task(),
+        2 => workflow(),
+    ];
+    proptest::collection::vec(step, steps / 2..steps)
+        .prop_map(|chunks| chunks.into_iter().flatten().collect())
+}
