@@ -137,7 +137,10 @@ impl Cluster {
             .arg(members)
             .arg("--data-dir")
             .arg(&m.data_dir)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(log.try_clone()?)
             .stderr(log)
             .stdin(Stdio::null())
@@ -222,12 +225,20 @@ impl Cluster {
     /// Member `id`'s status, if it answers.
     pub async fn status(&self, id: u64) -> Option<MemberStatus> {
         let mut admin = self.admin(id).ok()?;
-        admin.status(StatusRequest {}).await.ok().map(|r| r.into_inner())
+        admin
+            .status(StatusRequest {})
+            .await
+            .ok()
+            .map(|r| r.into_inner())
     }
 
     /// Waits until every running member in `among` agrees on one leader that is itself running
     /// and reports the leader role; returns its id.
-    pub async fn wait_for_leader(&self, among: &[u64], deadline: Duration) -> Result<u64, HarnessError> {
+    pub async fn wait_for_leader(
+        &self,
+        among: &[u64],
+        deadline: Duration,
+    ) -> Result<u64, HarnessError> {
         let started = Instant::now();
         let mut poll = tokio::time::interval(Duration::from_millis(20));
         while started.elapsed() < deadline {
@@ -254,7 +265,12 @@ impl Cluster {
     }
 
     /// Waits until member `id` has applied at least `index`.
-    pub async fn wait_applied(&self, id: u64, index: u64, deadline: Duration) -> Result<(), HarnessError> {
+    pub async fn wait_applied(
+        &self,
+        id: u64,
+        index: u64,
+        deadline: Duration,
+    ) -> Result<(), HarnessError> {
         let started = Instant::now();
         let mut poll = tokio::time::interval(Duration::from_millis(20));
         while started.elapsed() < deadline {

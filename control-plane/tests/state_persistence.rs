@@ -5,7 +5,8 @@
 mod state_support;
 
 use flame_control_plane::state::{
-    Command, Effect, FlameApp, FlameTypeConfig, Outcome, StateConfig, StateMachine, TABLES,
+    Command, Effect, FlameApp, FlameTypeConfig, Outcome, Proposal, StateConfig, StateMachine,
+    TABLES,
 };
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
@@ -58,9 +59,10 @@ proptest! {
         for (i, command) in all.enumerate() {
             let mut txn = db.begin_write().expect("txn");
             txn.set_durability(Durability::None).expect("durability");
-            let response = app.apply(&txn, &log_id(i as u64 + 1), command.clone());
+            let proposal = Proposal::one(command.clone());
+            let response = app.apply(&txn, &log_id(i as u64 + 1), proposal);
             txn.commit().expect("commit");
-            prop_assert_eq!(response.expect("apply"), plain.apply(command));
+            prop_assert_eq!(response.expect("apply"), vec![plain.apply(command)]);
             if i % 8 == 0 {
                 prop_assert_eq!(&restored(&db, config()), app.state());
             }
@@ -73,7 +75,7 @@ proptest! {
 fn entry(index: u64, command: Command) -> Entry<FlameTypeConfig> {
     Entry {
         log_id: log_id(index),
-        payload: EntryPayload::Normal(command),
+        payload: EntryPayload::Normal(Proposal::one(command)),
     }
 }
 
@@ -125,8 +127,11 @@ async fn state_machine_store_persists_publishes_and_installs_snapshots() -> anyh
     }
     let last = entries.len() as u64;
     let responses = sm.apply(entries).await?;
-    assert_eq!(responses[0].outcome, Outcome::Noop);
-    assert!(matches!(&responses[5].outcome, Outcome::Session(Ok(s)) if s.id == "b"));
+    assert!(
+        responses[0].is_empty(),
+        "a blank entry has no command responses"
+    );
+    assert!(matches!(&responses[5][0].outcome, Outcome::Session(Ok(s)) if s.id == "b"));
 
     let view = reader.changed().await.expect("a new view");
     assert_eq!(view.applied_index, last);

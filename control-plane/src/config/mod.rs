@@ -379,7 +379,12 @@ impl Config {
         if self.cluster.name.trim().is_empty() {
             return invalid("cluster.name", "must not be empty".into());
         }
-        if let Some(Err(e)) = self.cluster.resreq.as_deref().map(ResourceRequirement::parse) {
+        if let Some(Err(e)) = self
+            .cluster
+            .resreq
+            .as_deref()
+            .map(ResourceRequirement::parse)
+        {
             return invalid("cluster.resreq", e.to_string());
         }
         for p in &self.cluster.policies {
@@ -444,7 +449,10 @@ impl Config {
 
     /// The Raft cluster id: `raft.cluster_id`, else `cluster.name`.
     pub fn cluster_id(&self) -> &str {
-        self.raft.cluster_id.as_deref().unwrap_or(&self.cluster.name)
+        self.raft
+            .cluster_id
+            .as_deref()
+            .unwrap_or(&self.cluster.name)
     }
 
     /// The default session resource request (`cluster.resreq`, else 1 CPU and 1 GiB).

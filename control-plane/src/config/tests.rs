@@ -109,7 +109,11 @@ fn a_bad_members_flag_or_variable_is_explained() {
 
 #[test]
 fn a_missing_file_names_its_path() {
-    let err = Config::load(Some(Path::new("/no/such/flame.yaml")), no_env, &Overrides::default())
-        .unwrap_err();
+    let err = Config::load(
+        Some(Path::new("/no/such/flame.yaml")),
+        no_env,
+        &Overrides::default(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("/no/such/flame.yaml"), "{err}");
 }

@@ -275,6 +275,43 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Sets the time the leader decided for this command, on every variant that carries one.
+    ///
+    /// Handlers build commands on whichever member the client reached; the leader's proposer
+    /// stamps them just before proposing, so every timestamp comes from the leader's clock.
+    pub fn set_time(&mut self, now: i64) {
+        use Command as C;
+        match self {
+            C::EnsureBuiltins { now_ms }
+            | C::RegisterApplication { now_ms, .. }
+            | C::CreateSession { now_ms, .. }
+            | C::OpenSession { now_ms, .. }
+            | C::CloseSession { now_ms, .. }
+            | C::CreateTasks { now_ms, .. }
+            | C::RegisterNode { now_ms, .. }
+            | C::Heartbeat { now_ms, .. }
+            | C::MarkNodeNotReady { now_ms, .. }
+            | C::CreateExecutor { now_ms, .. }
+            | C::BindCompleted { now_ms, .. }
+            | C::UnbindCompleted { now_ms, .. }
+            | C::ExecutorReleased { now_ms, .. }
+            | C::AssignTasks { now_ms, .. }
+            | C::CompleteTasks { now_ms, .. }
+            | C::RequeueTasks { now_ms, .. } => *now_ms = now,
+            C::UpdateApplication { .. }
+            | C::UnregisterApplication { .. }
+            | C::DeleteSession { .. }
+            | C::NodeDisconnected { .. }
+            | C::RegisterExecutor { .. }
+            | C::BindExecutor { .. }
+            | C::UnbindExecutor { .. }
+            | C::ReleaseExecutor { .. }
+            | C::PurgeSessions { .. } => {}
+        }
+    }
+}
+
 /// The business result of a command, by command kind.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {

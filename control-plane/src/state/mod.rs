@@ -87,12 +87,29 @@ pub struct Member {
     pub api_addr: String,
 }
 
+/// What one Raft entry carries: the commands the leader batched together (group commit). They
+/// are applied in order, each exactly as if it had its own entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// The commands, in the order the leader received them.
+    pub commands: Vec<Command>,
+}
+
+impl Proposal {
+    /// A proposal of one command.
+    pub fn one(command: Command) -> Self {
+        Proposal {
+            commands: vec![command],
+        }
+    }
+}
+
 openraft::declare_raft_types!(
-    /// openraft types of the control plane: [`Command`] entries, [`Response`]s, `u64` member
-    /// ids, [`Member`] nodes and snapshots as files (raftlog's format).
+    /// openraft types of the control plane: [`Proposal`] entries answered by one [`Response`]
+    /// per command, `u64` member ids, [`Member`] nodes and snapshots as files (raftlog's format).
     pub FlameTypeConfig:
-        D = Command,
-        R = Response,
+        D = Proposal,
+        R = Vec<Response>,
         NodeId = u64,
         Node = Member,
         Entry = openraft::Entry<FlameTypeConfig>,

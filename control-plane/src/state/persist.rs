@@ -41,7 +41,7 @@
 use super::command::{Effect, Response, TaskRef};
 use super::model::{ExecutorEntry, NodeEntry, SessionEntry, State, TaskEntry};
 use super::tx::Dirty;
-use super::{Command, FlameTypeConfig, StateConfig, StateMachine};
+use super::{FlameTypeConfig, Proposal, StateConfig, StateMachine};
 use bytes::Bytes;
 use flame_proto::model::{Application, Event, Executor, Node, Session, Task, TaskState};
 use openraft::LogId;
@@ -491,18 +491,22 @@ impl App<FlameTypeConfig> for FlameApp {
         &mut self,
         txn: &WriteTransaction,
         log_id: &LogId<u64>,
-        command: Command,
-    ) -> Result<Response, Error> {
-        let response = self.machine.apply(command);
-        write_dirty(txn, self.machine.state(), self.machine.dirty())?;
+        proposal: Proposal,
+    ) -> Result<Vec<Response>, Error> {
+        let mut responses = Vec::with_capacity(proposal.commands.len());
+        for command in proposal.commands {
+            let response = self.machine.apply(command);
+            write_dirty(txn, self.machine.state(), self.machine.dirty())?;
+            self.batch_effects.extend(response.effects.iter().cloned());
+            responses.push(response);
+        }
         self.applied_index = log_id.index;
         self.applied_in_batch = true;
-        self.batch_effects.extend(response.effects.iter().cloned());
-        Ok(response)
+        Ok(responses)
     }
 
-    fn noop_response(&self) -> Response {
-        Response::noop()
+    fn noop_response(&self) -> Vec<Response> {
+        Vec::new()
     }
 
     fn committed(&mut self) {
