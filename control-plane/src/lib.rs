@@ -12,5 +12,8 @@
 //! Caveat: the Frontend service, group formation and the leader-only timers are still to come.
 
 pub mod config;
+pub mod member;
 pub mod raft;
 pub mod state;
+
+pub use member::{Listeners, ServeError, serve};

@@ -1,0 +1,237 @@
+//! The `flame.cluster.v1.Cluster` service: per-member status and group administration.
+//!
+//! `Status` answers from this member's own view, so any member tells a client who leads.
+//! Membership changes must run on the leader; a follower answers `NotLeader` with the leader's
+//! id and address so the caller can retry there. `TransferLeader` asks the target member to
+//! start an election (openraft 0.9 has no transfer primitive; an up-to-date target wins).
+//! `TriggerSnapshot` snapshots the member it reaches.
+//!
+//! Caveat: openraft 0.9 does not publish the commit index; `committed` reports the applied
+//! index, which trails it by at most the entries in flight.
+
+use super::handle::MemberHandle;
+use crate::state::Member;
+use flame_proto::cluster::cluster_server::{Cluster, ClusterServer};
+use flame_proto::cluster::{
+    AddLearnerRequest, ChangeMembershipRequest, Member as WireMember, MemberStatus,
+    MembershipReply, Replication, Role, StatusRequest, TransferLeaderReply, TransferLeaderRequest,
+    TriggerSnapshotReply, TriggerSnapshotRequest,
+};
+use flame_proto::error::FlameError;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{RaftMetrics, ServerState, StoredMembership};
+use std::collections::BTreeSet;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+
+/// The admin service of a member.
+pub struct Admin {
+    handle: MemberHandle,
+    cluster_name: String,
+}
+
+/// The tonic server for the admin service.
+pub fn server(handle: MemberHandle, cluster_name: String) -> ClusterServer<Admin> {
+    ClusterServer::new(Admin {
+        handle,
+        cluster_name,
+    })
+}
+
+fn role(state: ServerState) -> Role {
+    match state {
+        ServerState::Learner => Role::Learner,
+        ServerState::Follower => Role::Follower,
+        ServerState::Candidate => Role::Candidate,
+        ServerState::Leader => Role::Leader,
+        ServerState::Shutdown => Role::Shutdown,
+    }
+}
+
+fn members(m: &StoredMembership<u64, Member>) -> (Vec<WireMember>, Vec<WireMember>) {
+    let wire = |(id, node): (&u64, &Member)| WireMember {
+        id: *id,
+        raft_addr: node.raft_addr.clone(),
+        api_addr: node.api_addr.clone(),
+    };
+    let voters: BTreeSet<u64> = m.membership().voter_ids().collect();
+    let (v, l): (Vec<_>, Vec<_>) = m
+        .membership()
+        .nodes()
+        .partition(|(id, _)| voters.contains(id));
+    (
+        v.into_iter().map(wire).collect(),
+        l.into_iter().map(wire).collect(),
+    )
+}
+
+/// Builds a member's status from its openraft metrics.
+pub fn status_of(m: &RaftMetrics<u64, Member>, cluster_name: &str) -> MemberStatus {
+    let (voters, learners) = members(&m.membership_config);
+    let last = m.last_log_index.unwrap_or(0);
+    let applied = m.last_applied.map_or(0, |l| l.index);
+    let replication = m
+        .replication
+        .iter()
+        .flatten()
+        .map(|(id, matched)| Replication {
+            member_id: *id,
+            matched: matched.map(|l| l.index),
+            lag: last.saturating_sub(matched.map_or(0, |l| l.index)),
+        })
+        .collect();
+    let leader_api_addr = m
+        .current_leader
+        .and_then(|id| m.membership_config.membership().get_node(&id))
+        .map(|n| n.api_addr.clone());
+    MemberStatus {
+        id: m.id,
+        cluster_name: cluster_name.to_owned(),
+        role: role(m.state).into(),
+        term: m.current_term,
+        leader_id: m.current_leader,
+        leader_api_addr,
+        last_log_index: last,
+        committed: applied,
+        applied,
+        snapshot_index: m.snapshot.map_or(0, |l| l.index),
+        purged: m.purged.map_or(0, |l| l.index),
+        voters,
+        learners,
+        replication,
+    }
+}
+
+impl Admin {
+    fn membership_reply(&self, log_index: u64) -> MembershipReply {
+        let m = self.handle.raft.metrics().borrow().clone();
+        let (voters, learners) = members(&m.membership_config);
+        MembershipReply {
+            voters,
+            learners,
+            log_index,
+        }
+    }
+
+    fn change_error(&self, e: RaftError<u64, ClientWriteError<u64, Member>>) -> Status {
+        super::proposer::write_error(e).into()
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for Admin {
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<MemberStatus>, Status> {
+        let m = self.handle.raft.metrics().borrow().clone();
+        Ok(Response::new(status_of(&m, &self.cluster_name)))
+    }
+
+    async fn add_learner(
+        &self,
+        request: Request<AddLearnerRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        let r = request.into_inner();
+        let member = r
+            .member
+            .ok_or_else(|| FlameError::InvalidArgument("member is required".into()))?;
+        if member.id == 0 || member.raft_addr.is_empty() || member.api_addr.is_empty() {
+            return Err(FlameError::InvalidArgument(
+                "a member needs a non-zero id, a raft_addr and an api_addr".into(),
+            )
+            .into());
+        }
+        let node = Member {
+            raft_addr: member.raft_addr,
+            api_addr: member.api_addr,
+        };
+        let resp = self
+            .handle
+            .raft
+            .add_learner(member.id, node, r.blocking)
+            .await
+            .map_err(|e| self.change_error(e))?;
+        Ok(Response::new(self.membership_reply(resp.log_id.index)))
+    }
+
+    async fn change_membership(
+        &self,
+        request: Request<ChangeMembershipRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        let r = request.into_inner();
+        if r.voters.is_empty() {
+            return Err(FlameError::InvalidArgument("voters must not be empty".into()).into());
+        }
+        let voters: BTreeSet<u64> = r.voters.into_iter().collect();
+        let resp = self
+            .handle
+            .raft
+            .change_membership(voters, r.retain)
+            .await
+            .map_err(|e| self.change_error(e))?;
+        Ok(Response::new(self.membership_reply(resp.log_id.index)))
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<TransferLeaderRequest>,
+    ) -> Result<Response<TransferLeaderReply>, Status> {
+        let to = request.into_inner().to;
+        if to == self.handle.id {
+            self.handle
+                .raft
+                .trigger()
+                .elect()
+                .await
+                .map_err(|e| FlameError::Unavailable(e.to_string()))?;
+        } else {
+            let m = self.handle.raft.metrics().borrow().clone();
+            let node = m
+                .membership_config
+                .membership()
+                .get_node(&to)
+                .cloned()
+                .ok_or_else(|| FlameError::NotFound(format!("member {to} not found")))?;
+            let url = format!("http://{}", node.api_addr.trim_start_matches("http://"));
+            let channel = tonic::transport::Endpoint::from_shared(url)
+                .map_err(|e| FlameError::InvalidArgument(e.to_string()))?
+                .connect_timeout(Duration::from_secs(1))
+                .connect()
+                .await
+                .map_err(|e| FlameError::Unavailable(format!("member {to}: {e}")))?;
+            flame_proto::cluster::cluster_client::ClusterClient::new(channel)
+                .transfer_leader(TransferLeaderRequest { to })
+                .await?;
+        }
+        let leader = self
+            .handle
+            .raft
+            .wait(Some(Duration::from_secs(5)))
+            .metrics(|m| m.current_leader == Some(to), "leadership moved")
+            .await
+            .ok()
+            .and_then(|m| m.current_leader);
+        Ok(Response::new(TransferLeaderReply { leader_id: leader }))
+    }
+
+    async fn trigger_snapshot(
+        &self,
+        _: Request<TriggerSnapshotRequest>,
+    ) -> Result<Response<TriggerSnapshotReply>, Status> {
+        let raft = &self.handle.raft;
+        let applied = raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
+        raft.trigger()
+            .snapshot()
+            .await
+            .map_err(|e| FlameError::Unavailable(e.to_string()))?;
+        let m = raft
+            .wait(Some(Duration::from_secs(30)))
+            .metrics(
+                |m| m.snapshot.is_some_and(|s| s.index >= applied),
+                "snapshot built",
+            )
+            .await
+            .map_err(|e| FlameError::Unavailable(e.to_string()))?;
+        Ok(Response::new(TriggerSnapshotReply {
+            snapshot_index: m.snapshot.map_or(0, |s| s.index),
+        }))
+    }
+}

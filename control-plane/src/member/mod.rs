@@ -1,0 +1,217 @@
+//! A running control-plane member: storage, Raft, the peer listener and the client listener.
+//!
+//! [`serve`] is what the `flame-control-plane` binary calls (and what tests call with port-0
+//! listeners and a shutdown future). It opens raftlog's stores in the data directory, starts
+//! openraft with the tonic transport, mounts `flame.raft.v1` on the peer listener and the client
+//! services on the API listener, forms the group on first start ([`bootstrap`]), runs the
+//! leader's duties ([`leader`]), and shuts everything down when `shutdown` resolves.
+//!
+//! Caveat: TLS is not served yet; `cluster.tls` is parsed and ignored.
+
+pub mod admin;
+pub mod bootstrap;
+pub mod handle;
+pub mod leader;
+pub mod proposer;
+
+use crate::config::Config;
+use crate::raft::{Network, PeerAddress, RaftService, TransportConfig};
+use crate::state::{FlameApp, FlameTypeConfig, Member, StateConfig};
+use flame_proto::model::ResourceRequirement;
+use handle::{ForwardReply, ForwardRequest, MemberHandle};
+use openraft::Raft;
+use proposer::{Proposer, ProposerLimits};
+use raftlog::{LogPolicy, LogStore, StateMachineStore, Storage};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::{Instrument, info, info_span};
+
+impl PeerAddress for Member {
+    fn raft_addr(&self) -> &str {
+        &self.raft_addr
+    }
+}
+
+/// Why a member could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} for the {what}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Which listener.
+        what: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The storage could not be opened.
+    #[error("storage: {0}")]
+    Storage(#[from] raftlog::Error),
+    /// The Raft or transport configuration is invalid.
+    #[error("raft configuration: {0}")]
+    Config(String),
+    /// openraft failed.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// A server failed.
+    #[error("server: {0}")]
+    Server(#[from] tonic::transport::Error),
+}
+
+/// Request limits and defaults every service of a member applies.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest task input, task output or common data.
+    pub max_payload_bytes: usize,
+    /// The resource request of sessions that do not give one.
+    pub default_resreq: ResourceRequirement,
+}
+
+/// The two listeners of a member.
+pub struct Listeners {
+    /// Client API: Frontend, Cluster, Tasks.
+    pub api: TcpListener,
+    /// Raft peer traffic.
+    pub raft: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses of `config`.
+    pub async fn bind(config: &Config) -> Result<Listeners, ServeError> {
+        let bind = |addr: String, what: &'static str| async move {
+            TcpListener::bind(&addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, what, source })
+        };
+        Ok(Listeners {
+            api: bind(config.raft.api_addr.clone(), "client API").await?,
+            raft: bind(config.raft.raft_addr.clone(), "Raft peers").await?,
+        })
+    }
+
+    /// The bound addresses (api, raft).
+    pub fn local_addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr)> {
+        Ok((self.api.local_addr()?, self.raft.local_addr()?))
+    }
+}
+
+/// The transport settings of a configuration.
+pub fn transport_config(config: &Config) -> TransportConfig {
+    TransportConfig {
+        heartbeat_ms: config.raft.heartbeat_ms,
+        election_timeout_min_ms: config.raft.election_timeout_min_ms,
+        election_timeout_max_ms: config.raft.election_timeout_max_ms,
+        ..TransportConfig::default()
+    }
+}
+
+/// The log policy of a configuration.
+pub fn log_policy(config: &Config) -> LogPolicy {
+    LogPolicy {
+        snapshot_every: config.raft.snapshot_every,
+        keep_after_snapshot: config.raft.keep_after_snapshot,
+        ..LogPolicy::default()
+    }
+}
+
+/// Runs a member until `shutdown` resolves.
+pub async fn serve(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let span = info_span!("member", id = config.raft.id);
+    run(config, listeners, shutdown).instrument(span).await
+}
+
+async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let id = config.raft.id;
+    let cluster_id = config.cluster_id().to_owned();
+    let storage = Storage::new(&config.raft.data_dir, cluster_id.as_str());
+    let log = LogStore::open_in(&storage)?;
+    let app = FlameApp::new(StateConfig {
+        bind_retry_limit: config.cluster.recovery.session.retry_limits,
+        task_retry_limit: config.cluster.recovery.task.retry_limits,
+    });
+    let reader = app.reader();
+    let sm = StateMachineStore::open(&storage, app)?;
+    let transport = transport_config(&config);
+    let raft_config = transport
+        .openraft_config(&cluster_id, &log_policy(&config))
+        .map_err(|e| ServeError::Config(e.to_string()))?;
+    let network = Network::new(id, cluster_id.clone(), transport.clone());
+    let raft = Raft::<FlameTypeConfig>::new(id, Arc::new(raft_config), network.clone(), log, sm)
+        .await
+        .map_err(|e| ServeError::Raft(e.to_string()))?;
+    let handle = MemberHandle {
+        id,
+        raft: raft.clone(),
+        reader,
+        proposer: Proposer::spawn(raft.clone(), ProposerLimits::default()),
+        network,
+        limits: Arc::new(Limits {
+            max_payload_bytes: config.cluster.limits.max_payload_bytes,
+            default_resreq: config.default_resreq(),
+        }),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let peer_server = {
+        let forward_handle = handle.clone();
+        let service = RaftService::new(raft.clone(), cluster_id.clone(), &transport)
+            .with_forward(Arc::new(move |_from: u64, bytes: Vec<u8>| {
+                let h = forward_handle.clone();
+                async move { serve_forward(&h, &bytes).await }
+            }))
+            .into_server();
+        transport
+            .server_builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listeners.raft),
+                stopped(stop_rx.clone()),
+            )
+    };
+    let api_server = tonic::transport::Server::builder()
+        .add_service(admin::server(handle.clone(), config.cluster.name.clone()))
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listeners.api),
+            stopped(stop_rx.clone()),
+        );
+    let peer_task = tokio::spawn(peer_server);
+    let api_task = tokio::spawn(api_server);
+    tokio::spawn(bootstrap::form_group(handle.clone(), config.clone()));
+    let duties = tokio::spawn(leader::run(handle.clone(), config.clone(), stop_rx.clone()));
+    info!(cluster = %cluster_id, "member started");
+    shutdown.await;
+    info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = duties.await;
+    let api = api_task.await;
+    let peer = peer_task.await;
+    raft.shutdown()
+        .await
+        .map_err(|e| ServeError::Raft(e.to_string()))?;
+    for result in [api, peer] {
+        result.map_err(|e| ServeError::Raft(format!("server task failed: {e}")))??;
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn serve_forward(handle: &MemberHandle, bytes: &[u8]) -> Result<Vec<u8>, tonic::Status> {
+    let request: ForwardRequest = postcard::from_bytes(bytes)
+        .map_err(|e| tonic::Status::invalid_argument(format!("cannot decode a forward: {e}")))?;
+    let reply: ForwardReply = handle.serve_forward(request).await?;
+    postcard::to_stdvec(&reply).map_err(|e| tonic::Status::internal(e.to_string()))
+}
