@@ -54,6 +54,8 @@ pub struct Member {
     pub api_addr: SocketAddr,
     /// Raft peer address.
     pub raft_addr: SocketAddr,
+    /// Prometheus `/metrics` address.
+    pub metrics_addr: SocketAddr,
     /// Data directory.
     pub data_dir: PathBuf,
     child: Option<Child>,
@@ -93,6 +95,7 @@ impl Cluster {
                 id,
                 api_addr: free_port()?,
                 raft_addr: free_port()?,
+                metrics_addr: free_port()?,
                 data_dir: root.path().join(format!("member-{id}")),
                 child: None,
             });
@@ -137,6 +140,8 @@ impl Cluster {
             .arg(members)
             .arg("--data-dir")
             .arg(&m.data_dir)
+            .arg("--metrics-addr")
+            .arg(m.metrics_addr.to_string())
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -220,6 +225,19 @@ impl Cluster {
     /// A Cluster (admin) client for member `id`.
     pub fn admin(&self, id: u64) -> Result<ClusterClient<Channel>, HarnessError> {
         Ok(ClusterClient::new(self.channel(id)?))
+    }
+
+    /// Member `id`'s Prometheus metrics text, fetched with a plain HTTP/1.0 GET.
+    pub async fn metrics(&self, id: u64) -> Result<String, HarnessError> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.member(id)?.metrics_addr;
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body).await?;
+        Ok(body)
     }
 
     /// Member `id`'s status, if it answers.

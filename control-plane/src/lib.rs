@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod member;
+pub mod metrics;
 pub mod raft;
 pub mod state;
 

@@ -20,6 +20,18 @@ async fn three_processes_form_a_group_and_survive_losing_the_leader() -> anyhow:
     assert_eq!(status.voters.len(), 3, "all three are voters: {status:?}");
     // The leader registered the built-ins, so the log has entries beyond the membership.
     cluster.wait_applied(leader, 2, DEADLINE).await?;
+    let metrics = cluster.metrics(leader).await?;
+    for name in [
+        "flame_raft_role 3",
+        "flame_raft_term",
+        "flame_raft_applied_index",
+        "flame_proposal_batch_size_count",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
+    }
 
     cluster.kill(leader)?;
     let survivors: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();

@@ -15,6 +15,7 @@ pub mod leader;
 pub mod proposer;
 
 use crate::config::Config;
+use crate::metrics::{GrpcMetricsLayer, Metrics};
 use crate::raft::{Network, PeerAddress, RaftService, TransportConfig};
 use crate::state::{FlameApp, FlameTypeConfig, Member, StateConfig};
 use flame_proto::model::ResourceRequirement;
@@ -71,12 +72,14 @@ pub struct Limits {
     pub default_resreq: ResourceRequirement,
 }
 
-/// The two listeners of a member.
+/// The listeners of a member.
 pub struct Listeners {
     /// Client API: Frontend, Cluster, Tasks.
     pub api: TcpListener,
     /// Raft peer traffic.
     pub raft: TcpListener,
+    /// Prometheus `/metrics`, when configured.
+    pub metrics: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -87,9 +90,14 @@ impl Listeners {
                 .await
                 .map_err(|source| ServeError::Bind { addr, what, source })
         };
+        let metrics = match &config.raft.metrics_addr {
+            Some(addr) => Some(bind(addr.clone(), "metrics").await?),
+            None => None,
+        };
         Ok(Listeners {
             api: bind(config.raft.api_addr.clone(), "client API").await?,
             raft: bind(config.raft.raft_addr.clone(), "Raft peers").await?,
+            metrics,
         })
     }
 
@@ -137,10 +145,15 @@ async fn run(
     let cluster_id = config.cluster_id().to_owned();
     let storage = Storage::new(&config.raft.data_dir, cluster_id.as_str());
     let log = LogStore::open_in(&storage)?;
+    let metrics = Arc::new(Metrics::new());
+    let apply_metrics = metrics.clone();
     let app = FlameApp::new(StateConfig {
         bind_retry_limit: config.cluster.recovery.session.retry_limits,
         task_retry_limit: config.cluster.recovery.task.retry_limits,
-    });
+    })
+    .with_apply_observer(Box::new(move |d| {
+        apply_metrics.apply_seconds.observe(d.as_secs_f64())
+    }));
     let reader = app.reader();
     let sm = StateMachineStore::open(&storage, app)?;
     let transport = transport_config(&config);
@@ -155,7 +168,7 @@ async fn run(
         id,
         raft: raft.clone(),
         reader,
-        proposer: Proposer::spawn(raft.clone(), ProposerLimits::default()),
+        proposer: Proposer::spawn(raft.clone(), ProposerLimits::default(), metrics.clone()),
         network,
         limits: Arc::new(Limits {
             max_payload_bytes: config.cluster.limits.max_payload_bytes,
@@ -183,11 +196,20 @@ async fn run(
             )
     };
     let api_server = tonic::transport::Server::builder()
+        .layer(GrpcMetricsLayer(metrics.clone()))
         .add_service(admin::server(handle.clone(), config.cluster.name.clone()))
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(listeners.api),
             stopped(stop_rx.clone()),
         );
+    if let Some(listener) = listeners.metrics {
+        tokio::spawn(crate::metrics::serve(
+            metrics.clone(),
+            listener,
+            stopped(stop_rx.clone()),
+        ));
+    }
+    tokio::spawn(watch_raft_metrics(raft.clone(), metrics.clone()));
     let peer_task = tokio::spawn(peer_server);
     let api_task = tokio::spawn(api_server);
     tokio::spawn(bootstrap::form_group(handle.clone(), config.clone()));
@@ -207,6 +229,17 @@ async fn run(
     }
     info!("stopped");
     Ok(())
+}
+
+/// Keeps the Raft gauges in step with openraft's metrics until the member stops.
+async fn watch_raft_metrics(raft: Raft<FlameTypeConfig>, metrics: Arc<Metrics>) {
+    let mut rx = raft.metrics();
+    loop {
+        metrics.observe_raft(&rx.borrow_and_update());
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn serve_forward(handle: &MemberHandle, bytes: &[u8]) -> Result<Vec<u8>, tonic::Status> {

@@ -13,13 +13,13 @@
 //!   (it may still commit under the new leader); callers see `Unavailable` and must not assume
 //!   either way. Task creation is made idempotent by client request ids for this reason.
 
+use crate::metrics::Metrics;
 use crate::state::{Command, FlameTypeConfig, Member, Proposal, Response};
 use flame_proto::error::{FlameError, LeaderHint};
 use openraft::Raft;
 use openraft::error::{ClientWriteError, RaftError};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// How the proposer batches.
@@ -40,17 +40,6 @@ impl Default for ProposerLimits {
     }
 }
 
-/// Counters of the write path, for metrics.
-#[derive(Debug, Default)]
-pub struct ProposerStats {
-    /// Entries proposed.
-    pub proposals: AtomicU64,
-    /// Commands proposed.
-    pub commands: AtomicU64,
-    /// Largest batch so far.
-    pub max_batch: AtomicU64,
-}
-
 struct Pending {
     command: Command,
     reply: oneshot::Sender<Result<Response, FlameError>>,
@@ -60,7 +49,6 @@ struct Pending {
 #[derive(Clone)]
 pub struct Proposer {
     tx: mpsc::Sender<Pending>,
-    stats: Arc<ProposerStats>,
 }
 
 /// The leader's wall clock in Unix milliseconds; the only clock read on the write path.
@@ -72,11 +60,14 @@ pub fn now_ms() -> i64 {
 
 impl Proposer {
     /// Starts the proposer task for `raft`.
-    pub fn spawn(raft: Raft<FlameTypeConfig>, limits: ProposerLimits) -> Self {
+    pub fn spawn(
+        raft: Raft<FlameTypeConfig>,
+        limits: ProposerLimits,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(64 * 1024);
-        let stats = Arc::new(ProposerStats::default());
-        tokio::spawn(run(raft, rx, limits, stats.clone()));
-        Proposer { tx, stats }
+        tokio::spawn(run(raft, rx, limits, metrics));
+        Proposer { tx }
     }
 
     /// Proposes `command` (its time is set by the proposer) and waits for its response.
@@ -89,18 +80,13 @@ impl Proposer {
         rx.await
             .map_err(|_| FlameError::Unavailable("the member is shutting down".into()))?
     }
-
-    /// The write-path counters.
-    pub fn stats(&self) -> &ProposerStats {
-        &self.stats
-    }
 }
 
 async fn run(
     raft: Raft<FlameTypeConfig>,
     mut rx: mpsc::Receiver<Pending>,
     limits: ProposerLimits,
-    stats: Arc<ProposerStats>,
+    metrics: Arc<Metrics>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
     while let Some(first) = rx.recv().await {
@@ -123,16 +109,16 @@ async fn run(
                 (p.command, p.reply)
             })
             .unzip();
-        stats.proposals.fetch_add(1, Ordering::Relaxed);
-        stats
-            .commands
-            .fetch_add(commands.len() as u64, Ordering::Relaxed);
-        stats
-            .max_batch
-            .fetch_max(commands.len() as u64, Ordering::Relaxed);
+        metrics.proposals.inc();
+        metrics.batch_size.observe(commands.len() as f64);
         let raft = raft.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
+            let started = Instant::now();
             let result = raft.client_write(Proposal { commands }).await;
+            metrics
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
             drop(permit);
             deliver(result.map(|r| r.data), replies);
         });

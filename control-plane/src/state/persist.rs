@@ -427,8 +427,10 @@ impl StateReader {
     }
 }
 
+/// Observes how long applying each entry took (for metrics); never influences the state.
+pub type ApplyObserver = Box<dyn Fn(std::time::Duration) + Send + Sync>;
+
 /// The control plane's `raftlog::App`; see the module docs.
-#[derive(Debug)]
 pub struct FlameApp {
     machine: StateMachine,
     applied_index: u64,
@@ -436,6 +438,16 @@ pub struct FlameApp {
     batch_effects: Vec<Effect>,
     applied_in_batch: bool,
     publisher: watch::Sender<Arc<StateView>>,
+    observer: Option<ApplyObserver>,
+}
+
+impl std::fmt::Debug for FlameApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlameApp")
+            .field("applied_index", &self.applied_index)
+            .field("revision", &self.revision)
+            .finish_non_exhaustive()
+    }
 }
 
 impl FlameApp {
@@ -455,7 +467,15 @@ impl FlameApp {
             batch_effects: Vec::new(),
             applied_in_batch: false,
             publisher: watch::Sender::new(Arc::new(view)),
+            observer: None,
         }
+    }
+
+    /// Reports the time each entry took to apply to `observer` (metrics). Timing is read only
+    /// for reporting; it never reaches the replicated state.
+    pub fn with_apply_observer(mut self, observer: ApplyObserver) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// A reader of the published views; take it before handing the app to raftlog.
@@ -493,6 +513,7 @@ impl App<FlameTypeConfig> for FlameApp {
         log_id: &LogId<u64>,
         proposal: Proposal,
     ) -> Result<Vec<Response>, Error> {
+        let started = std::time::Instant::now();
         let mut responses = Vec::with_capacity(proposal.commands.len());
         for command in proposal.commands {
             let response = self.machine.apply(command);
@@ -502,6 +523,9 @@ impl App<FlameTypeConfig> for FlameApp {
         }
         self.applied_index = log_id.index;
         self.applied_in_batch = true;
+        if let Some(observe) = &self.observer {
+            observe(started.elapsed());
+        }
         Ok(responses)
     }
 
