@@ -185,6 +185,9 @@ pub struct RaftSection {
     pub keep_after_snapshot: u64,
     /// Prometheus `/metrics` listen address; none when absent.
     pub metrics_addr: Option<String>,
+    /// A node whose agent is silent this long (milliseconds) is marked NotReady by the leader
+    /// (upstream: 15 s stream timeout plus 30 s drain).
+    pub node_timeout_ms: u64,
 }
 
 /// One member of the initial group.
@@ -255,6 +258,7 @@ impl Default for RaftSection {
             snapshot_every: 50_000,
             keep_after_snapshot: 10_000,
             metrics_addr: None,
+            node_timeout_ms: 45_000,
         }
     }
 }

@@ -4,6 +4,11 @@
 //!   fresh cluster lists exactly `flmexec`, `flmping` and `flmrun`.
 //! - Periodically: purge closed sessions beyond `cluster.limits` (retention), by proposing
 //!   `PurgeSessions` like any other write.
+//! - Every second: mark NotReady the nodes whose agent has been silent for `raft.node_timeout_ms`
+//!   ([`stale_nodes`]). The last heartbeat is replicated, and a new leader counts silence from
+//!   no earlier than the moment it took over, so a node whose agent never comes back is marked
+//!   NotReady by whichever member leads (upstream leaves it Ready forever), and a healthy agent
+//!   gets a full timeout to find the new leader.
 //!
 //! Caveat: a duty that fails (for example because leadership moved mid-way) is simply tried
 //! again by whichever member leads next; every duty is idempotent.
@@ -11,7 +16,8 @@
 use super::handle::MemberHandle;
 use super::proposer::now_ms;
 use crate::config::Config;
-use crate::state::{Command, closed_sessions_to_purge};
+use crate::state::{Command, State, closed_sessions_to_purge};
+use flame_proto::model::NodeState;
 use openraft::ServerState;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -19,18 +25,44 @@ use tracing::{info, warn};
 
 /// How often the leader checks retention.
 const RETENTION_EVERY: Duration = Duration::from_secs(5);
+/// How often the leader checks node heartbeats.
+const NODE_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// The nodes to mark NotReady at `now_ms`: not NotReady yet, and silent for `timeout_ms`
+/// counted from their last heartbeat, or from `leader_since_ms` if that is later.
+pub fn stale_nodes(
+    state: &State,
+    now_ms: i64,
+    leader_since_ms: i64,
+    timeout_ms: i64,
+) -> Vec<String> {
+    state
+        .nodes()
+        .filter(|n| n.state != NodeState::NotReady)
+        .filter(|n| n.last_heartbeat_ms.max(leader_since_ms) + timeout_ms < now_ms)
+        .map(|n| n.name.clone())
+        .collect()
+}
 
 /// Runs the leader's duties until `stop` turns true.
 pub async fn run(handle: MemberHandle, config: Config, mut stop: watch::Receiver<bool>) {
     let mut metrics = handle.raft.metrics();
     let mut led_term = None;
+    let mut leader_since = None;
     let mut retention = tokio::time::interval(RETENTION_EVERY);
+    let mut node_check = tokio::time::interval(NODE_CHECK_EVERY);
     loop {
         let (state, term) = {
             let m = metrics.borrow_and_update();
             (m.state, m.current_term)
         };
-        if state == ServerState::Leader && led_term != Some(term) {
+        let leading = state == ServerState::Leader;
+        if !leading {
+            leader_since = None;
+        } else if leader_since.is_none() {
+            leader_since = Some(now_ms());
+        }
+        if leading && led_term != Some(term) {
             info!(term, "became leader");
             match handle.write(Command::EnsureBuiltins { now_ms: 0 }).await {
                 Ok(_) => led_term = Some(term),
@@ -40,11 +72,25 @@ pub async fn run(handle: MemberHandle, config: Config, mut stop: watch::Receiver
         tokio::select! {
             _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
             changed = metrics.changed() => if changed.is_err() { return },
-            _ = retention.tick() => {
-                if state == ServerState::Leader {
-                    purge_closed_sessions(&handle, &config).await;
-                }
+            _ = retention.tick(), if leading => purge_closed_sessions(&handle, &config).await,
+            _ = node_check.tick(), if leading => {
+                let since = leader_since.unwrap_or_else(now_ms);
+                mark_stale_nodes(&handle, since, config.raft.node_timeout_ms as i64).await;
             }
+        }
+    }
+}
+
+async fn mark_stale_nodes(handle: &MemberHandle, leader_since_ms: i64, timeout_ms: i64) {
+    let view = handle.local();
+    for node in stale_nodes(&view.state, now_ms(), leader_since_ms, timeout_ms) {
+        let command = Command::MarkNodeNotReady {
+            node: node.clone(),
+            now_ms: 0,
+        };
+        match handle.write(command).await {
+            Ok(_) => warn!(node = %node, timeout_ms, "node agent silent; marked NotReady"),
+            Err(e) => warn!(node = %node, error = %e, "could not mark a silent node NotReady"),
         }
     }
 }
@@ -64,5 +110,65 @@ async fn purge_closed_sessions(handle: &MemberHandle, config: &Config) {
     match handle.write(Command::PurgeSessions { ids }).await {
         Ok(_) => info!(count, "purged closed sessions"),
         Err(e) => warn!(error = %e, "retention purge failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::StateMachine;
+    use flame_proto::model::Node;
+
+    fn with_node(heartbeat_ms: i64) -> StateMachine {
+        let mut m = StateMachine::new(Default::default());
+        let node = Node {
+            name: "n1".into(),
+            hostname: "n1".into(),
+            state: NodeState::Unknown,
+            capacity: Default::default(),
+            allocatable: Default::default(),
+            arch: "x86_64".into(),
+            os: "linux".into(),
+            addresses: Vec::new(),
+            last_heartbeat_ms: 0,
+        };
+        m.apply(Command::RegisterNode {
+            node,
+            agent_id: "a".into(),
+            now_ms: heartbeat_ms,
+        });
+        m
+    }
+
+    #[test]
+    fn a_silent_node_is_stale_after_the_timeout_from_its_last_heartbeat() {
+        let m = with_node(1_000);
+        assert!(stale_nodes(m.state(), 1_500, 0, 1_000).is_empty());
+        assert_eq!(
+            stale_nodes(m.state(), 2_001, 0, 1_000),
+            vec!["n1".to_string()]
+        );
+    }
+
+    #[test]
+    fn a_new_leader_counts_silence_from_when_it_took_over() {
+        let m = with_node(1_000);
+        // Took over at 5 s: the old heartbeat alone would make the node stale, but the agent
+        // gets a full timeout to find the new leader.
+        assert!(stale_nodes(m.state(), 5_500, 5_000, 1_000).is_empty());
+        assert_eq!(
+            stale_nodes(m.state(), 6_001, 5_000, 1_000),
+            vec!["n1".to_string()]
+        );
+    }
+
+    #[test]
+    fn a_not_ready_node_is_not_marked_again() {
+        let mut m = with_node(1_000);
+        m.apply(Command::MarkNodeNotReady {
+            node: "n1".into(),
+            now_ms: 3_000,
+        });
+        assert!(stale_nodes(m.state(), 100_000, 0, 1_000).is_empty());
     }
 }
