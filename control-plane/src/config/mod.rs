@@ -245,6 +245,8 @@ impl Default for TaskRecovery {
 
 impl Default for RaftSection {
     fn default() -> Self {
+        // Timings default to the transport's, the one place they are tuned.
+        let timing = crate::raft::TransportConfig::default();
         RaftSection {
             id: 1,
             cluster_id: None,
@@ -252,9 +254,9 @@ impl Default for RaftSection {
             raft_addr: "0.0.0.0:8090".into(),
             members: Vec::new(),
             data_dir: PathBuf::from("./data"),
-            heartbeat_ms: 50,
-            election_timeout_min_ms: 150,
-            election_timeout_max_ms: 300,
+            heartbeat_ms: timing.heartbeat_ms,
+            election_timeout_min_ms: timing.election_timeout_min_ms,
+            election_timeout_max_ms: timing.election_timeout_max_ms,
             snapshot_every: 50_000,
             keep_after_snapshot: 10_000,
             metrics_addr: None,
