@@ -112,6 +112,24 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Starts a new member process with the next id, not part of the group yet (it does not
+    /// initialize anything: only the lowest id in its member list would); add it through the
+    /// admin API. Returns its id.
+    pub fn add_member(&mut self) -> Result<u64, HarnessError> {
+        let id = self.members.iter().map(|m| m.id).max().unwrap_or(0) + 1;
+        let root = self._root.path().to_path_buf();
+        self.members.push(Member {
+            id,
+            api_addr: free_port()?,
+            raft_addr: free_port()?,
+            metrics_addr: free_port()?,
+            data_dir: root.join(format!("member-{id}")),
+            child: None,
+        });
+        self.spawn(id)?;
+        Ok(id)
+    }
+
     fn members_flag(&self) -> String {
         self.members
             .iter()

@@ -47,10 +47,13 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let binary = match args.binary {
         Some(b) => b,
-        None => std::env::current_exe()?
-            .with_file_name("flame-control-plane"),
+        None => std::env::current_exe()?.with_file_name("flame-control-plane"),
     };
-    anyhow::ensure!(binary.exists(), "{} not found; build it or pass --binary", binary.display());
+    anyhow::ensure!(
+        binary.exists(),
+        "{} not found; build it or pass --binary",
+        binary.display()
+    );
     let mut cluster = Cluster::start(&binary, "bench", 3)?;
     let leader = cluster.wait_for_leader(&[1, 2, 3], DEADLINE).await?;
     let channel = cluster.channel(leader)?;
@@ -84,7 +87,10 @@ async fn main() -> anyhow::Result<()> {
     ]);
     let (median, max) = failover(&mut cluster, args.kills).await?;
     table.add_row([
-        format!("leader kill -> first acknowledged write ({} kills)", args.kills),
+        format!(
+            "leader kill -> first acknowledged write ({} kills)",
+            args.kills
+        ),
         format!("median {:.0} ms, max {:.0} ms", median * 1e3, max * 1e3),
     ]);
     println!("three members on loopback, durable (fsync on append and apply)\n{table}");
@@ -214,10 +220,7 @@ async fn failover(cluster: &mut Cluster, kills: usize) -> anyhow::Result<(f64, f
         let acked = first_ack(clients, &format!("bench-{session}"), killed_at).await?;
         samples.push(acked.as_secs_f64());
         cluster.spawn(leader)?;
-        let applied = cluster
-            .status(survivors[0])
-            .await
-            .map_or(0, |s| s.applied);
+        let applied = cluster.status(survivors[0]).await.map_or(0, |s| s.applied);
         cluster.wait_applied(leader, applied, DEADLINE).await?;
     }
     samples.sort_by(f64::total_cmp);
