@@ -1,8 +1,19 @@
 //! The Flame Rust SDK.
 //!
-//! This crate will hold the client side (connections from a list of endpoints with leader
-//! discovery, sessions, exactly-once task submission, watches that survive failover) and the
-//! service side (a trait with `on_session_enter`, `on_task_invoke` and `on_session_leave`,
-//! served on `FLAME_INSTANCE_ENDPOINT`).
+//! What: the service side of `flame.v1.Instance` ([`service`]: the [`service::FlameService`]
+//! trait and [`service::run`], which serves it on `FLAME_INSTANCE_ENDPOINT`), and the built-in
+//! services that back the `flmping` and `flmexec` applications ([`builtin`]), shipped as the
+//! `flmping-service` and `flmexec-service` binaries of this crate.
 //!
-//! Caveat: nothing is implemented here yet; the SDK issue fills it in.
+//! Why here: an application instance is a plain process that the node agent starts and drives
+//! over a Unix socket (spec section 7); writing one in Rust should take a trait impl and one
+//! call, exactly as flamepy's `FlameService` + `run` do for Python.
+//!
+//! Caveat: the client side (connections with leader discovery, sessions, task submission and
+//! watches) is not here yet; the SDK client issue adds it.
+
+pub mod builtin;
+pub mod logging;
+pub mod service;
+
+pub use service::{FlameService, ServiceError, SessionContext, TaskContext, run};
