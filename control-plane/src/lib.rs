@@ -6,12 +6,20 @@
 //! - [`state`]: the replicated state machine. One deterministic apply path: commands carry every
 //!   timestamp and id the leader decided, and applying returns effects as data.
 //! - [`raft`]: the Raft transport between members over tonic (`flame.raft.v1`).
+//! - [`member`]: a running member: group-commit proposer, forwarding to the leader, linearizable
+//!   reads, group formation, leader duties and the `flame.cluster.v1` admin service; [`serve`]
+//!   is the entry point the binary and tests call.
+//! - [`frontend`]: `flame.v1.Frontend` and the batch `flame.cluster.v1.Tasks` on every member.
+//! - [`config`]: the YAML configuration with `FLAME_*` and flag overrides.
+//! - [`metrics`]: Prometheus `/metrics`.
 //!
 //! Durable storage is the `raftlog` crate; every wire format is defined in `flame-proto`.
 //!
-//! Caveat: the Frontend service, group formation and the leader-only timers are still to come.
+//! Caveat: TLS is not served yet, and node agents and the scheduler (which run tasks) are still
+//! to come.
 
 pub mod config;
+pub mod frontend;
 pub mod member;
 pub mod metrics;
 pub mod raft;

@@ -33,7 +33,10 @@ fn upstream_cluster_keys_and_the_raft_section_are_read() {
     assert_eq!(c.default_resreq().cpu, 2);
     assert_eq!(c.cache.endpoint.as_deref(), Some("grpc://127.0.0.1:9090"));
     assert_eq!(c.raft.members.len(), 2);
-    assert_eq!(c.raft.heartbeat_ms, crate::raft::TransportConfig::default().heartbeat_ms);
+    assert_eq!(
+        c.raft.heartbeat_ms,
+        crate::raft::TransportConfig::default().heartbeat_ms
+    );
 }
 
 #[test]

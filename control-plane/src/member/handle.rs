@@ -25,6 +25,10 @@ use tokio::time::Instant;
 
 /// How long a write or read waits for a leader to exist before giving up.
 const LEADER_WAIT: Duration = Duration::from_secs(5);
+/// Most attempts of one linearizable read.
+pub const READ_ATTEMPTS: u32 = 5;
+/// A failed read attempt is retried only while the read has taken less than this.
+pub const READ_RETRY_WINDOW: Duration = Duration::from_secs(2);
 /// Deadline of one forwarded call.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -195,7 +199,29 @@ impl MemberHandle {
     }
 
     /// A linearizable view: every write acknowledged before this call is visible in it.
+    ///
+    /// The leader confirms a read index with one heartbeat round whose per-peer deadline is
+    /// short (tuned for fast failover); on a loaded machine one slow round fails with
+    /// `Unavailable` although the group is healthy. A read changes nothing, so a quick failure
+    /// is retried (at most [`READ_ATTEMPTS`] times within [`READ_RETRY_WINDOW`]); each attempt
+    /// is a fresh confirmation round, so no pause is needed between them.
     pub async fn read(&self) -> Result<Arc<StateView>, FlameError> {
+        let started = Instant::now();
+        let mut attempt = 1;
+        loop {
+            match self.read_once().await {
+                Err(FlameError::Unavailable(reason))
+                    if attempt < READ_ATTEMPTS && started.elapsed() < READ_RETRY_WINDOW =>
+                {
+                    tracing::debug!(attempt, %reason, "read barrier failed; trying again");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn read_once(&self) -> Result<Arc<StateView>, FlameError> {
         let deadline = Instant::now() + LEADER_WAIT;
         loop {
             let (leader, node) = self.leader(LEADER_WAIT).await?;

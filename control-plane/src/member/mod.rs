@@ -198,6 +198,11 @@ async fn run(
     let api_server = tonic::transport::Server::builder()
         .layer(GrpcMetricsLayer(metrics.clone()))
         .add_service(admin::server(handle.clone(), config.cluster.name.clone()))
+        .add_service(crate::frontend::frontend_server(
+            handle.clone(),
+            stop_rx.clone(),
+        ))
+        .add_service(crate::frontend::tasks_server(handle.clone()))
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(listeners.api),
             stopped(stop_rx.clone()),

@@ -29,6 +29,9 @@ pub struct ProposerLimits {
     pub max_batch: usize,
     /// Most entries proposed and not yet committed at once.
     pub max_in_flight: usize,
+    /// Payload bytes above which no further command joins an entry (one command alone may be
+    /// larger, up to the client API's own limit), so every entry fits a Raft message.
+    pub max_batch_bytes: usize,
 }
 
 impl Default for ProposerLimits {
@@ -36,6 +39,7 @@ impl Default for ProposerLimits {
         ProposerLimits {
             max_batch: 1024,
             max_in_flight: 8,
+            max_batch_bytes: 8 << 20,
         }
     }
 }
@@ -94,10 +98,14 @@ async fn run(
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
+        let mut bytes = first.command.payload_bytes();
         let mut batch = vec![first];
-        while batch.len() < limits.max_batch {
+        while batch.len() < limits.max_batch && bytes < limits.max_batch_bytes {
             match rx.try_recv() {
-                Ok(p) => batch.push(p),
+                Ok(p) => {
+                    bytes += p.command.payload_bytes();
+                    batch.push(p);
+                }
                 Err(_) => break,
             }
         }

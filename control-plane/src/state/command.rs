@@ -276,6 +276,19 @@ pub enum Command {
 }
 
 impl Command {
+    /// The bytes of opaque payload (task inputs and outputs, common data) the command carries;
+    /// the proposer bounds the size of an entry by it.
+    pub fn payload_bytes(&self) -> usize {
+        let len = |b: &Option<Bytes>| b.as_ref().map_or(0, |b| b.len());
+        match self {
+            Command::CreateTasks { tasks, .. } => tasks.iter().map(|t| len(&t.input)).sum(),
+            Command::CompleteTasks { results, .. } => results.iter().map(|r| len(&r.output)).sum(),
+            Command::CreateSession { spec, .. } => len(&spec.common_data),
+            Command::OpenSession { spec, .. } => spec.as_ref().map_or(0, |s| len(&s.common_data)),
+            _ => 0,
+        }
+    }
+
     /// Sets the time the leader decided for this command, on every variant that carries one.
     ///
     /// Handlers build commands on whichever member the client reached; the leader's proposer
