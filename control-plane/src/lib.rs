@@ -23,6 +23,7 @@ pub mod frontend;
 pub mod member;
 pub mod metrics;
 pub mod raft;
+pub mod scheduler;
 pub mod state;
 
 pub use member::{Listeners, ServeError, serve};
