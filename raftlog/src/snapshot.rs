@@ -160,6 +160,11 @@ pub fn build<C: FlameRaft>(
     tables: &[&str],
     snapshot_id: impl FnOnce(Option<LogId<u64>>) -> String,
 ) -> Result<(PathBuf, SnapshotMeta<u64, C::Node>)> {
+    // Applies are committed without fsync; make them durable before the snapshot lets openraft
+    // purge the log they came from (an empty durable commit persists every earlier one).
+    let mut barrier = db.begin_write()?;
+    barrier.set_durability(redb::Durability::Immediate)?;
+    barrier.commit()?;
     let txn = db.begin_read()?;
     let (last_log_id, last_membership) = {
         let meta_table = txn.open_table(META)?;

@@ -1,9 +1,17 @@
 //! The state-machine store: applied data, last applied log id and membership in `sm.redb`.
 //!
 //! [`StateMachineStore`] implements openraft's [`RaftStateMachine`]. Each `apply` call is one
-//! durable redb write transaction holding the application's changes for every entry of the batch
-//! plus the last applied log id and membership, so after a crash the applied state is exactly the
-//! replay of the log up to the recorded id, never a mix.
+//! redb write transaction holding the application's changes for every entry of the batch plus the
+//! last applied log id and membership, so after a crash the applied state is exactly the replay
+//! of the log up to the recorded id, never a mix.
+//!
+//! **Durability.** Apply transactions are committed without fsync (`Durability::None`): every
+//! applied entry is already durable in the log, so a crash merely rolls the state machine back to
+//! an older consistent point, and openraft re-applies the entries after it from the log at start.
+//! That keeps one fsync off every write's path. What makes it safe is that the log is never
+//! purged past what the state machine holds durably: building a snapshot (the only thing that
+//! lets openraft purge) first makes every applied transaction durable, and installing a
+//! snapshot is durable. Clean shutdown is durable too (redb commits on close).
 //!
 //! Snapshots are delegated to [`crate::snapshot`]: building runs on a blocking thread from a
 //! consistent read transaction while applies continue; receiving writes openraft's chunks into a
@@ -91,7 +99,9 @@ impl<C: FlameRaft, A: App<C>> StateMachineStore<C, A> {
 
     fn apply_batch(&mut self, entries: Vec<Entry<C>>) -> Result<Vec<C::R>> {
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
+        // Not fsynced: the log is durable, so a crash only rolls the state machine back to an
+        // older consistent point that openraft re-applies from (see the module docs).
+        txn.set_durability(Durability::None)?;
         let mut responses = Vec::with_capacity(entries.len());
         let mut applied = self.applied;
         let mut membership = self.membership.clone();
