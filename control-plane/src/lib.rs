@@ -10,14 +10,18 @@
 //!   reads, group formation, leader duties and the `flame.cluster.v1` admin service; [`serve`]
 //!   is the entry point the binary and tests call.
 //! - [`frontend`]: `flame.v1.Frontend` and the batch `flame.cluster.v1.Tasks` on every member.
+//! - [`agents`]: `flame.agent.v1.NodeAgent`: node registration and the leader's assignment
+//!   stream to node agents.
+//! - [`scheduler`]: the pure planning function the leader's scheduling loop runs.
 //! - [`config`]: the YAML configuration with `FLAME_*` and flag overrides.
 //! - [`metrics`]: Prometheus `/metrics`.
 //!
 //! Durable storage is the `raftlog` crate; every wire format is defined in `flame-proto`.
 //!
-//! Caveat: TLS is not served yet, and node agents and the scheduler (which run tasks) are still
-//! to come.
+//! Caveat: TLS is not served yet; the node agents themselves (which run the instances) are the
+//! `flame-node-agent` crate.
 
+pub mod agents;
 pub mod config;
 pub mod frontend;
 pub mod member;

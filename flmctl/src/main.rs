@@ -1,19 +1,47 @@
 //! `flmctl`, the Flame command-line tool.
 //!
-//! It will list and view applications, sessions, executors and nodes, operate the Raft group
-//! (status, membership, leadership transfer, snapshots), run benchmarks and start a local HA
-//! cluster, against any member of the cluster.
+//! Today it runs the local HA cluster (`flmctl local up`). It is also a multi-call binary: run
+//! under the name `flmping-service` or `flmexec-service` (a symlink), it serves that built-in
+//! application's instance, so a local cluster needs no other binary to run `flmping` tasks.
 //!
-//! Caveat: only `--help` and `--version` exist yet; the SDK-and-flmctl issue adds the commands.
+//! Caveat: the inspection and administration verbs (`list`, `view`, `cluster …`, `bench`) come
+//! with the SDK issue.
 
-use clap::Parser;
+mod local;
+
+use clap::{Parser, Subcommand};
 
 /// The Flame command-line tool.
 #[derive(Parser, Debug)]
 #[command(version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _cli = Cli::parse();
-    println!("flmctl has no commands yet; see `flmctl --help`.");
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// A local cluster on this machine.
+    Local {
+        #[command(subcommand)]
+        command: LocalCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LocalCommand {
+    /// Start three control-plane members in the foreground until Ctrl-C; data is kept.
+    Up(local::UpArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    if let Some(service) = local::builtin_service_name() {
+        return local::run_builtin_service(service);
+    }
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Local {
+            command: LocalCommand::Up(args),
+        } => local::up(args),
+    }
 }

@@ -14,7 +14,8 @@
 //! - Calls take `&mut self`, so one instance never sees concurrent invocations.
 //! - After a transport error or process exit the instance is marked dead: later calls fail at
 //!   once with the reason. The caller should still [`Instance::stop`] it to clean up.
-//! - Dropping an instance without `stop` SIGKILLs its group and removes its files (no grace).
+//! - Dropping an instance without `stop` SIGKILLs its group and removes its files (no grace);
+//!   so does dropping an unfinished [`Instance::launch`] future, so launches can be cancelled.
 //! - Application installation (spec section 7.6, bind code 10) is not done here yet.
 //! - [`launch_count`] counts processes started in this agent process, including launches that
 //!   then failed to bind.
@@ -48,6 +49,8 @@ use tonic::transport::Channel;
 
 /// How long to wait for the group to die after SIGKILL before giving up on it.
 const KILL_WAIT: Duration = Duration::from_secs(5);
+/// How long a transport failure waits for the process's exit to become visible.
+const EXIT_GRACE: Duration = Duration::from_millis(200);
 /// Longest pause between two checks of the socket while an instance starts.
 const MAX_READY_POLL: Duration = Duration::from_millis(50);
 
@@ -180,6 +183,12 @@ impl Instance {
             }
         };
         LAUNCHES.fetch_add(1, Ordering::Relaxed);
+        // If this future is dropped before the instance is ready, kill the group and clean up.
+        let mut guard = LaunchGuard {
+            pgid: spawned.pgid,
+            paths: plan.paths.clone(),
+            armed: true,
+        };
         tracing::info!(
             executor_id = %spec.executor_id, session_id = %spec.session_id,
             application = %spec.application.name, pid = spawned.pgid,
@@ -188,6 +197,7 @@ impl Instance {
         let deadline = started + spec.startup_timeout;
         match wait_ready(&mut spawned.child, &plan.paths.socket, deadline).await {
             Ok(client) => {
+                guard.armed = false;
                 tracing::info!(
                     executor_id = %spec.executor_id, session_id = %spec.session_id,
                     pid = spawned.pgid, ready_ms = started.elapsed().as_millis() as u64,
@@ -208,7 +218,11 @@ impl Instance {
                     stopped: false,
                 })
             }
-            Err(not_ready) => Err(abandon(&spec, &plan, spawned, not_ready).await),
+            Err(not_ready) => {
+                let error = abandon(&spec, &plan, spawned, not_ready).await;
+                guard.armed = false;
+                Err(error)
+            }
         }
     }
 
@@ -227,7 +241,7 @@ impl Instance {
         // Exactly once (spec section 7.1): a failed attempt is not retried on this process.
         self.phase = Phase::EnterFailed;
         let answer = watch_exit(&mut self.child, self.client.on_session_enter(ctx)).await;
-        let result = self.settle("OnSessionEnter", answer).map_err(fail)?;
+        let result = self.settle("OnSessionEnter", answer).await.map_err(fail)?;
         if result.return_code != 0 {
             return Err(fail(failure_text(result.return_code, result.message)));
         }
@@ -245,7 +259,7 @@ impl Instance {
         }
         let task_id = task.task_id.clone();
         let answer = watch_exit(&mut self.child, self.client.on_task_invoke(task)).await;
-        match self.settle("OnTaskInvoke", answer) {
+        match self.settle("OnTaskInvoke", answer).await {
             Ok(result) => {
                 let message = match result.return_code {
                     0 => result.message,
@@ -307,12 +321,13 @@ impl Instance {
                 });
             }
         };
-        let result =
-            self.settle("OnSessionLeave", answer)
-                .map_err(|detail| InstanceError::Transport {
-                    call: "OnSessionLeave",
-                    detail,
-                })?;
+        let result = self
+            .settle("OnSessionLeave", answer)
+            .await
+            .map_err(|detail| InstanceError::Transport {
+                call: "OnSessionLeave",
+                detail,
+            })?;
         if result.return_code != 0 {
             return Err(InstanceError::Rejected {
                 call: "OnSessionLeave",
@@ -370,15 +385,18 @@ impl Instance {
 
     /// Turns the answer of a call into its message, or into a description of the failure,
     /// marking the instance dead on any transport error or process exit.
-    fn settle<T>(
+    ///
+    /// A killed process closes its socket before it can be waited for, so after a transport
+    /// error the exit gets [`EXIT_GRACE`] to show up and be named as the reason.
+    async fn settle<T>(
         &mut self,
         call: &'static str,
         answer: Result<Result<tonic::Response<T>, tonic::Status>, String>,
     ) -> Result<T, String> {
         let why = match answer {
             Ok(Ok(response)) => return Ok(response.into_inner()),
-            Ok(Err(status)) => match self.child.try_wait() {
-                Ok(Some(exit)) => format!("instance process exited ({exit}) during {call}"),
+            Ok(Err(status)) => match tokio::time::timeout(EXIT_GRACE, self.child.wait()).await {
+                Ok(Ok(exit)) => format!("instance process exited ({exit}) during {call}"),
                 _ => format!(
                     "{call} failed in transport: {:?}: {}",
                     status.code(),
@@ -437,6 +455,27 @@ impl Drop for Instance {
         tracing::warn!(executor_id = %self.executor_id, pgid = self.pgid, "instance dropped without stop; killing it");
         let _ = process::signal_group(self.pgid, Signal::SIGKILL);
         cleanup(&self.paths);
+    }
+}
+
+/// Kills a started process group and removes its files when [`Instance::launch`] is dropped
+/// (cancelled) before the instance is ready; a launch that finishes disarms it.
+struct LaunchGuard {
+    /// The group to kill.
+    pgid: i32,
+    /// The files to remove.
+    paths: InstancePaths,
+    /// Whether dropping still has to clean up.
+    armed: bool,
+}
+
+impl Drop for LaunchGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            tracing::warn!(pgid = self.pgid, "instance launch cancelled; killing it");
+            let _ = process::signal_group(self.pgid, Signal::SIGKILL);
+            cleanup(&self.paths);
+        }
     }
 }
 

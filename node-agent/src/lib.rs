@@ -1,13 +1,19 @@
 //! The Flame node agent.
 //!
 //! What: the per-node agent that registers its node with the control plane, pulls executor,
-//! binding and task assignments from the Raft leader, and runs application instances as real
-//! processes driven through `flame.v1.Instance` over a Unix socket.
+//! binding and task assignments from the Raft leader over `flame.agent.v1`, and runs
+//! application instances as real processes driven through `flame.v1.Instance` over a Unix
+//! socket.
 //!
-//! Why a library first: [`instance`] (the host shim: launch, the three instance calls, stop)
-//! is what the executor loop, recovery and the tests share.
+//! - [`config`]: flags, YAML file and `FLAME_*` variables, with detected capacity.
+//! - [`agent`]: the runtime: leader discovery, the assignment stream, executor workers.
+//! - [`instance`]: the host shim (launch, the three instance calls, stop).
+//! - [`reaper`]: the agent as child subreaper, reaping orphaned grandchildren.
 //!
-//! Caveat: only [`instance`] exists so far; registration, the assignment stream and the
-//! executor loop come with the rest of the node-agent issue.
+//! Caveat: the protocol contract this crate implements (agent side) is
+//! `docs/agent-protocol.md`.
 
+pub mod agent;
+pub mod config;
 pub mod instance;
+pub mod reaper;

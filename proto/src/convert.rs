@@ -13,12 +13,16 @@
 //! - v1 → model, response side (`TryFrom<v1::Application>`, `Session`, `Task`, `Executor`,
 //!   `Node`), for Rust clients: only structural checks (required sub-messages present, enum
 //!   values known, task ids numeric); payloads a server sent are not re-validated.
+//! - Node agents (`flame.agent.v1`): [`model::Node::from_registration`] is RegisterNode's
+//!   request side (validated: hostname-like name, bounded fields, allocatable within capacity);
+//!   the leader builds assignments from model executors, tasks, applications and sessions.
 //!
 //! Caveats: Unix-millisecond heartbeats are truncated to whole seconds on the wire, so only
 //! whole-second values round-trip. Counters above `i32::MAX` are clamped. A wire `Node` carries
 //! no separate host name, so the model's `hostname` reads back as the node name.
 #![warn(missing_docs)]
 
+use crate::agent;
 use crate::error::FlameError;
 use crate::model;
 use crate::v1;
@@ -555,6 +559,314 @@ impl TryFrom<v1::Node> for model::Node {
                 .collect(),
             last_heartbeat_ms: status.last_heartbeat_time.saturating_mul(1000),
         })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Node agents (flame.agent.v1)
+// ---------------------------------------------------------------------------------------------
+
+/// Longest accepted node name (a DNS name's limit), in characters.
+pub const MAX_NODE_NAME_LEN: usize = 253;
+/// Longest accepted label of a node name (between dots), in characters.
+const MAX_NODE_LABEL_LEN: usize = 63;
+/// Longest accepted `arch`, `os` or address type of a registering node.
+const MAX_NODE_FIELD_LEN: usize = 64;
+/// Most addresses a registering node may report.
+const MAX_NODE_ADDRESSES: usize = 32;
+
+/// Checks a node name: hostname-like, 1–253 characters from `[A-Za-z0-9._-]`, dot-separated
+/// labels of 1–63 characters that do not start or end with `-`.
+///
+/// Underscores are accepted because some hosts' nodenames carry them. The error is
+/// `InvalidArgument` naming the rule that failed.
+pub fn validate_node_name(name: &str) -> Result<(), FlameError> {
+    let invalid = |why: &str| {
+        Err(FlameError::InvalidArgument(format!(
+            "invalid node name '{name}': {why}"
+        )))
+    };
+    if name.is_empty() {
+        return invalid("it is empty");
+    }
+    if name.len() > MAX_NODE_NAME_LEN {
+        return invalid("it is longer than 253 characters");
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if let Some(bad) = name.chars().find(|c| !allowed(*c)) {
+        return invalid(&format!(
+            "character {bad:?} is not allowed (use A-Z, a-z, 0-9, '.', '_', '-')"
+        ));
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return invalid("it has an empty label (a leading, trailing or doubled '.')");
+        }
+        if label.len() > MAX_NODE_LABEL_LEN {
+            return invalid("a label between dots is longer than 63 characters");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return invalid("a label must not start or end with '-'");
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a text field of a registering node longer than `limit` characters.
+fn check_len(what: &str, value: &str, limit: usize) -> Result<(), FlameError> {
+    let len = value.chars().count();
+    if len > limit {
+        return Err(FlameError::InvalidArgument(format!(
+            "node {what} is {len} characters long; the limit is {limit}"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a negative GPU count and an allocatable share above the capacity.
+fn check_resources(
+    capacity: &model::ResourceRequirement,
+    allocatable: &model::ResourceRequirement,
+) -> Result<(), FlameError> {
+    if capacity.gpu < 0 || allocatable.gpu < 0 {
+        return Err(FlameError::InvalidArgument(
+            "node gpu counts must not be negative".into(),
+        ));
+    }
+    if allocatable.cpu > capacity.cpu
+        || allocatable.memory > capacity.memory
+        || allocatable.gpu > capacity.gpu
+    {
+        return Err(FlameError::InvalidArgument(format!(
+            "node allocatable ({allocatable}) exceeds its capacity ({capacity})"
+        )));
+    }
+    Ok(())
+}
+
+impl model::Node {
+    /// The request side of `flame.agent.v1.RegisterNode`: the node as its agent describes it.
+    ///
+    /// The name is `metadata.name` (else `metadata.id`) and must pass [`validate_node_name`];
+    /// `spec.hostname` defaults to the name. `status.capacity` is required; an absent
+    /// `allocatable` means the whole capacity. The wire state and heartbeat time are ignored
+    /// (the state machine decides them). Text fields and the address list are bounded. Every
+    /// failure is `InvalidArgument`.
+    pub fn from_registration(node: v1::Node) -> Result<Self, FlameError> {
+        let name = object_id(node.metadata, "node")?;
+        validate_node_name(&name)?;
+        let hostname = node.spec.map(|s| s.hostname).unwrap_or_default();
+        check_len("hostname", &hostname, MAX_NODE_NAME_LEN)?;
+        let status = node.status.ok_or_else(|| missing("node", "status"))?;
+        let capacity: model::ResourceRequirement = status
+            .capacity
+            .ok_or_else(|| missing("node status", "capacity"))?
+            .into();
+        let allocatable = status.allocatable.map_or(capacity, Into::into);
+        check_resources(&capacity, &allocatable)?;
+        let info = status.info.unwrap_or_default();
+        check_len("arch", &info.arch, MAX_NODE_FIELD_LEN)?;
+        check_len("os", &info.os, MAX_NODE_FIELD_LEN)?;
+        if status.addresses.len() > MAX_NODE_ADDRESSES {
+            return Err(FlameError::InvalidArgument(format!(
+                "node reports {} addresses; the limit is {MAX_NODE_ADDRESSES}",
+                status.addresses.len()
+            )));
+        }
+        let mut addresses = Vec::with_capacity(status.addresses.len());
+        for a in status.addresses {
+            check_len("address type", &a.r#type, MAX_NODE_FIELD_LEN)?;
+            check_len("address", &a.address, MAX_NODE_NAME_LEN)?;
+            addresses.push(model::NodeAddress {
+                kind: a.r#type,
+                address: a.address,
+            });
+        }
+        Ok(model::Node {
+            hostname: if hostname.is_empty() {
+                name.clone()
+            } else {
+                hostname
+            },
+            name,
+            state: model::NodeState::Unknown,
+            capacity,
+            allocatable,
+            arch: info.arch,
+            os: info.os,
+            addresses,
+            last_heartbeat_ms: 0,
+        })
+    }
+}
+
+impl From<model::ExecutorState> for agent::ExecutorAction {
+    /// What an agent must do with an executor in this state (docs/agent-protocol.md):
+    /// Void, Idle (and Unknown) hold the slot, Binding binds, Bound runs, Unbinding unbinds,
+    /// Releasing (and Released) give the slot back.
+    fn from(state: model::ExecutorState) -> Self {
+        use model::ExecutorState as S;
+        match state {
+            S::Unknown | S::Void | S::Idle => agent::ExecutorAction::Idle,
+            S::Binding => agent::ExecutorAction::Bind,
+            S::Bound => agent::ExecutorAction::Run,
+            S::Unbinding => agent::ExecutorAction::Unbind,
+            S::Releasing | S::Released => agent::ExecutorAction::Release,
+        }
+    }
+}
+
+impl From<&model::Task> for agent::TaskAssignment {
+    /// A task an executor must run: ids and input, with input presence preserved.
+    fn from(t: &model::Task) -> Self {
+        agent::TaskAssignment {
+            task_id: t.id,
+            session_id: t.session_id.clone(),
+            input: to_vec(&t.input),
+        }
+    }
+}
+
+impl From<(&model::Application, &model::Session)> for agent::Binding {
+    /// The session an executor must bind: its application (as `flame.v1.Application`), id and
+    /// common data, with presence preserved.
+    fn from((app, session): (&model::Application, &model::Session)) -> Self {
+        agent::Binding {
+            application: Some(v1::Application::from(app)),
+            session_id: session.id.clone(),
+            common_data: to_vec(&session.spec.common_data),
+        }
+    }
+}
+
+impl From<&model::Executor> for agent::ExecutorAssignment {
+    /// An executor's assignment without binding or tasks: id, size, shim and the action of its
+    /// state. The caller adds the binding and the running task.
+    fn from(e: &model::Executor) -> Self {
+        agent::ExecutorAssignment {
+            executor_id: e.id.clone(),
+            resreq: Some(v1::ResourceRequirement::from(&e.spec.resreq)),
+            shim: wire::<v1::Shim, _>(e.spec.shim),
+            action: agent::ExecutorAction::from(e.state).into(),
+            binding: None,
+            tasks: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod agent_tests {
+    use super::*;
+
+    fn wire_node(name: &str) -> v1::Node {
+        v1::Node {
+            metadata: Some(v1::Metadata {
+                id: String::new(),
+                name: name.into(),
+            }),
+            spec: Some(v1::NodeSpec {
+                hostname: "host-1.example".into(),
+            }),
+            status: Some(v1::NodeStatus {
+                state: 1,
+                capacity: Some(v1::ResourceRequirement {
+                    cpu: 4,
+                    memory: 8 << 30,
+                    gpu: 0,
+                }),
+                allocatable: None,
+                info: Some(v1::NodeInfo {
+                    arch: "x86_64".into(),
+                    os: "linux".into(),
+                }),
+                addresses: vec![v1::NodeAddress {
+                    r#type: "InternalIP".into(),
+                    address: "10.0.0.1".into(),
+                }],
+                last_heartbeat_time: 99,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_registration_keeps_the_description_and_defaults_allocatable_to_capacity() {
+        let node = model::Node::from_registration(wire_node("n-1")).expect("valid");
+        assert_eq!(node.name, "n-1");
+        assert_eq!(node.hostname, "host-1.example");
+        assert_eq!(node.allocatable, node.capacity);
+        assert_eq!(node.capacity.memory, 8 << 30);
+        assert_eq!((node.arch.as_str(), node.os.as_str()), ("x86_64", "linux"));
+        assert_eq!(node.addresses.len(), 1);
+        assert_eq!(node.last_heartbeat_ms, 0);
+        assert_eq!(node.state, model::NodeState::Unknown);
+    }
+
+    #[test]
+    fn node_names_must_be_hostname_like() {
+        for good in ["n1", "ip-10-0-0-1.ec2.internal", "a_b", &"a".repeat(63)] {
+            assert_eq!(validate_node_name(good), Ok(()), "{good}");
+        }
+        let long_label = "a".repeat(64);
+        for bad in [
+            "",
+            ".a",
+            "a.",
+            "a..b",
+            "-a",
+            "a-",
+            "a b",
+            "a/b",
+            "é",
+            &long_label,
+        ] {
+            assert!(
+                matches!(validate_node_name(bad), Err(FlameError::InvalidArgument(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn registrations_without_capacity_or_with_oversized_fields_are_refused() {
+        let mut no_capacity = wire_node("n1");
+        if let Some(s) = no_capacity.status.as_mut() {
+            s.capacity = None;
+        }
+        assert!(model::Node::from_registration(no_capacity).is_err());
+        let mut too_much = wire_node("n1");
+        if let Some(s) = too_much.status.as_mut() {
+            s.allocatable = Some(v1::ResourceRequirement {
+                cpu: 5,
+                memory: 1,
+                gpu: 0,
+            });
+        }
+        assert!(model::Node::from_registration(too_much).is_err());
+        let mut long_arch = wire_node("n1");
+        if let Some(s) = long_arch.status.as_mut() {
+            s.info = Some(v1::NodeInfo {
+                arch: "x".repeat(65),
+                os: String::new(),
+            });
+        }
+        assert!(model::Node::from_registration(long_arch).is_err());
+    }
+
+    #[test]
+    fn executor_states_map_to_the_protocol_actions() {
+        use agent::ExecutorAction as A;
+        use model::ExecutorState as S;
+        let table = [
+            (S::Void, A::Idle),
+            (S::Idle, A::Idle),
+            (S::Binding, A::Bind),
+            (S::Bound, A::Run),
+            (S::Unbinding, A::Unbind),
+            (S::Releasing, A::Release),
+        ];
+        for (state, action) in table {
+            assert_eq!(A::from(state), action, "{state:?}");
+        }
     }
 }
 

@@ -188,6 +188,9 @@ pub struct RaftSection {
     /// A node whose agent is silent this long (milliseconds) is marked NotReady by the leader
     /// (upstream: 15 s stream timeout plus 30 s drain).
     pub node_timeout_ms: u64,
+    /// Heartbeat interval node agents are told to use (`RegisterNode`'s answer), milliseconds;
+    /// the leader records at most one heartbeat per node per interval.
+    pub agent_heartbeat_ms: u64,
 }
 
 /// One member of the initial group.
@@ -261,6 +264,7 @@ impl Default for RaftSection {
             keep_after_snapshot: 10_000,
             metrics_addr: None,
             node_timeout_ms: 45_000,
+            agent_heartbeat_ms: 2_000,
         }
     }
 }
@@ -303,6 +307,10 @@ pub struct Overrides {
     /// Prometheus listen address.
     #[arg(long)]
     pub metrics_addr: Option<String>,
+    /// Milliseconds of agent silence after which the leader marks a node NotReady
+    /// (`raft.node_timeout_ms`).
+    #[arg(long)]
+    pub node_timeout_ms: Option<u64>,
 }
 
 impl Config {
@@ -371,6 +379,9 @@ impl Config {
         if let Some(m) = &o.metrics_addr {
             raft.metrics_addr = Some(m.clone());
         }
+        if let Some(t) = o.node_timeout_ms {
+            raft.node_timeout_ms = t;
+        }
         Ok(())
     }
 
@@ -437,6 +448,15 @@ impl Config {
             return invalid(
                 "raft.election_timeout_max_ms",
                 "must be greater than raft.election_timeout_min_ms".into(),
+            );
+        }
+        if r.agent_heartbeat_ms == 0 || r.agent_heartbeat_ms >= r.node_timeout_ms {
+            return invalid(
+                "raft.agent_heartbeat_ms",
+                format!(
+                    "must be above 0 and below raft.node_timeout_ms ({})",
+                    r.node_timeout_ms
+                ),
             );
         }
         let mut ids: Vec<u64> = r.members.iter().map(|m| m.id).collect();

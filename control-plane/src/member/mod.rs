@@ -3,8 +3,9 @@
 //! [`serve`] is what the `flame-control-plane` binary calls (and what tests call with port-0
 //! listeners and a shutdown future). It opens raftlog's stores in the data directory, starts
 //! openraft with the tonic transport, mounts `flame.raft.v1` on the peer listener and the client
-//! services on the API listener, forms the group on first start ([`bootstrap`]), runs the
-//! leader's duties ([`leader`]), and shuts everything down when `shutdown` resolves.
+//! services on the API listener (Frontend, Tasks, Cluster and the node agents' `NodeAgent`),
+//! forms the group on first start ([`bootstrap`]), runs the leader's duties ([`leader`]) and
+//! its scheduling loop ([`scheduling`]), and shuts everything down when `shutdown` resolves.
 //!
 //! Caveat: TLS is not served yet; `cluster.tls` is parsed and ignored.
 
@@ -13,6 +14,7 @@ pub mod bootstrap;
 pub mod handle;
 pub mod leader;
 pub mod proposer;
+pub mod scheduling;
 
 use crate::config::Config;
 use crate::metrics::{GrpcMetricsLayer, Metrics};
@@ -203,6 +205,11 @@ async fn run(
             stop_rx.clone(),
         ))
         .add_service(crate::frontend::tasks_server(handle.clone()))
+        .add_service(crate::agents::agent_server(
+            handle.clone(),
+            &config,
+            stop_rx.clone(),
+        ))
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(listeners.api),
             stopped(stop_rx.clone()),
@@ -219,21 +226,47 @@ async fn run(
     let api_task = tokio::spawn(api_server);
     tokio::spawn(bootstrap::form_group(handle.clone(), config.clone()));
     let duties = tokio::spawn(leader::run(handle.clone(), config.clone(), stop_rx.clone()));
+    let scheduling = tokio::spawn(scheduling::run(
+        handle.clone(),
+        config.clone(),
+        stop_rx.clone(),
+    ));
     info!(cluster = %cluster_id, "member started");
     shutdown.await;
     info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = duties.await;
-    let api = api_task.await;
-    let peer = peer_task.await;
+    let _ = scheduling.await;
+    // Graceful shutdown waits for clients to close their connections; a client that never
+    // does must not keep the member from stopping.
+    let api = drain(api_task, "client API").await;
+    let peer = drain(peer_task, "Raft peer").await;
     raft.shutdown()
         .await
         .map_err(|e| ServeError::Raft(e.to_string()))?;
-    for result in [api, peer] {
-        result.map_err(|e| ServeError::Raft(format!("server task failed: {e}")))??;
-    }
+    api?;
+    peer?;
     info!("stopped");
     Ok(())
+}
+
+/// How long a server may take to finish its open calls after shutdown begins.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits for a server task to finish draining, aborting it after [`DRAIN_TIMEOUT`].
+async fn drain(
+    mut task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    what: &str,
+) -> Result<(), ServeError> {
+    match tokio::time::timeout(DRAIN_TIMEOUT, &mut task).await {
+        Ok(Ok(result)) => result.map_err(ServeError::from),
+        Ok(Err(e)) => Err(ServeError::Raft(format!("{what} server task failed: {e}"))),
+        Err(_) => {
+            tracing::warn!(server = what, "clients kept connections open; closing them");
+            task.abort();
+            Ok(())
+        }
+    }
 }
 
 /// Keeps the Raft gauges in step with openraft's metrics until the member stops.

@@ -12,6 +12,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different subset.
 
+pub mod leader;
+
 use anyhow::{Context, bail};
 use flame_node_agent::instance::{AppLaunch, LaunchSpec};
 use flame_proto::v1;

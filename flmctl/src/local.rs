@@ -1,0 +1,211 @@
+//! `flmctl local up`: a local HA cluster in the foreground.
+//!
+//! Three control-plane members run in this process, each with its own redb storage under the
+//! data directory (default `./.flame/local`), its own client-API and Raft ports, and the usual
+//! group formation. The command prints the endpoints, the leader and what to try next, and on
+//! Ctrl-C (SIGINT or SIGTERM) shuts every member down cleanly, keeping the data so the next start
+//! resumes where this one stopped.
+//!
+//! It also prepares `<data dir>/home/bin/{flmping-service,flmexec-service}` as links to this
+//! binary, which serves those built-in applications when run under their names.
+//!
+//! Caveats: the node agent (and so running tasks) joins this command with the node-agent issue;
+//! the members share one process, so a local cluster shows the protocol, not fault isolation.
+
+use anyhow::Context;
+use flame_control_plane::config::{Config, MemberConfig, Overrides};
+use flame_control_plane::{Listeners, serve};
+use flame_proto::cluster::StatusRequest;
+use flame_proto::cluster::cluster_client::ClusterClient;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Flags of `flmctl local up`.
+#[derive(clap::Args, Debug)]
+pub struct UpArgs {
+    /// Data directory; members keep their storage under it.
+    #[arg(long, default_value = "./.flame/local", env = "FLAME_LOCAL_DIR")]
+    data_dir: PathBuf,
+    /// Client API port of member 1; members 2 and 3 use the next two.
+    #[arg(long, default_value_t = 8080)]
+    api_port: u16,
+    /// Raft port of member 1; members 2 and 3 use the next two.
+    #[arg(long, default_value_t = 9080)]
+    raft_port: u16,
+    /// Cluster name (and id) written into the data.
+    #[arg(long, default_value = "flame-local")]
+    cluster_name: String,
+}
+
+const BUILTINS: [&str; 2] = ["flmping-service", "flmexec-service"];
+
+/// Prints a line to stdout, ignoring a closed pipe: a reader that went away must not turn a
+/// clean shutdown into a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// The built-in service this binary was invoked as, if any.
+pub fn builtin_service_name() -> Option<&'static str> {
+    let argv0 = std::env::args_os().next()?;
+    let name = std::path::Path::new(&argv0)
+        .file_name()?
+        .to_str()?
+        .to_owned();
+    BUILTINS.into_iter().find(|b| *b == name)
+}
+
+/// Serves a built-in application's instance on `FLAME_INSTANCE_ENDPOINT`.
+pub fn run_builtin_service(name: &str) -> anyhow::Result<()> {
+    flame_sdk::logging::init();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        match name {
+            "flmping-service" => {
+                flame_sdk::service::run(flame_sdk::builtin::ping::PingService::new()).await
+            }
+            _ => flame_sdk::service::run(flame_sdk::builtin::exec::ExecService::new()).await,
+        }
+    })?;
+    Ok(())
+}
+
+fn member_configs(args: &UpArgs) -> anyhow::Result<Vec<Config>> {
+    let members: Vec<MemberConfig> = (0..3u16)
+        .map(|i| MemberConfig {
+            id: u64::from(i) + 1,
+            raft_addr: format!("127.0.0.1:{}", args.raft_port + i),
+            api_addr: format!("127.0.0.1:{}", args.api_port + i),
+        })
+        .collect();
+    members
+        .iter()
+        .map(|m| {
+            let overrides = Overrides {
+                id: Some(m.id),
+                api_addr: Some(m.api_addr.clone()),
+                raft_addr: Some(m.raft_addr.clone()),
+                data_dir: Some(args.data_dir.join(format!("member-{}", m.id))),
+                cluster_name: Some(args.cluster_name.clone()),
+                ..Overrides::default()
+            };
+            let mut config = Config::load(None, |_| None, &overrides)?;
+            config.raft.members = members.clone();
+            config.cluster.endpoint = format!("http://{}", members[0].api_addr);
+            config.validate()?;
+            Ok(config)
+        })
+        .collect()
+}
+
+/// Links the built-in services to this binary under `<data dir>/home/bin`.
+fn prepare_home(data_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let home = data_dir.join("home");
+    let bin = home.join("bin");
+    std::fs::create_dir_all(&bin).with_context(|| format!("cannot create {}", bin.display()))?;
+    let me = std::env::current_exe()?;
+    for name in BUILTINS {
+        let link = bin.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&me, &link)
+            .with_context(|| format!("cannot link {}", link.display()))?;
+    }
+    Ok(std::path::absolute(home)?)
+}
+
+/// Runs `flmctl local up` until Ctrl-C.
+pub fn up(args: UpArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,flame_control_plane=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let configs = member_configs(&args)?;
+    let home = prepare_home(&args.data_dir)?;
+    tokio::runtime::Runtime::new()?.block_on(run(args, configs, home))
+}
+
+async fn run(args: UpArgs, configs: Vec<Config>, home: PathBuf) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut members = Vec::new();
+    for config in configs {
+        let listeners = Listeners::bind(&config).await?;
+        let mut stop = stop_rx.clone();
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        members.push(tokio::spawn(serve(config, listeners, shutdown)));
+    }
+    let endpoint = format!("http://127.0.0.1:{}", args.api_port);
+    // A member that fails to start (storage of another cluster, say) ends its task at once;
+    // report that instead of waiting for a leader that cannot be elected.
+    let leader = tokio::select! {
+        leader = wait_for_leader(&endpoint, Duration::from_secs(20)) => leader?,
+        (result, index, _) = futures::future::select_all(members.iter_mut()) => {
+            let _ = stop_tx.send(true);
+            let reason = match result {
+                Ok(Ok(())) => "it stopped".to_string(),
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            };
+            anyhow::bail!("member {} could not start: {reason}", index + 1);
+        }
+    };
+    out!(
+        "Flame local cluster {:?} is up (data in {}).",
+        args.cluster_name,
+        args.data_dir.display()
+    );
+    for i in 0..3u16 {
+        out!("  member {}: http://127.0.0.1:{}", i + 1, args.api_port + i);
+    }
+    out!("  leader: member {leader}");
+    out!("  FLAME_HOME for instances: {}", home.display());
+    out!("");
+    out!(
+        "Try: FLAME_ENDPOINT={endpoint} python3 -c 'import flamepy; print([a.name for a in flamepy.list_applications()])'"
+    );
+    out!("Press Ctrl-C to stop; the data is kept for the next start.");
+    shutdown_signal().await;
+    out!("Stopping…");
+    let _ = stop_tx.send(true);
+    for member in members {
+        member.await??;
+    }
+    out!("Stopped.");
+    Ok(())
+}
+
+async fn wait_for_leader(endpoint: &str, deadline: Duration) -> anyhow::Result<u64> {
+    let started = Instant::now();
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())?.connect_lazy();
+    let mut client = ClusterClient::new(channel);
+    let mut poll = tokio::time::interval(Duration::from_millis(50));
+    while started.elapsed() < deadline {
+        poll.tick().await;
+        if let Ok(status) = client.status(StatusRequest {}).await
+            && let Some(leader) = status.into_inner().leader_id
+        {
+            return Ok(leader);
+        }
+    }
+    anyhow::bail!("no leader was elected within {deadline:?}; see the log above")
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,135 @@
+//! The README's main job: `flmctl local up` starts a three-member cluster in the foreground,
+//! serves flame.v1, stops cleanly on SIGINT keeping its data, and resumes on the next start;
+//! a port in use or a data directory of another cluster gives one clear error.
+
+use flame_proto::v1::frontend_client::FrontendClient;
+use flame_proto::v1::{CreateSessionRequest, GetSessionRequest, SessionSpec};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_flmctl");
+
+/// A base port such that base..base+3 (API) and base+100..base+103 (Raft) are free now.
+fn free_base() -> u16 {
+    for _ in 0..50 {
+        let base = rand::random_range(20_000u16..60_000);
+        let ports = (0..3).flat_map(|i| [base + i, base + 100 + i]);
+        let held: Vec<_> = ports
+            .filter_map(|p| TcpListener::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if held.len() == 6 {
+            return base;
+        }
+    }
+    panic!("no free port range found");
+}
+
+/// Starts `flmctl local up`; its log goes to `<dir>.log` so a full pipe never blocks it.
+fn start(dir: &Path, base: u16, extra: &[&str]) -> Child {
+    let log = std::fs::File::create(dir.with_extension("log")).expect("log file");
+    Command::new(BIN)
+        .args(["local", "up", "--data-dir"])
+        .arg(dir)
+        .args([
+            "--api-port",
+            &base.to_string(),
+            "--raft-port",
+            &(base + 100).to_string(),
+        ])
+        .args(extra)
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("flmctl starts")
+}
+
+/// Reads stdout until the "is up" line; returns everything read.
+fn wait_up(child: &mut Child) -> String {
+    let stdout = child.stdout.take().expect("piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.starts_with("Press Ctrl-C") {
+            return seen;
+        }
+    }
+    panic!("the cluster did not come up:\n{seen}");
+}
+
+fn interrupt(mut child: Child) {
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).expect("signal");
+    let status = child.wait().expect("exits");
+    assert!(status.success(), "clean exit on SIGINT: {status}");
+}
+
+/// Waits for a start that must fail and returns its log.
+fn failure_of(mut child: Child, dir: &Path) -> String {
+    let status = child.wait().expect("exits");
+    assert!(!status.success(), "the command should fail");
+    std::fs::read_to_string(dir.with_extension("log")).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_up_serves_stops_on_sigint_and_resumes_with_its_data() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let base = free_base();
+    let mut child = start(dir.path(), base, &[]);
+    let banner = wait_up(&mut child);
+    assert!(banner.contains("leader: member"), "{banner}");
+    let endpoint = format!("http://127.0.0.1:{}", base + 1);
+    let mut client = FrontendClient::connect(endpoint.clone()).await?;
+    let spec = SessionSpec {
+        application: "flmping".into(),
+        ..Default::default()
+    };
+    client
+        .create_session(CreateSessionRequest {
+            session_id: "kept".into(),
+            session: Some(spec),
+        })
+        .await?;
+    drop(client);
+    interrupt(child);
+
+    let mut child = start(dir.path(), base, &[]);
+    wait_up(&mut child);
+    let mut client = FrontendClient::connect(endpoint).await?;
+    let session = client
+        .get_session(GetSessionRequest {
+            session_id: "kept".into(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(session.metadata.map(|m| m.id).as_deref(), Some("kept"));
+    drop(client);
+
+    // While it runs, a second cluster on the same ports fails with one clear error.
+    let other = tempfile::tempdir()?;
+    let err = failure_of(start(other.path(), base, &[]), other.path());
+    assert!(
+        err.contains("cannot listen on 127.0.0.1:") && err.contains("in use"),
+        "{err}"
+    );
+    interrupt(child);
+
+    // The data belongs to cluster "flame-local": another name is refused, naming both.
+    let err = failure_of(
+        start(dir.path(), base, &["--cluster-name", "other"]),
+        dir.path(),
+    );
+    assert!(
+        err.contains("\"flame-local\"") && err.contains("\"other\""),
+        "{err}"
+    );
+    Ok(())
+}

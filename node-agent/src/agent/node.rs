@@ -1,0 +1,95 @@
+//! The node as the agent describes it to the leader: the registration request and heartbeats.
+//!
+//! What: [`NodeInfo`] is built once from the configuration (name, host identity, capacity,
+//! arch, os, addresses) and stamps out `RegisterNodeRequest`s and `Heartbeat`s.
+//!
+//! Caveats: allocatable equals capacity (as upstream; cgroups are ignored); the only address
+//! reported is the host name, since the agent serves nothing itself.
+
+use crate::config::AgentConfig;
+use flame_proto::agent::{
+    AgentMessage, Heartbeat, HeldExecutor, RegisterNodeRequest, agent_message,
+};
+use flame_proto::v1;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What the agent tells the leader about its node.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    /// The node name.
+    name: String,
+    /// The host identity.
+    agent_id: String,
+    /// The status without the heartbeat time.
+    status: v1::NodeStatus,
+}
+
+impl NodeInfo {
+    /// Describes the node `config` configures.
+    pub fn new(config: &AgentConfig) -> Self {
+        let resources = v1::ResourceRequirement::from(&config.capacity);
+        let host = crate::config::hostname().unwrap_or_else(|| config.node_name.clone());
+        NodeInfo {
+            name: config.node_name.clone(),
+            agent_id: config.agent_id.clone(),
+            status: v1::NodeStatus {
+                state: v1::NodeState::Ready as i32,
+                capacity: Some(resources),
+                allocatable: Some(resources),
+                info: Some(v1::NodeInfo {
+                    arch: std::env::consts::ARCH.to_owned(),
+                    os: std::env::consts::OS.to_owned(),
+                }),
+                addresses: vec![v1::NodeAddress {
+                    r#type: "Hostname".to_owned(),
+                    address: host,
+                }],
+                last_heartbeat_time: 0,
+            },
+        }
+    }
+
+    /// The node name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The status stamped with the current time.
+    fn status_now(&self) -> v1::NodeStatus {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        v1::NodeStatus {
+            last_heartbeat_time: now,
+            ..self.status.clone()
+        }
+    }
+
+    /// The registration request, listing the executors the agent holds.
+    pub fn register_request(&self, held: Vec<HeldExecutor>) -> RegisterNodeRequest {
+        RegisterNodeRequest {
+            node: Some(v1::Node {
+                metadata: Some(v1::Metadata {
+                    id: self.name.clone(),
+                    name: self.name.clone(),
+                }),
+                spec: Some(v1::NodeSpec {
+                    hostname: self.name.clone(),
+                }),
+                status: Some(self.status_now()),
+            }),
+            executors: held,
+            agent_id: self.agent_id.clone(),
+        }
+    }
+
+    /// A heartbeat message.
+    pub fn heartbeat(&self) -> AgentMessage {
+        AgentMessage {
+            message: Some(agent_message::Message::Heartbeat(Heartbeat {
+                node_name: self.name.clone(),
+                status: Some(self.status_now()),
+            })),
+        }
+    }
+}

@@ -1,0 +1,484 @@
+//! One executor's worker: the tokio task that owns the executor's [`Instance`] and runs the
+//! commands the reconciler sends it, one at a time.
+//!
+//! What: [`Worker::run`] takes [`Command`]s from its channel (bind, run a task, unbind, stop,
+//! release, exit) and answers each with one [`Event`] carrying the outcome and the session of
+//! the instance it holds afterwards.
+//!
+//! Why a task per executor: executors run concurrently while each instance sees one call at a
+//! time; the instance has exactly one owner, so no locks are needed.
+//!
+//! Interruption: the reconciler only sends a command while the worker is idle, except to
+//! interrupt. A command arriving during a launch, `OnSessionEnter` or `OnTaskInvoke` cuts that
+//! operation short: the instance (whose state is then unknown) is stopped, an
+//! [`EventKind::Interrupted`] event is sent, and the new command runs. `OnSessionLeave` and
+//! stops are never interrupted; both are bounded.
+//!
+//! Caveats: an instance found dead after a task is stopped at once (the binding ends, per spec
+//! section 7.4); the next task for its session relaunches it. Output over the configured limit
+//! turns a success into a failure naming the limit.
+
+use super::AgentMetrics;
+use crate::config::AgentConfig;
+use crate::instance::{AppLaunch, BindError, Instance, LaunchSpec, TaskOutcome};
+use flame_proto::error::FlameError;
+use flame_proto::v1;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// What every launch on this agent shares, from the configuration.
+#[derive(Debug, Clone)]
+pub struct LaunchTemplate {
+    /// `FLAME_ENDPOINT`.
+    flame_endpoint: String,
+    /// `FLAME_CACHE_ENDPOINT`.
+    cache_endpoint: Option<String>,
+    /// `FLAME_HOME`.
+    flame_home: PathBuf,
+    /// Scratch directories go under it.
+    work_dir: PathBuf,
+    /// Sockets go here.
+    socket_dir: PathBuf,
+    /// Instance logs go here.
+    log_dir: Option<PathBuf>,
+    /// Start plus readiness bound.
+    startup_timeout: Duration,
+    /// SIGTERM-to-SIGKILL grace.
+    pub stop_grace: Duration,
+    /// `OnSessionLeave` bound.
+    pub leave_timeout: Duration,
+    /// Largest output reported as a success.
+    max_task_output_bytes: usize,
+}
+
+impl LaunchTemplate {
+    /// The template of `config`.
+    pub fn new(config: &AgentConfig) -> Self {
+        LaunchTemplate {
+            flame_endpoint: config.flame_endpoint.clone(),
+            cache_endpoint: config.cache_endpoint.clone(),
+            flame_home: config.flame_home.clone(),
+            work_dir: config.work_dir.clone(),
+            socket_dir: config.socket_dir.clone(),
+            log_dir: config.log_dir.clone(),
+            startup_timeout: config.startup_timeout,
+            stop_grace: config.stop_grace,
+            leave_timeout: config.leave_timeout,
+            max_task_output_bytes: config.max_task_output_bytes,
+        }
+    }
+
+    /// The launch spec of one binding.
+    fn spec(&self, app: AppLaunch, executor_id: &str, session_id: &str) -> LaunchSpec {
+        let mut spec = LaunchSpec::new(
+            app,
+            executor_id,
+            session_id,
+            &self.flame_endpoint,
+            &self.work_dir,
+            &self.socket_dir,
+        );
+        spec.cache_endpoint = self.cache_endpoint.clone();
+        spec.flame_home = Some(self.flame_home.clone());
+        spec.log_dir = self.log_dir.clone();
+        spec.startup_timeout = self.startup_timeout;
+        spec.stop_grace = self.stop_grace;
+        spec.leave_timeout = self.leave_timeout;
+        spec
+    }
+}
+
+/// What the reconciler asks a worker to do; `seq` ties the answering event to the command.
+#[derive(Debug)]
+pub enum Command {
+    /// Launch an instance for the session and call `OnSessionEnter`.
+    Bind {
+        /// Command number.
+        seq: u64,
+        /// The session.
+        session_id: String,
+        /// What to launch and the `OnSessionEnter` request.
+        launch: Box<BindLaunch>,
+        /// Whether the leader asked for this bind (and expects a `BindOutcome`), as opposed to
+        /// a relaunch for a task of a binding whose instance is gone.
+        report: bool,
+    },
+    /// Invoke one task on the bound instance.
+    Run {
+        /// Command number.
+        seq: u64,
+        /// The task's session.
+        session_id: String,
+        /// The task.
+        task_id: u64,
+        /// Its input.
+        input: Option<Vec<u8>>,
+    },
+    /// `OnSessionLeave` (failures logged), then stop the instance.
+    Unbind {
+        /// Command number.
+        seq: u64,
+        /// The session the leader unbinds.
+        session_id: String,
+    },
+    /// Stop the instance without `OnSessionLeave`.
+    Stop {
+        /// Command number.
+        seq: u64,
+    },
+    /// Stop the instance and end the worker.
+    Release {
+        /// Command number.
+        seq: u64,
+    },
+    /// End the worker without an event; `leave` calls `OnSessionLeave` first (agent shutdown).
+    Exit {
+        /// Whether to call `OnSessionLeave` before stopping.
+        leave: bool,
+    },
+}
+
+/// What a bind launches, and what it tells the instance.
+#[derive(Debug)]
+pub struct BindLaunch {
+    /// What to launch.
+    pub app: AppLaunch,
+    /// The `OnSessionEnter` request.
+    pub ctx: v1::SessionContext,
+}
+
+/// A worker's answer to one command.
+#[derive(Debug)]
+pub struct Event {
+    /// The executor.
+    pub executor_id: String,
+    /// Which worker (executor ids can come back after being forgotten).
+    pub worker: u64,
+    /// The command answered.
+    pub seq: u64,
+    /// The session of the instance the worker holds after the command, if any.
+    pub holds: Option<String>,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What happened to one command.
+#[derive(Debug)]
+pub enum EventKind {
+    /// A bind finished.
+    Bound {
+        /// The session.
+        session_id: String,
+        /// Success, or the bind error with its code.
+        result: Result<(), BindError>,
+        /// Echo of [`Command::Bind::report`].
+        report: bool,
+    },
+    /// A task finished.
+    TaskDone {
+        /// The task's session.
+        session_id: String,
+        /// The task.
+        task_id: u64,
+        /// Its outcome.
+        outcome: TaskOutcome,
+    },
+    /// An unbind finished.
+    Unbound {
+        /// The session unbound.
+        session_id: String,
+    },
+    /// A stop finished.
+    Stopped,
+    /// The release finished; the worker has ended.
+    Released,
+    /// The command was cut short by the next one; its instance was stopped.
+    Interrupted,
+}
+
+/// One executor's worker.
+pub struct Worker {
+    /// The executor.
+    id: String,
+    /// This worker's number.
+    nonce: u64,
+    /// Commands from the reconciler.
+    rx: mpsc::UnboundedReceiver<Command>,
+    /// Events to the reconciler.
+    events: mpsc::UnboundedSender<Event>,
+    /// Launch settings.
+    template: Arc<LaunchTemplate>,
+    /// Counters.
+    metrics: Arc<AgentMetrics>,
+    /// The bound instance, entered into its session.
+    instance: Option<Instance>,
+}
+
+impl Worker {
+    /// A worker for `id` numbered `nonce`; returns it and the sender for its commands.
+    pub fn new(
+        id: String,
+        nonce: u64,
+        events: mpsc::UnboundedSender<Event>,
+        template: Arc<LaunchTemplate>,
+        metrics: Arc<AgentMetrics>,
+    ) -> (Worker, mpsc::UnboundedSender<Command>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let worker = Worker {
+            id,
+            nonce,
+            rx,
+            events,
+            template,
+            metrics,
+            instance: None,
+        };
+        (worker, tx)
+    }
+
+    /// Runs commands until released, told to exit, or the reconciler goes away.
+    pub async fn run(mut self) {
+        let mut next: Option<Command> = None;
+        loop {
+            let command = match next.take() {
+                Some(command) => command,
+                None => self
+                    .rx
+                    .recv()
+                    .await
+                    .unwrap_or(Command::Exit { leave: false }),
+            };
+            next = match command {
+                Command::Bind {
+                    seq,
+                    session_id,
+                    launch,
+                    report,
+                } => self.bind(seq, session_id, *launch, report).await,
+                Command::Run {
+                    seq,
+                    session_id,
+                    task_id,
+                    input,
+                } => self.run_task(seq, session_id, task_id, input).await,
+                Command::Unbind { seq, session_id } => {
+                    self.leave_and_stop().await;
+                    self.emit(seq, EventKind::Unbound { session_id });
+                    None
+                }
+                Command::Stop { seq } => {
+                    self.stop().await;
+                    self.emit(seq, EventKind::Stopped);
+                    None
+                }
+                Command::Release { seq } => {
+                    self.stop().await;
+                    self.emit(seq, EventKind::Released);
+                    return;
+                }
+                Command::Exit { leave } => {
+                    if leave {
+                        self.leave_and_stop().await;
+                    }
+                    self.stop().await;
+                    return;
+                }
+            };
+        }
+    }
+
+    /// Launches and enters an instance; returns the command that interrupted it, if any.
+    async fn bind(
+        &mut self,
+        seq: u64,
+        session_id: String,
+        launch: BindLaunch,
+        report: bool,
+    ) -> Option<Command> {
+        let BindLaunch { app, ctx } = launch;
+        self.stop().await;
+        let spec = self.template.spec(app, &self.id, &session_id);
+        let mut instance = match interruptible(&mut self.rx, Instance::launch(spec)).await {
+            Err(next) => return self.interrupted(seq, next),
+            Ok(Err(e)) => return self.bind_failed(seq, session_id, e, report),
+            Ok(Ok(instance)) => instance,
+        };
+        self.metrics.launches.fetch_add(1, Ordering::Relaxed);
+        match interruptible(&mut self.rx, instance.enter(ctx)).await {
+            Err(next) => {
+                instance.stop().await;
+                self.interrupted(seq, next)
+            }
+            Ok(Err(e)) => {
+                // Spec section 7.3: leave and terminate an instance whose enter failed.
+                let _ = instance.leave().await;
+                instance.stop().await;
+                self.bind_failed(seq, session_id, e, report)
+            }
+            Ok(Ok(())) => {
+                self.instance = Some(instance);
+                let kind = EventKind::Bound {
+                    session_id,
+                    result: Ok(()),
+                    report,
+                };
+                self.emit(seq, kind);
+                None
+            }
+        }
+    }
+
+    /// Reports a failed bind.
+    fn bind_failed(
+        &mut self,
+        seq: u64,
+        session_id: String,
+        error: BindError,
+        report: bool,
+    ) -> Option<Command> {
+        self.metrics.bind_failures.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            executor_id = %self.id, %session_id, code = error.code.value(),
+            message = %error.message, "bind failed"
+        );
+        let kind = EventKind::Bound {
+            session_id,
+            result: Err(error),
+            report,
+        };
+        self.emit(seq, kind);
+        None
+    }
+
+    /// Invokes one task; returns the command that interrupted it, if any.
+    async fn run_task(
+        &mut self,
+        seq: u64,
+        session_id: String,
+        task_id: u64,
+        input: Option<Vec<u8>>,
+    ) -> Option<Command> {
+        let ctx = v1::TaskContext {
+            task_id: task_id.to_string(),
+            session_id: session_id.clone(),
+            input,
+        };
+        let outcome = match self.instance.as_mut() {
+            Some(instance) if instance.session_id() == session_id => {
+                self.metrics.tasks_invoked.fetch_add(1, Ordering::Relaxed);
+                match interruptible(&mut self.rx, instance.invoke(ctx)).await {
+                    Ok(outcome) => limit_output(outcome, self.template.max_task_output_bytes),
+                    Err(next) => {
+                        self.stop().await;
+                        return self.interrupted(seq, next);
+                    }
+                }
+            }
+            _ => TaskOutcome::failed(format!(
+                "executor {} holds no instance bound to session {session_id}",
+                self.id
+            )),
+        };
+        if self
+            .instance
+            .as_ref()
+            .is_some_and(|i| i.dead_reason().is_some())
+        {
+            self.stop().await;
+        }
+        let kind = EventKind::TaskDone {
+            session_id,
+            task_id,
+            outcome,
+        };
+        self.emit(seq, kind);
+        None
+    }
+
+    /// Reports an interrupted command and hands back the interrupting one.
+    fn interrupted(&mut self, seq: u64, next: Command) -> Option<Command> {
+        tracing::info!(executor_id = %self.id, "operation interrupted; instance stopped");
+        self.emit(seq, EventKind::Interrupted);
+        Some(next)
+    }
+
+    /// Calls `OnSessionLeave` (failures are logged by the shim) and stops the instance.
+    async fn leave_and_stop(&mut self) {
+        if let Some(mut instance) = self.instance.take() {
+            let _ = instance.leave().await;
+            instance.stop().await;
+        }
+    }
+
+    /// Stops the instance, if any.
+    async fn stop(&mut self) {
+        if let Some(instance) = self.instance.take() {
+            instance.stop().await;
+        }
+    }
+
+    /// Sends the event answering command `seq`.
+    fn emit(&self, seq: u64, kind: EventKind) {
+        let event = Event {
+            executor_id: self.id.clone(),
+            worker: self.nonce,
+            seq,
+            holds: self.instance.as_ref().map(|i| i.session_id().to_owned()),
+            kind,
+        };
+        // The reconciler only goes away when the agent stops; nothing is left to tell then.
+        let _ = self.events.send(event);
+    }
+}
+
+/// Runs `op` unless a command arrives first; then `op` is dropped and the command returned.
+async fn interruptible<T>(
+    rx: &mut mpsc::UnboundedReceiver<Command>,
+    op: impl Future<Output = T>,
+) -> Result<T, Command> {
+    tokio::select! {
+        biased;
+        out = op => Ok(out),
+        command = rx.recv() => Err(command.unwrap_or(Command::Exit { leave: false })),
+    }
+}
+
+/// Fails a task whose output exceeds `max` bytes, naming the limit (spec "Bad input").
+pub fn limit_output(outcome: TaskOutcome, max: usize) -> TaskOutcome {
+    match &outcome.output {
+        Some(output) if output.len() > max => TaskOutcome::failed(
+            FlameError::TooLarge {
+                what: "task output".to_owned(),
+                size: output.len(),
+                limit: max,
+            }
+            .to_string(),
+        ),
+        _ => outcome,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversized_output_fails_the_task_naming_the_limit() {
+        let ok = TaskOutcome {
+            return_code: 0,
+            output: Some(bytes::Bytes::from_static(b"0123456789")),
+            message: None,
+        };
+        assert_eq!(limit_output(ok.clone(), 10), ok);
+        let failed = limit_output(ok, 9);
+        assert!(!failed.succeeded());
+        assert_eq!(
+            failed.message.as_deref(),
+            Some("task output is too large: 10 bytes exceeds the limit of 9 bytes")
+        );
+    }
+}

@@ -1,0 +1,70 @@
+//! `flame-node-agent`: the per-node agent of a Flame cluster.
+//!
+//! Parses the configuration (flags over a `--config` YAML file over `FLAME_*` variables), sets
+//! up logging (`RUST_LOG`, default `info`, to stderr) and runs
+//! [`flame_node_agent::agent::run`] until SIGINT or SIGTERM, which leave and stop every
+//! instance before the process exits. A configuration error or a refused registration exits
+//! non-zero with one clear message.
+
+use anyhow::Context;
+use clap::Parser;
+use flame_node_agent::config::{AgentConfig, Overrides};
+use std::path::PathBuf;
+
+/// The per-node agent of a Flame cluster: registers the node with the control plane and runs
+/// the application instances the leader assigns to it.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (YAML; see the `config` module docs for the keys).
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    overrides: Overrides,
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, no backtrace: the messages name the key, flag or member at fault.
+            eprintln!("flame-node-agent: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses the configuration, sets up logging and runs the agent until SIGINT or SIGTERM.
+fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = AgentConfig::load(
+        cli.config.as_deref(),
+        |k| std::env::var(k).ok(),
+        &cli.overrides,
+    )?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(flame_node_agent::agent::run(config, shutdown_signal()))?;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
