@@ -1,20 +1,22 @@
 //! `flmctl local up`: a local HA cluster in the foreground.
 //!
-//! Three control-plane members run in this process, each with its own redb storage under the
-//! data directory (default `./.flame/local`), its own client-API and Raft ports, and the usual
-//! group formation. The command prints the endpoints, the leader and what to try next, and on
+//! Three control-plane members and one node agent run in this process, each member with its own
+//! redb storage under the data directory (default `./.flame/local`), its own client-API and Raft
+//! ports, and the usual group formation; the agent registers this host as a node and runs
+//! instances under `<data dir>/agent`. The command prints the endpoints, the leader and what to try next, and on
 //! Ctrl-C (SIGINT or SIGTERM) shuts every member down cleanly, keeping the data so the next start
 //! resumes where this one stopped.
 //!
 //! It also prepares `<data dir>/home/bin/{flmping-service,flmexec-service}` as links to this
 //! binary, which serves those built-in applications when run under their names.
 //!
-//! Caveats: the node agent (and so running tasks) joins this command with the node-agent issue;
-//! the members share one process, so a local cluster shows the protocol, not fault isolation.
+//! Caveat: everything shares one process, so a local cluster shows the protocol, not fault
+//! isolation (the chaos tests run members and agents as separate processes).
 
 use anyhow::Context;
 use flame_control_plane::config::{Config, MemberConfig, Overrides};
 use flame_control_plane::{Listeners, serve};
+use flame_node_agent::config::{AgentConfig, Overrides as AgentOverrides};
 use flame_proto::cluster::StatusRequest;
 use flame_proto::cluster::cluster_client::ClusterClient;
 use std::path::PathBuf;
@@ -102,6 +104,24 @@ fn member_configs(args: &UpArgs) -> anyhow::Result<Vec<Config>> {
         .collect()
 }
 
+/// The local agent: this host as a node, instances under `<data dir>/agent`, built-ins from
+/// `home`.
+fn agent_config(args: &UpArgs, home: &std::path::Path) -> anyhow::Result<AgentConfig> {
+    let overrides = AgentOverrides {
+        endpoints: (0..3u16)
+            .map(|i| format!("127.0.0.1:{}", args.api_port + i))
+            .collect(),
+        work_dir: Some(std::path::absolute(args.data_dir.join("agent"))?),
+        flame_home: Some(home.to_path_buf()),
+        ..AgentOverrides::default()
+    };
+    Ok(AgentConfig::load(
+        None,
+        |k| std::env::var(k).ok(),
+        &overrides,
+    )?)
+}
+
 /// Links the built-in services to this binary under `<data dir>/home/bin`.
 fn prepare_home(data_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
     let home = data_dir.join("home");
@@ -142,6 +162,16 @@ async fn run(args: UpArgs, configs: Vec<Config>, home: PathBuf) -> anyhow::Resul
         };
         members.push(tokio::spawn(serve(config, listeners, shutdown)));
     }
+    let agent = {
+        let mut stop = stop_rx.clone();
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        tokio::spawn(flame_node_agent::agent::run(
+            agent_config(&args, &home)?,
+            shutdown,
+        ))
+    };
     let endpoint = format!("http://127.0.0.1:{}", args.api_port);
     // A member that fails to start (storage of another cluster, say) ends its task at once;
     // report that instead of waiting for a leader that cannot be elected.
@@ -175,6 +205,7 @@ async fn run(args: UpArgs, configs: Vec<Config>, home: PathBuf) -> anyhow::Resul
     shutdown_signal().await;
     out!("Stopping…");
     let _ = stop_tx.send(true);
+    agent.await??;
     for member in members {
         member.await??;
     }

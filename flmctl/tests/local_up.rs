@@ -1,9 +1,12 @@
 //! The README's main job: `flmctl local up` starts a three-member cluster in the foreground,
-//! serves flame.v1, stops cleanly on SIGINT keeping its data, and resumes on the next start;
+//! serves flame.v1, runs flmping tasks on its node agent, stops cleanly on SIGINT keeping its data, and resumes on the next start;
 //! a port in use or a data directory of another cluster gives one clear error.
 
 use flame_proto::v1::frontend_client::FrontendClient;
-use flame_proto::v1::{CreateSessionRequest, GetSessionRequest, SessionSpec};
+use flame_proto::v1::{
+    CreateSessionRequest, CreateTaskRequest, GetSessionRequest, SessionSpec, Task, TaskSpec,
+    TaskState, WatchTaskRequest,
+};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::io::{BufRead, BufReader};
@@ -79,6 +82,29 @@ fn failure_of(mut child: Child, dir: &Path) -> String {
     std::fs::read_to_string(dir.with_extension("log")).unwrap_or_default()
 }
 
+/// Follows WatchTask until the task is terminal (bounded by a deadline).
+async fn watch_until_done(
+    client: &mut FrontendClient<tonic::transport::Channel>,
+    id: &str,
+) -> anyhow::Result<Task> {
+    let request = WatchTaskRequest {
+        task_id: id.into(),
+        session_id: "kept".into(),
+    };
+    let mut stream = client.watch_task(request).await?.into_inner();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let next = tokio::time::timeout_at(deadline, stream.message()).await??;
+        let Some(task) = next else {
+            anyhow::bail!("the watch of task {id} ended without a terminal state");
+        };
+        let state = task.status.as_ref().map_or(0, |s| s.state);
+        if state >= TaskState::Succeed as i32 {
+            return Ok(task);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_up_serves_stops_on_sigint_and_resumes_with_its_data() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -98,6 +124,28 @@ async fn local_up_serves_stops_on_sigint_and_resumes_with_its_data() -> anyhow::
             session: Some(spec),
         })
         .await?;
+    // The local agent runs flmping tasks to completion.
+    for _ in 0..3 {
+        let task = client
+            .create_task(CreateTaskRequest {
+                task: Some(TaskSpec {
+                    session_id: "kept".into(),
+                    input: Some(br#"{"duration": 1}"#.to_vec()),
+                    output: None,
+                }),
+            })
+            .await?
+            .into_inner();
+        let id = task.metadata.map(|m| m.id).unwrap_or_default();
+        let done = watch_until_done(&mut client, &id).await?;
+        assert_eq!(
+            done.status.map(|s| s.state),
+            Some(TaskState::Succeed as i32),
+            "task {id}"
+        );
+        let output = String::from_utf8(done.spec.and_then(|s| s.output).unwrap_or_default())?;
+        assert!(output.contains("Completed on"), "flmping output: {output}");
+    }
     drop(client);
     interrupt(child);
 
