@@ -2,7 +2,11 @@
 //!
 //! [`Cluster`] starts control-plane members as separate OS processes on 127.0.0.1, each with its
 //! own data directory, and gives tests what they need to hurt them: SIGKILL a member, restart it
-//! on the same ports and data, find the leader, and open clients to any member.
+//! on the same ports and data, find the leader, and open clients to any member. It also starts
+//! real `flame-node-agent` processes against every member ([`Cluster::start_agent`]), each with
+//! its own node name, agent id, work directory and a `FLAME_HOME` whose `bin/` holds
+//! `flmping-service`, and SIGKILLs them ([`Cluster::kill_agent`]). [`build_binaries`] builds
+//! and locates the member, agent and SDK service binaries.
 //!
 //! Why processes: a member killed with SIGKILL loses everything that was not durable, exactly as
 //! in production; threads in one process cannot show that.
@@ -21,6 +25,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
+
+mod agent;
+mod binaries;
+
+pub use agent::{Agent, AgentOptions};
+pub use binaries::{Binaries, build_binaries};
 
 /// What can go wrong while driving a cluster.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +51,17 @@ pub enum HarnessError {
         /// How long we waited.
         after: Duration,
     },
+    /// A node agent could not be started or stopped.
+    #[error("agent {name}: {message}")]
+    Agent {
+        /// The agent's node name.
+        name: String,
+        /// What happened.
+        message: String,
+    },
+    /// The nested `cargo build` of the binaries failed.
+    #[error("build: {0}")]
+    Build(String),
     /// Local I/O failed (ports, directories).
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
@@ -77,7 +98,9 @@ impl Member {
 pub struct Cluster {
     binary: PathBuf,
     name: String,
+    extra_flags: Vec<String>,
     members: Vec<Member>,
+    agents: Vec<agent::Agent>,
     _root: tempfile::TempDir,
 }
 
@@ -88,6 +111,17 @@ fn free_port() -> Result<SocketAddr, HarnessError> {
 impl Cluster {
     /// Starts `size` members of cluster `name` from the control-plane `binary`.
     pub fn start(binary: &Path, name: &str, size: u64) -> Result<Cluster, HarnessError> {
+        Cluster::start_with(binary, name, size, &[])
+    }
+
+    /// Starts `size` members like [`Cluster::start`], each also given `extra_flags` (such as
+    /// `["--node-timeout-ms", "3000"]`), on every start and restart.
+    pub fn start_with(
+        binary: &Path,
+        name: &str,
+        size: u64,
+        extra_flags: &[&str],
+    ) -> Result<Cluster, HarnessError> {
         let root = tempfile::tempdir()?;
         let mut members = Vec::new();
         for id in 1..=size {
@@ -103,7 +137,9 @@ impl Cluster {
         let mut cluster = Cluster {
             binary: binary.into(),
             name: name.into(),
+            extra_flags: extra_flags.iter().map(|f| (*f).to_owned()).collect(),
             members,
+            agents: Vec::new(),
             _root: root,
         };
         for id in 1..=size {
@@ -143,6 +179,7 @@ impl Cluster {
         let members = self.members_flag();
         let binary = self.binary.clone();
         let name = self.name.clone();
+        let extra = self.extra_flags.clone();
         let m = self.member_mut(id)?;
         let log = std::fs::File::create(m.data_dir.with_extension("log"))?;
         let child = Command::new(binary)
@@ -160,6 +197,7 @@ impl Cluster {
             .arg(&m.data_dir)
             .arg("--metrics-addr")
             .arg(m.metrics_addr.to_string())
+            .args(&extra)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -324,6 +362,8 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // Agents first, so they stop their instances before the members go away.
+        self.agents.clear();
         for m in &mut self.members {
             if let Some(mut child) = m.child.take() {
                 let _ = child.kill();

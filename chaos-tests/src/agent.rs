@@ -1,0 +1,233 @@
+//! Real `flame-node-agent` processes started against a [`Cluster`]'s members.
+//!
+//! Each agent gets its own directory under the cluster's root: `work/` (its work directory,
+//! with instance logs in `work/logs/<executor>.out|.err`), `home/bin/flmping-service` (its
+//! `FLAME_HOME`) and `agent.log` (its own stdout and stderr; never a pipe).
+//!
+//! Counting launches: every time the agent's host shim starts an instance it writes one
+//! `=== <header>` line at the top of that executor's `.out` log before the process runs, and
+//! the logs outlive both the instance and the agent. So the number of such lines is the
+//! number of instance launches, and the number of `.out` files the number of distinct
+//! executors launched; see [`Agent::launches`].
+//!
+//! Caveat: instances run in their own process group, so a SIGKILLed agent leaves them
+//! running. [`Cluster::kill_agent`] and drop therefore also SIGKILL every process whose
+//! working directory lies under the agent's work directory (found through `/proc`, Linux
+//! only), as a lost machine would lose them.
+
+use crate::{Binaries, Cluster, HarnessError, Member};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// How to start one agent.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// The `flame-node-agent` binary.
+    pub binary: PathBuf,
+    /// The `flmping-service` binary, linked into the agent's `FLAME_HOME/bin`.
+    pub flmping_service: PathBuf,
+    /// CPU cores offered (`--cpu`).
+    pub cpu: u64,
+    /// Memory offered (`--memory`, such as `8g`).
+    pub memory: String,
+    /// Further flags, appended as given.
+    pub extra_flags: Vec<String>,
+}
+
+impl AgentOptions {
+    /// Options with the built binaries, 4 cores and 8 GiB.
+    pub fn new(binaries: &Binaries) -> AgentOptions {
+        AgentOptions {
+            binary: binaries.node_agent.clone(),
+            flmping_service: binaries.flmping_service.clone(),
+            cpu: 4,
+            memory: "8g".to_owned(),
+            extra_flags: Vec::new(),
+        }
+    }
+}
+
+/// One node-agent process and its directories.
+pub struct Agent {
+    /// The node name (`--node-name`); also the agent's key in the cluster.
+    pub name: String,
+    /// The agent id (`--agent-id`).
+    pub agent_id: String,
+    /// The work directory (`--work-dir`).
+    pub work_dir: PathBuf,
+    /// `FLAME_HOME` (`--flame-home`).
+    pub flame_home: PathBuf,
+    /// The agent's own log (stdout and stderr).
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Agent {
+    /// Whether the process is running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// `(launches, executors)`: instance launches so far (one `===` header line per launch
+    /// in the executors' `.out` logs) and the number of distinct executors launched.
+    pub fn launches(&self) -> Result<(usize, usize), HarnessError> {
+        let dir = self.work_dir.join("logs");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok((0, 0));
+        };
+        let (mut launches, mut executors) = (0, 0);
+        for entry in entries {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "out") {
+                executors += 1;
+                let text = std::fs::read_to_string(&path)?;
+                launches += text.lines().filter(|l| l.starts_with("=== ")).count();
+            }
+        }
+        Ok((launches, executors))
+    }
+
+    /// The last `lines` lines of the agent's log, for failure messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// SIGKILLs the agent, waits for it, then SIGKILLs its orphaned instances.
+    fn kill(&mut self) -> Result<(), HarnessError> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        kill_processes_under(&self.work_dir);
+        Ok(())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
+
+/// SIGKILLs every process whose working directory is under `dir` (best effort, Linux).
+fn kill_processes_under(dir: &Path) {
+    let Ok(dir) = dir.canonicalize() else { return };
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in procs.flatten() {
+        let pid = entry.file_name();
+        let Some(pid) = pid
+            .to_str()
+            .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(&dir)) {
+            let _ = Command::new("kill")
+                .args(["-KILL", pid])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+impl Cluster {
+    /// Starts a node agent for node `name` (agent id `<name>-id`) against every member's
+    /// client API, with its own work directory and `FLAME_HOME`.
+    pub fn start_agent(&mut self, name: &str, options: &AgentOptions) -> Result<(), HarnessError> {
+        let error = |message: String| HarnessError::Agent {
+            name: name.to_owned(),
+            message,
+        };
+        if self.agents.iter().any(|a| a.name == name) {
+            return Err(error("already started".into()));
+        }
+        let dir = self._root.path().join(format!("agent-{name}"));
+        let work_dir = dir.join("work");
+        let flame_home = dir.join("home");
+        std::fs::create_dir_all(&work_dir)?;
+        std::fs::create_dir_all(flame_home.join("bin"))?;
+        std::os::unix::fs::symlink(
+            &options.flmping_service,
+            flame_home.join("bin").join("flmping-service"),
+        )?;
+        let endpoints = self
+            .members
+            .iter()
+            .map(Member::url)
+            .collect::<Vec<_>>()
+            .join(",");
+        let log = dir.join("agent.log");
+        let file = std::fs::File::create(&log)?;
+        let agent_id = format!("{name}-id");
+        let child = Command::new(&options.binary)
+            .arg("--endpoint")
+            .arg(endpoints)
+            .args(["--node-name", name, "--agent-id", &agent_id])
+            .args([
+                "--cpu",
+                &options.cpu.to_string(),
+                "--memory",
+                &options.memory,
+            ])
+            .arg("--work-dir")
+            .arg(&work_dir)
+            .arg("--flame-home")
+            .arg(&flame_home)
+            .args(&options.extra_flags)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| error(format!("cannot start {}: {e}", options.binary.display())))?;
+        self.agents.push(Agent {
+            name: name.to_owned(),
+            agent_id,
+            work_dir,
+            flame_home,
+            log,
+            child: Some(child),
+        });
+        Ok(())
+    }
+
+    /// SIGKILLs agent `name` and the instances it started (a lost machine); its directories
+    /// and logs stay for inspection.
+    pub fn kill_agent(&mut self, name: &str) -> Result<(), HarnessError> {
+        self.agent_mut(name)?.kill()
+    }
+
+    /// The agent for node `name`.
+    pub fn agent(&self, name: &str) -> Result<&Agent, HarnessError> {
+        self.agents
+            .iter()
+            .find(|a| a.name == name)
+            .ok_or_else(|| HarnessError::Agent {
+                name: name.to_owned(),
+                message: "no such agent".into(),
+            })
+    }
+
+    fn agent_mut(&mut self, name: &str) -> Result<&mut Agent, HarnessError> {
+        self.agents
+            .iter_mut()
+            .find(|a| a.name == name)
+            .ok_or_else(|| HarnessError::Agent {
+                name: name.to_owned(),
+                message: "no such agent".into(),
+            })
+    }
+
+    /// All agents started so far.
+    pub fn agents(&self) -> &[Agent] {
+        &self.agents
+    }
+}

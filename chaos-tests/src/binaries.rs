@@ -1,0 +1,90 @@
+//! Builds and locates the binaries a whole-cluster test runs: `flame-control-plane`,
+//! `flame-node-agent` and the SDK's `flmping-service`.
+//!
+//! Why a nested build: `CARGO_BIN_EXE_*` only names binaries of the crate under test, and
+//! this crate has none. [`build_binaries`] runs `cargo build -p flame-control-plane
+//! -p flame-node-agent -p flame-sdk --bins` once per test process, into the target directory
+//! and profile of the running test executable (both read from its own path, so
+//! `CARGO_TARGET_DIR` and `--release` are respected), and returns `target/<profile>/<name>`.
+//!
+//! Caveat: builds for a `--target` triple are not supported by this lookup.
+
+use crate::HarnessError;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// Paths of the built binaries.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// The control-plane member.
+    pub control_plane: PathBuf,
+    /// The node agent.
+    pub node_agent: PathBuf,
+    /// The built-in `flmping` service, to be placed in `<FLAME_HOME>/bin`.
+    pub flmping_service: PathBuf,
+}
+
+/// Builds the binaries (once per process) and returns their paths.
+pub fn build_binaries() -> Result<Binaries, HarnessError> {
+    static BUILT: OnceLock<Result<Binaries, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build().map_err(|e| e.to_string()))
+        .clone()
+        .map_err(HarnessError::Build)
+}
+
+fn build() -> Result<Binaries, HarnessError> {
+    let fail = |m: String| HarnessError::Build(m);
+    let exe = std::env::current_exe()?;
+    // <target>/<profile>/deps/<test>-<hash>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| fail("the test executable is outside a target directory".into()))?;
+    let target_dir = profile_dir
+        .parent()
+        .ok_or_else(|| fail("no target directory".into()))?;
+    let profile = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| fail("unreadable profile directory".into()))?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&workspace)
+        .args(["build", "--quiet"])
+        .args(["-p", "flame-control-plane", "-p", "flame-node-agent"])
+        .args(["-p", "flame-sdk", "--bins", "--target-dir"])
+        .arg(target_dir);
+    match profile {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let status = cmd
+        .status()
+        .map_err(|e| fail(format!("cannot run cargo build: {e}")))?;
+    if !status.success() {
+        return Err(fail(format!(
+            "cargo build of the binaries failed: {status}"
+        )));
+    }
+    let found = |name: &str| {
+        let path = profile_dir.join(name);
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(fail(format!("{} missing after the build", path.display())))
+        }
+    };
+    Ok(Binaries {
+        control_plane: found("flame-control-plane")?,
+        node_agent: found("flame-node-agent")?,
+        flmping_service: found("flmping-service")?,
+    })
+}

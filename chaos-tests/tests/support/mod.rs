@@ -1,0 +1,253 @@
+//! Shared steps of the whole-cluster tests: three members and real node agents, a `flmping`
+//! session, batch task creation through `flame.cluster.v1.Tasks/CreateTasks`, and bounded
+//! polls of the session's counters.
+//!
+//! Every wait polls a condition until a deadline; nothing sleeps and then asserts.
+
+#![allow(dead_code)] // Each test binary uses a part of this module.
+
+use anyhow::{Context, bail};
+use chaos_tests::{AgentOptions, Binaries, Cluster, build_binaries};
+use flame_proto::cluster::tasks_client::TasksClient;
+use flame_proto::cluster::{CreateTasksRequest, TaskSubmission};
+use flame_proto::v1;
+use std::time::{Duration, Instant};
+
+/// Bound on cluster start-up steps (leader election, built-in applications).
+pub const STARTUP: Duration = Duration::from_secs(30);
+
+/// A running cluster with its roles when it settled.
+pub struct Running {
+    /// Members and agents.
+    pub cluster: Cluster,
+    /// The leader when the cluster settled.
+    pub leader: u64,
+    /// The other two members.
+    pub followers: [u64; 2],
+    /// The built binaries.
+    pub binaries: Binaries,
+}
+
+/// Builds the binaries, starts three members (with `member_flags`), waits for a leader and the
+/// built-in applications, then starts one agent per name in `agents` (4 cores, 8 GiB each).
+pub async fn start(name: &str, member_flags: &[&str], agents: &[&str]) -> anyhow::Result<Running> {
+    let binaries = build_binaries()?;
+    let mut cluster = Cluster::start_with(&binaries.control_plane, name, 3, member_flags)?;
+    let leader = match cluster.wait_for_leader(&[1, 2, 3], STARTUP).await {
+        Ok(leader) => leader,
+        Err(e) => bail!("{e}\n--- member 1 log:\n{}", cluster.log_tail(1, 40)),
+    };
+    let mut others = [1, 2, 3].into_iter().filter(|id| *id != leader);
+    let followers = [
+        others.next().context("a first follower")?,
+        others.next().context("a second follower")?,
+    ];
+    let client = cluster.frontend(leader)?;
+    poll("the three built-in applications", STARTUP, || {
+        let mut client = client.clone();
+        async move {
+            let list = client.list_application(v1::ListApplicationRequest {}).await;
+            Ok(list.ok().filter(|l| l.get_ref().applications.len() == 3))
+        }
+    })
+    .await?;
+    let options = AgentOptions::new(&binaries);
+    for agent in agents {
+        cluster.start_agent(agent, &options)?;
+    }
+    Ok(Running {
+        cluster,
+        leader,
+        followers,
+        binaries,
+    })
+}
+
+/// Polls `check` every 50 ms until it yields a value or `limit` passes.
+pub async fn poll<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await? {
+            return Ok(value);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Creates session `id` of `flmping` (1 cpu and 1 GiB per executor, no minimum) via `via`.
+pub async fn ping_session(run: &Running, via: u64, id: &str) -> anyhow::Result<()> {
+    run.cluster
+        .frontend(via)?
+        .create_session(v1::CreateSessionRequest {
+            session_id: id.into(),
+            session: Some(v1::SessionSpec {
+                application: "flmping".into(),
+                common_data: None,
+                min_instances: 0,
+                max_instances: None,
+                batch_size: 1,
+                priority: 0,
+                resreq: Some(v1::ResourceRequirement {
+                    cpu: 1,
+                    memory: 1 << 30,
+                    gpu: 0,
+                }),
+            }),
+        })
+        .await?;
+    Ok(())
+}
+
+/// Creates `count` tasks with `input` in session `id` through member `via`, with the batch
+/// `CreateTasks` RPC in batches of at most 1000.
+pub async fn create_tasks(
+    run: &Running,
+    via: u64,
+    id: &str,
+    count: usize,
+    input: &[u8],
+) -> anyhow::Result<()> {
+    let mut client = TasksClient::new(run.cluster.channel(via)?);
+    let mut created = 0;
+    while created < count {
+        let batch = (count - created).min(1000);
+        let request = CreateTasksRequest {
+            session_id: id.into(),
+            tasks: (created..created + batch)
+                .map(|n| TaskSubmission {
+                    input: Some(input.to_vec()),
+                    request_id: format!("r-{n}"),
+                })
+                .collect(),
+        };
+        let reply = client.create_tasks(request).await?;
+        if reply.get_ref().tasks.len() != batch {
+            bail!(
+                "created {} tasks, expected {batch}",
+                reply.get_ref().tasks.len()
+            );
+        }
+        created += batch;
+    }
+    Ok(())
+}
+
+/// Session `id`'s counters `(pending, running, succeed, failed)` read through member `via`.
+pub async fn counters(run: &Running, via: u64, id: &str) -> anyhow::Result<(i32, i32, i32, i32)> {
+    let session = run
+        .cluster
+        .frontend(via)?
+        .get_session(v1::GetSessionRequest {
+            session_id: id.into(),
+        })
+        .await?
+        .into_inner();
+    let s = session.status.context("a session status")?;
+    Ok((s.pending, s.running, s.succeed, s.failed))
+}
+
+/// Waits until at least `count` tasks of session `id` succeeded (read through `via`); returns
+/// the counters then.
+pub async fn succeeded_at_least(
+    run: &Running,
+    via: u64,
+    id: &str,
+    count: usize,
+    limit: Duration,
+) -> anyhow::Result<(i32, i32, i32, i32)> {
+    poll(
+        &format!("{count} tasks of {id} to succeed"),
+        limit,
+        || async move {
+            let c = counters(run, via, id).await.ok();
+            Ok(c.filter(|c| usize::try_from(c.2).unwrap_or(0) >= count))
+        },
+    )
+    .await
+}
+
+/// Waits until every one of the `count` tasks of session `id` has succeeded, and nothing is
+/// pending, running or failed (read through `via`). On timeout the error carries the last
+/// counters seen and the tails of the logs.
+pub async fn all_succeeded(
+    run: &Running,
+    via: u64,
+    id: &str,
+    count: usize,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let want = (0, 0, i32::try_from(count)?, 0);
+    let last = std::sync::Mutex::new(None);
+    let outcome = poll(
+        &format!("all {count} tasks of {id} to succeed"),
+        limit,
+        || {
+            let last = &last;
+            async move {
+                let c = counters(run, via, id).await.ok();
+                if let (Some(c), Ok(mut seen)) = (c, last.lock()) {
+                    *seen = Some(c);
+                }
+                Ok((c == Some(want)).then_some(()))
+            }
+        },
+    )
+    .await;
+    if let Err(e) = outcome {
+        let last = last.lock().ok().and_then(|l| *l);
+        let agents: Vec<String> = run
+            .cluster
+            .agents()
+            .iter()
+            .map(|a| format!("--- agent {} log:\n{}", a.name, a.log_tail(20)))
+            .collect();
+        bail!(
+            "{e}; last (pending, running, succeed, failed) = {last:?}\n--- member {via} log:\n{}\n{}",
+            run.cluster.log_tail(via, 30),
+            agents.join("\n")
+        );
+    }
+    Ok(())
+}
+
+/// Every task of session `id`, read through member `via`.
+pub async fn list_tasks(run: &Running, via: u64, id: &str) -> anyhow::Result<Vec<v1::Task>> {
+    let mut stream = run
+        .cluster
+        .frontend(via)?
+        .list_task(v1::ListTaskRequest {
+            session_id: id.into(),
+        })
+        .await?
+        .into_inner();
+    let mut tasks = Vec::new();
+    while let Some(task) = stream.message().await? {
+        tasks.push(task);
+    }
+    Ok(tasks)
+}
+
+/// Total `(launches, executors)` over every agent (see `Agent::launches`).
+pub fn launches(run: &Running) -> anyhow::Result<(usize, usize)> {
+    let mut total = (0, 0);
+    for agent in run.cluster.agents() {
+        let (l, e) = agent.launches()?;
+        total = (total.0 + l, total.1 + e);
+    }
+    Ok(total)
+}
+
+/// The number of tasks from env `FLAME_CHAOS_TASKS`, else `default`.
+pub fn task_count(default: usize) -> anyhow::Result<usize> {
+    match std::env::var("FLAME_CHAOS_TASKS") {
+        Ok(v) => v.parse().context("FLAME_CHAOS_TASKS must be a number"),
+        Err(_) => Ok(default),
+    }
+}
