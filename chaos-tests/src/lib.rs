@@ -104,8 +104,33 @@ pub struct Cluster {
     _root: tempfile::TempDir,
 }
 
+/// Ports the harness hands out come from below Linux's ephemeral range (32768 and up by
+/// default), so an outgoing connection can never take a port between the moment the harness
+/// checks it and the moment a member binds it; and a port is handed out once per process.
+const PORT_RANGE: std::ops::Range<u16> = 12_000..32_000;
+
 fn free_port() -> Result<SocketAddr, HarnessError> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    // Start at a per-process offset so parallel test binaries rarely probe the same ports.
+    let span = u32::from(PORT_RANGE.end - PORT_RANGE.start);
+    let seed = std::process::id()
+        .wrapping_mul(7919)
+        .wrapping_add(handed_out.len() as u32 * 104_729)
+        % span;
+    for step in 0..span {
+        let port = PORT_RANGE.start + ((seed + step * 37) % span) as u16;
+        if handed_out.contains(&port) {
+            continue;
+        }
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            handed_out.push(port);
+            return Ok(listener.local_addr()?);
+        }
+    }
+    Err(HarnessError::Io(std::io::Error::other(
+        "no free port below the ephemeral range",
+    )))
 }
 
 impl Cluster {

@@ -20,7 +20,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_flmctl");
 /// A base port such that base..base+3 (API) and base+100..base+103 (Raft) are free now.
 fn free_base() -> u16 {
     for _ in 0..50 {
-        let base = rand::random_range(20_000u16..60_000);
+        // Below Linux's ephemeral range, so outgoing connections never take these ports.
+        let base = rand::random_range(12_000u16..32_000);
         let ports = (0..3).flat_map(|i| [base + i, base + 100 + i]);
         let held: Vec<_> = ports
             .filter_map(|p| TcpListener::bind(("127.0.0.1", p)).ok())
