@@ -2,22 +2,19 @@
 //! short `raft.node_timeout_ms`), the fake agent ([`fake`]), and Frontend helpers for sessions
 //! and tasks of `flmping`.
 //!
-//! Caveat: the node timeout is passed as `--node-timeout-ms` through a small wrapper script
-//! around the control-plane binary, because the process harness starts members with a fixed
-//! set of flags. Every wait polls a condition with a deadline.
+//! Caveat: every wait polls a condition with a deadline.
 
 #![allow(dead_code)] // Each test binary uses a part of this module.
 
 pub mod fake;
 
-use crate::frontend_support::{BIN, DEADLINE, collect, eventually, frontend, state_of, tasks};
-use anyhow::{Context, bail};
+use crate::frontend_support::{collect, eventually, frontend, state_of, tasks};
+use anyhow::bail;
 use chaos_tests::Cluster;
 use flame_proto::cluster::{CreateTasksRequest, TaskSubmission};
 use flame_proto::v1;
-use std::path::{Path, PathBuf};
 
-/// A started cluster with its roles, and the wrapper directory (if any) kept alive with it.
+/// A started cluster with its roles.
 pub struct Running {
     /// The three member processes.
     pub cluster: Cluster,
@@ -25,7 +22,6 @@ pub struct Running {
     pub leader: u64,
     /// The other two members.
     pub followers: [u64; 2],
-    _wrapper: Option<tempfile::TempDir>,
 }
 
 impl Running {
@@ -44,50 +40,19 @@ impl Running {
     }
 }
 
-/// A script that runs the control plane with `--node-timeout-ms <ms>` prepended.
-fn wrapper(dir: &Path, node_timeout_ms: u64) -> anyhow::Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.join("flame-control-plane-short-node-timeout");
-    let script = format!("#!/bin/sh\nexec '{BIN}' --node-timeout-ms {node_timeout_ms} \"$@\"\n");
-    std::fs::write(&path, script)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
-    Ok(path)
-}
-
 /// Starts three members of cluster `name` (with `node_timeout_ms` if given), waits for a
 /// leader and the built-in applications.
 pub async fn start(name: &str, node_timeout_ms: Option<u64>) -> anyhow::Result<Running> {
-    let (binary, dir) = match node_timeout_ms {
-        Some(ms) => {
-            let dir = tempfile::tempdir()?;
-            (wrapper(dir.path(), ms)?, Some(dir))
-        }
-        None => (PathBuf::from(BIN), None),
+    let timeout = node_timeout_ms.map(|ms| ms.to_string());
+    let flags: Vec<&str> = match &timeout {
+        Some(ms) => vec!["--node-timeout-ms", ms],
+        None => Vec::new(),
     };
-    let cluster = Cluster::start(&binary, name, 3)?;
-    let leader = match cluster.wait_for_leader(&[1, 2, 3], DEADLINE).await {
-        Ok(leader) => leader,
-        Err(e) => bail!("{e}\n--- member 1 log:\n{}", cluster.log_tail(1, 40)),
-    };
-    let mut others = [1, 2, 3].into_iter().filter(|id| *id != leader);
-    let followers = [
-        others.next().context("a first follower")?,
-        others.next().context("a second follower")?,
-    ];
-    let client = frontend(&cluster, leader)?;
-    eventually("the three built-in applications", || {
-        let mut client = client.clone();
-        async move {
-            let list = client.list_application(v1::ListApplicationRequest {}).await;
-            Ok(list.ok().filter(|l| l.get_ref().applications.len() == 3))
-        }
-    })
-    .await?;
+    let started = crate::frontend_support::start_with(name, &flags).await?;
     Ok(Running {
-        cluster,
-        leader,
-        followers,
-        _wrapper: dir,
+        cluster: started.cluster,
+        leader: started.leader,
+        followers: started.followers,
     })
 }
 

@@ -41,7 +41,12 @@ pub struct Running {
 /// Starts three members of cluster `name`, waits for a leader and for the built-in
 /// applications, and returns the roles.
 pub async fn start(name: &str) -> anyhow::Result<Running> {
-    let cluster = Cluster::start(Path::new(BIN), name, 3)?;
+    start_with(name, &[]).await
+}
+
+/// [`start`], passing `member_flags` to every member.
+pub async fn start_with(name: &str, member_flags: &[&str]) -> anyhow::Result<Running> {
+    let cluster = Cluster::start_with(Path::new(BIN), name, 3, member_flags)?;
     let leader = match cluster.wait_for_leader(&[1, 2, 3], DEADLINE).await {
         Ok(leader) => leader,
         Err(e) => bail!("{e}\n--- member 1 log:\n{}", cluster.log_tail(1, 40)),
