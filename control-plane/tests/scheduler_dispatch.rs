@@ -1,5 +1,6 @@
-//! Scenario tests of the scheduler's dispatch step (issue 4 item 3): Pending tasks go to idle
-//! Bound executors of their session, lowest id first, in one `AssignTasks`, never twice.
+//! Scenario tests of the scheduler's dispatch step (issue 4 item 3): Pending tasks go to Bound
+//! executors of their session with queue room, lowest id first, dealt round-robin, in one
+//! `AssignTasks`, never twice.
 
 mod scheduler_support;
 
@@ -96,4 +97,28 @@ fn requeued_tasks_are_dispatched_again_lowest_id_first() {
     w.bound("e2", "n1", "s");
     let got = assignments(&w.plan());
     assert_eq!(got, vec![("e2".into(), "s".into(), 1)]);
+}
+
+#[test]
+fn fast_tasks_are_queued_dealt_round_robin_so_every_executor_gets_some() {
+    let mut w = world_with_session(8);
+    for id in ["e1", "e2", "e3"] {
+        w.bound(id, "n1", "s");
+    }
+    w.refill = false;
+    w.assign("e1", "s", 1);
+    w.agents(&|_| false); // task 1 took 1 ms: the session's queues may now be 20 deep
+    let got = assignments(&w.plan());
+    let expected = [
+        ("e1", 2),
+        ("e2", 3),
+        ("e3", 4),
+        ("e1", 5),
+        ("e2", 6),
+        ("e3", 7),
+        ("e1", 8),
+    ]
+    .map(|(e, t)| (e.to_owned(), "s".to_owned(), t))
+    .to_vec();
+    assert_eq!(got, expected);
 }

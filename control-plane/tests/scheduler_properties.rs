@@ -20,6 +20,7 @@
 mod scheduler_support;
 
 use flame_control_plane::scheduler::{Policy, SchedulerConfig, plan};
+use flame_control_plane::state::queue::DispatchPolicy;
 use flame_control_plane::state::{Command, State};
 use flame_proto::model::{
     ExecutorState, NodeState, ResourceRequirement, SessionState, Shim, TaskState,
@@ -201,6 +202,7 @@ fn build(sc: &Scenario) -> World {
         policies: sc.policies.clone(),
         bind_retry_limit: sc.bind_limit,
         max_executors_per_node: sc.max_per_node,
+        dispatch: DispatchPolicy::default(),
     });
     for (i, (delay, max)) in sc.apps.iter().enumerate() {
         w.app(APPS[i], Shim::Host, *max, *delay);
@@ -515,8 +517,11 @@ proptest! {
         }
         let targets = completable(&w);
         let none = BTreeSet::new();
+        // A warm executor may hold a node for its application's delay_release (up to 60 s,
+        // 60 rounds) before the next session can have it, once per session in the worst case.
+        let budget = 200 + 70 * sc.sessions.len();
         let mut rounds = 0;
-        while targets.iter().any(|s| unfinished(&w, s) > 0) && rounds < 200 {
+        while targets.iter().any(|s| unfinished(&w, s) > 0) && rounds < budget {
             let outcome = round(&mut w, &none);
             prop_assert!(outcome.is_ok(), "{:?}", outcome);
             rounds += 1;

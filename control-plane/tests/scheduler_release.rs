@@ -177,6 +177,8 @@ fn a_full_cycle_completes_tasks_then_releases_the_executors() {
 #[test]
 fn warm_timers_follow_idleness_rebinding_and_leader_change() {
     let mut w = warm_world(0);
+    // Completing task 1 must leave e1 idle rather than refill it at once.
+    w.refill = false;
     let mut timers = WarmTimers::new();
     timers.observe(w.m.state(), 100);
     assert_eq!(timers.len(), 2);

@@ -61,7 +61,7 @@ fn random_sequences_reach_deep_states() {
     let mut runner = TestRunner::deterministic();
     let strategy = commands(30);
     let mut seen = std::collections::BTreeSet::new();
-    for _ in 0..200 {
+    for _ in 0..400 {
         let commands = strategy.new_tree(&mut runner).expect("tree").current();
         let mut m = StateMachine::new(config());
         m.apply(Command::EnsureBuiltins { now_ms: 0 });

@@ -171,8 +171,8 @@ fn tasks_run_succeed_and_fail_with_counters_in_step() {
     assert!(m.state().tasks("s").expect("s").all(|t| t.input.is_some()));
 }
 
-/// One executor runs one task at a time; assignments need a Bound executor of the session and
-/// a Pending task; each item fails alone.
+/// An executor holds its assigned tasks in assignment order (it runs them one at a time);
+/// assignments need a Bound executor of the session and a Pending task; each item fails alone.
 #[test]
 fn assignments_are_checked_one_by_one() {
     let mut m = machine();
@@ -210,16 +210,18 @@ fn assignments_are_checked_one_by_one() {
         panic!("{:?}", r.outcome)
     };
     assert!(items[0].is_ok());
-    assert!(matches!(&items[1], Err(FlameError::InvalidState(m)) if m.contains("already running")));
+    assert!(items[1].is_ok(), "a second task queues behind the first");
     assert!(matches!(&items[2], Err(FlameError::InvalidState(m)) if m.contains("not bound")));
     assert!(matches!(&items[3], Err(FlameError::NotFound(_))));
-    let running = TaskRef {
+    let held = |id| TaskRef {
         session_id: "s".into(),
-        task_id: 1,
+        task_id: id,
     };
     let e1 = m.state().executor_entry("e1").expect("e1");
-    assert_eq!(e1.task.as_ref(), Some(&running));
+    assert_eq!(e1.tasks, vec![held(1), held(2)]);
     complete(&mut m, "e1", "s", 1, 0, None, None).expect("done");
+    let e1 = m.state().executor_entry("e1").expect("e1");
+    assert_eq!(e1.tasks, vec![held(2)], "one-at-a-time policy: no refill");
     let again = assign(&mut m, "e1", "s", 1);
     assert!(matches!(again, Err(FlameError::InvalidState(m)) if m.contains("Succeed")));
 }
@@ -264,7 +266,7 @@ fn requeue_is_bounded_by_the_task_retry_limit() {
             now_ms: 60,
         });
         let after = single_update(r).expect("requeue");
-        assert!(m.state().executor_entry("e1").expect("e1").task.is_none());
+        assert!(m.state().executor_entry("e1").expect("e1").tasks.is_empty());
         if round < 3 {
             assert_eq!(after.state, TaskState::Pending);
             let text = after

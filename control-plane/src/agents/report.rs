@@ -24,6 +24,7 @@
 //!   limit (the "bad input" rule), never stored.
 
 use crate::member::handle::MemberHandle;
+use crate::state::queue::DispatchPolicy;
 use crate::state::{BindResult, Command, Outcome, Response, State, TaskResult};
 use bytes::Bytes;
 use flame_proto::agent::{BindOutcome, Report, TaskOutcome};
@@ -66,8 +67,15 @@ pub async fn run(handle: MemberHandle, node: String, mut rx: mpsc::Receiver<Work
             propose(&handle, "Heartbeat", command).await;
         }
         let state = handle.local();
-        let limit = handle.limits.max_payload_bytes;
-        for command in commands(report, &state.state, &node, limit) {
+        let limits = &handle.limits;
+        let policy = limits.dispatch;
+        for command in commands(
+            report,
+            &state.state,
+            &node,
+            limits.max_payload_bytes,
+            policy,
+        ) {
             propose(&handle, kind(&command), command).await;
         }
     }
@@ -122,9 +130,16 @@ fn log_refusals(kind: &'static str, response: &Response) {
 }
 
 /// The commands of `report` from node `node`'s agent, in the order they must be applied: binds,
-/// one CompleteTasks, unbinds, releases. Items for executors that `state` does not place on
-/// `node` are dropped; outputs over `max_payload` become failures naming the limit.
-pub fn commands(report: Report, state: &State, node: &str, max_payload: usize) -> Vec<Command> {
+/// one CompleteTasks (refilling under `dispatch`), unbinds, releases. Items for executors that
+/// `state` does not place on `node` are dropped; outputs over `max_payload` become failures
+/// naming the limit.
+pub fn commands(
+    report: Report,
+    state: &State,
+    node: &str,
+    max_payload: usize,
+    dispatch: DispatchPolicy,
+) -> Vec<Command> {
     let ours = |executor_id: &str| {
         let on_node = state
             .executor(executor_id)
@@ -153,7 +168,11 @@ pub fn commands(report: Report, state: &State, node: &str, max_payload: usize) -
         .map(|t| task_result(t, max_payload))
         .collect();
     if !results.is_empty() {
-        out.push(Command::CompleteTasks { results, now_ms: 0 });
+        out.push(Command::CompleteTasks {
+            results,
+            refill: Some(dispatch),
+            now_ms: 0,
+        });
     }
     for unbind in report.unbinds.into_iter().filter(|u| ours(&u.executor_id)) {
         out.push(Command::UnbindCompleted {
@@ -199,6 +218,7 @@ pub fn task_result(t: TaskOutcome, max_payload: usize) -> TaskResult {
             return_code: OUTPUT_TOO_LARGE_CODE,
             output: None,
             message: Some(error.to_string()),
+            duration_us: t.duration_us,
         };
     }
     TaskResult {
@@ -208,6 +228,7 @@ pub fn task_result(t: TaskOutcome, max_payload: usize) -> TaskResult {
         return_code: t.return_code,
         output: t.output.map(Bytes::from),
         message: t.message,
+        duration_us: t.duration_us,
     }
 }
 
@@ -254,6 +275,7 @@ mod tests {
             return_code: 0,
             output: Some(output.to_vec()),
             message: None,
+            duration_us: 0,
         }
     }
 
@@ -274,7 +296,7 @@ mod tests {
             }],
             released: vec!["e1".into()],
         };
-        let out = commands(report, m.state(), "n1", 1024);
+        let out = commands(report, m.state(), "n1", 1024, DispatchPolicy::default());
         let kinds: Vec<&str> = out.iter().map(kind).collect();
         assert_eq!(
             kinds,
@@ -309,14 +331,23 @@ mod tests {
             released: vec!["elsewhere".into()],
             ..Report::default()
         };
-        let out = commands(report, m.state(), "n1", 1024);
+        let out = commands(report, m.state(), "n1", 1024, DispatchPolicy::default());
         assert_eq!(out.len(), 1);
-        assert!(commands(Report::default(), m.state(), "n1", 1024).is_empty());
+        assert!(
+            commands(
+                Report::default(),
+                m.state(),
+                "n1",
+                1024,
+                DispatchPolicy::default()
+            )
+            .is_empty()
+        );
         let foreign = Report {
             released: vec!["e1".into()],
             ..Report::default()
         };
-        assert!(commands(foreign, m.state(), "n2", 1024).is_empty());
+        assert!(commands(foreign, m.state(), "n2", 1024, DispatchPolicy::default()).is_empty());
     }
 
     #[test]

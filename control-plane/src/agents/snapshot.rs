@@ -2,8 +2,8 @@
 //!
 //! What: [`snapshot`] turns the replicated executors of one node into the protocol's
 //! `ExecutorAssignment`s (docs/agent-protocol.md, "Assignments"): Void and Idle hold the slot,
-//! Binding binds (with the application, session id and common data), Bound runs its recorded
-//! task (or stays warm with none), Unbinding unbinds, Releasing releases. Alongside it comes the
+//! Binding binds (with the application, session id and common data), Bound runs the tasks it
+//! holds, in order (or stays warm with none), Unbinding unbinds, Releasing releases. Alongside it comes the
 //! [`Interest`] of that snapshot: the node, the sessions, tasks and applications it was built
 //! from, so a stream recomputes only when an applied batch touched one of them.
 //!
@@ -16,9 +16,10 @@
 //!   snapshots.
 //! - An executor whose session is gone (removed after it closed) still gets its `binding` with
 //!   the session id only, so the agent can tell what to leave.
-//! - A snapshot carries every binding's common data and every running task's input; with large
-//!   payloads and many executors per node it can be large (the agent's decoding limit must
-//!   allow executors × 2 × the payload limit).
+//! - A snapshot carries every binding's common data and the input of every task an executor
+//!   holds; with large payloads and many executors per node it can be large (the agent's
+//!   decoding limit must allow executors × (2 × the payload limit + `cluster.dispatch.
+//!   max_queued_bytes`)).
 
 use crate::state::{Effect, ExecutorEntry, State};
 use flame_proto::agent::{Binding, ExecutorAction, ExecutorAssignment, TaskAssignment};
@@ -96,14 +97,15 @@ fn assignment(state: &State, e: &ExecutorEntry, interest: &mut Interest) -> Exec
     if let (true, Some(session_id)) = (needs_binding, e.executor.session_id.as_deref()) {
         out.binding = Some(binding(state, session_id, interest));
     }
-    if action == ExecutorAction::Run
-        && let Some(running) = &e.task
-        && let Some(task) = state.task(&running.session_id, running.task_id)
-    {
-        interest
-            .tasks
-            .insert((running.session_id.clone(), running.task_id));
-        out.tasks.push(TaskAssignment::from(task));
+    if action == ExecutorAction::Run {
+        for held in &e.tasks {
+            if let Some(task) = state.task(&held.session_id, held.task_id) {
+                interest
+                    .tasks
+                    .insert((held.session_id.clone(), held.task_id));
+                out.tasks.push(TaskAssignment::from(task));
+            }
+        }
     }
     out
 }

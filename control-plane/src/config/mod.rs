@@ -2,9 +2,9 @@
 //!
 //! The file honours upstream's `flame-cluster.yaml` keys where they apply (`cluster.name`,
 //! `cluster.endpoint`, `cluster.resreq`, `cluster.policies`, `cluster.schedule_interval`,
-//! `cluster.limits`, `cluster.recovery`, `cluster.tls`, and the `cache` section) and adds a
-//! `raft` section for the replicated control plane. Precedence, lowest first: built-in
-//! defaults, `FLAME_*` variables, the file, flags.
+//! `cluster.limits`, `cluster.recovery`, `cluster.tls`, and the `cache` section) and adds
+//! `cluster.dispatch` and a `raft` section for the replicated control plane. Precedence,
+//! lowest first: built-in defaults, `FLAME_*` variables, the file, flags.
 //!
 //! Every problem is one [`ConfigError`] that names the key (or the variable, or the flag) at
 //! fault.
@@ -12,6 +12,7 @@
 //! Caveats: `cluster.storage` is accepted for compatibility and ignored (storage is always
 //! redb under `raft.data_dir`); `cluster.tls` is parsed but TLS is not served yet.
 
+use crate::state::queue::DispatchPolicy;
 use flame_proto::model::ResourceRequirement;
 use serde::{Deserialize, Serialize};
 use serde_yaml_ng::{Mapping, Value};
@@ -86,6 +87,8 @@ pub struct ClusterSection {
     pub limits: LimitsSection,
     /// Recovery settings.
     pub recovery: RecoverySection,
+    /// Executor task queues (a Flame addition).
+    pub dispatch: DispatchSection,
     /// Server TLS files (parsed; not served yet).
     pub tls: Option<TlsSection>,
     /// Upstream's profiling port; accepted and ignored.
@@ -132,6 +135,41 @@ pub struct SessionRecovery {
 pub struct TaskRecovery {
     /// Requeues allowed before a task fails.
     pub retry_limits: u32,
+}
+
+/// `cluster.dispatch`: how many tasks an executor may hold queued (see
+/// `state::queue`). Tasks slower than `window_ms` always go one per executor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchSection {
+    /// Work, in milliseconds at the session's mean task duration, an executor may hold.
+    pub window_ms: u64,
+    /// Most tasks an executor may hold (1 is upstream's one task per executor).
+    pub max_depth: u32,
+    /// Most task input bytes an executor may hold queued.
+    pub max_queued_bytes: u64,
+}
+
+impl Default for DispatchSection {
+    fn default() -> Self {
+        let policy = DispatchPolicy::default();
+        DispatchSection {
+            window_ms: policy.window_us / 1000,
+            max_depth: policy.max_depth,
+            max_queued_bytes: policy.max_queued_bytes,
+        }
+    }
+}
+
+impl DispatchSection {
+    /// The policy the leader puts in the commands that assign tasks.
+    pub fn policy(&self) -> DispatchPolicy {
+        DispatchPolicy {
+            window_us: self.window_ms.saturating_mul(1000),
+            max_depth: self.max_depth,
+            max_queued_bytes: self.max_queued_bytes,
+        }
+    }
 }
 
 /// `cluster.tls`.
@@ -216,6 +254,7 @@ impl Default for ClusterSection {
             storage: None,
             limits: LimitsSection::default(),
             recovery: RecoverySection::default(),
+            dispatch: DispatchSection::default(),
             tls: None,
             pprof: None,
             executors: None,
@@ -419,6 +458,12 @@ impl Config {
             return invalid(
                 "cluster.limits.max_payload_bytes",
                 "must be at least 4 MiB (4194304), the size flamepy clients may send".into(),
+            );
+        }
+        if self.cluster.dispatch.max_depth == 0 {
+            return invalid(
+                "cluster.dispatch.max_depth",
+                "must be at least 1 (1 runs one task per executor, as upstream)".into(),
             );
         }
         self.validate_raft()

@@ -187,6 +187,7 @@ mod tests {
                 memory: 512,
                 gpu: 0,
             },
+            dispatch: Default::default(),
         }
     }
 

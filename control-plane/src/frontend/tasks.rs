@@ -209,6 +209,7 @@ mod tests {
         Limits {
             max_payload_bytes: 4,
             default_resreq: model::ResourceRequirement::default(),
+            dispatch: Default::default(),
         }
     }
 

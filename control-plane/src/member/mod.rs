@@ -72,6 +72,8 @@ pub struct Limits {
     pub max_payload_bytes: usize,
     /// The resource request of sessions that do not give one.
     pub default_resreq: ResourceRequirement,
+    /// How deep executor queues may be, put in the CompleteTasks commands of agent reports.
+    pub dispatch: crate::state::queue::DispatchPolicy,
 }
 
 /// The listeners of a member.
@@ -175,6 +177,7 @@ async fn run(
         limits: Arc::new(Limits {
             max_payload_bytes: config.cluster.limits.max_payload_bytes,
             default_resreq: config.default_resreq(),
+            dispatch: config.cluster.dispatch.policy(),
         }),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

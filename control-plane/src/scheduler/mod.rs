@@ -13,10 +13,10 @@
 //!
 //! | # | Step | Applies to | Decision | Command |
 //! |---|---|---|---|---|
-//! | 1 | Dispatch | Bound executor, no running task, on a Ready node, its session has Pending tasks | the lowest-id Pending task of its session not yet assigned in this plan | one `AssignTasks` for all |
+//! | 1 | Dispatch | Bound executor on a Ready node holding fewer tasks than its session's queue depth (`state::queue`), its session has Pending tasks | the lowest-id Pending tasks of its session not yet assigned in this plan, dealt round-robin | one `AssignTasks` for all |
 //! | 2 | Bind | Idle or Void executor without a session on a Ready node | bound to a schedulable session that needs instances, whose resreq equals the executor's exactly and whose application's shim equals the executor's | `BindExecutor` |
 //! | 3 | Allocate | schedulable session still needing instances, application shim run by nodes (Host) | a new executor sized like the session's resreq on the Ready node with room that is least loaded after placement (cpu, memory, gpu within allocatable, counting every executor on the node; fewer than `max_executors_per_node` executors) | `CreateExecutor`, then `BindExecutor` |
-//! | 4a | Delayed release | Bound executor, no running task, on a Ready node, not dispatched now, its session has no Pending task left | unbound once idle (per [`WarmTimers`]) for the application's `delay_release`, longest idle first, while its session keeps `desired` instances (so never below `min_instances`) | `UnbindExecutor` |
+//! | 4a | Delayed release | Bound executor holding no task, on a Ready node, not dispatched now, its session has no Pending task left | unbound once idle (per [`WarmTimers`]) for the application's `delay_release`, longest idle first, while its session keeps `desired` instances (so never below `min_instances`) | `UnbindExecutor` |
 //! | 4b | Release | Idle or Void executor without a session on a Ready node, not bound in step 2 | released unless a session that still needs instances could use it | `ReleaseExecutor` |
 //!
 //! Order among sessions (steps 2 and 3): the configured [`Policy`]s in order, where `priority`
@@ -58,6 +58,7 @@ mod timers;
 pub use timers::WarmTimers;
 
 use crate::config::Config;
+use crate::state::queue::DispatchPolicy;
 use crate::state::{Command, DEFAULT_BIND_RETRY_LIMIT, State};
 use cycle::Cycle;
 
@@ -92,6 +93,8 @@ pub struct SchedulerConfig {
     pub bind_retry_limit: u32,
     /// Most executors (in any state) one node may hold (`cluster.limits.max_executors`).
     pub max_executors_per_node: u32,
+    /// How deep executor queues may be (`cluster.dispatch`).
+    pub dispatch: DispatchPolicy,
 }
 
 impl Default for SchedulerConfig {
@@ -101,6 +104,7 @@ impl Default for SchedulerConfig {
             policies: vec![Policy::Priority, Policy::Drf],
             bind_retry_limit: DEFAULT_BIND_RETRY_LIMIT,
             max_executors_per_node: 128,
+            dispatch: DispatchPolicy::default(),
         }
     }
 }
@@ -118,6 +122,7 @@ impl SchedulerConfig {
                 .collect(),
             bind_retry_limit: cluster.recovery.session.retry_limits,
             max_executors_per_node: cluster.limits.max_executors,
+            dispatch: cluster.dispatch.policy(),
         }
     }
 }
@@ -138,7 +143,7 @@ pub fn plan(
 ) -> Vec<Command> {
     let mut cycle = Cycle::new(state, config);
     let mut out = Vec::new();
-    let assignments = dispatch::assign(&mut cycle);
+    let assignments = dispatch::assign(&mut cycle, &config.dispatch);
     if !assignments.is_empty() {
         out.push(Command::AssignTasks {
             assignments,

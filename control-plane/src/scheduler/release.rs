@@ -30,7 +30,7 @@ pub(super) fn unbind_idle(
     let mut due: Vec<(i64, &str, &str)> = Vec::new();
     for e in cycle.state.executor_entries() {
         let executor = &e.executor;
-        if executor.state != ExecutorState::Bound || e.task.is_some() {
+        if executor.state != ExecutorState::Bound || !e.tasks.is_empty() {
             continue;
         }
         if cycle.busy.contains(executor.id.as_str()) || !cycle.is_ready(&executor.spec.node) {

@@ -40,7 +40,7 @@ pub struct WarmTimers {
 
 /// The session of `e` if it is Bound and runs no task.
 fn idle_session(e: &ExecutorEntry) -> Option<&str> {
-    if e.executor.state != ExecutorState::Bound || e.task.is_some() {
+    if e.executor.state != ExecutorState::Bound || !e.tasks.is_empty() {
         return None;
     }
     e.executor.session_id.as_deref()

@@ -15,6 +15,7 @@
 //!   `Result{-1, message}`: `InvalidArgument` (bad name or spec), `AlreadyExists` (duplicate),
 //!   `NotFound` (unknown name) and `InvalidState` (the application has `open sessions`).
 
+use super::queue::DispatchPolicy;
 use super::tx::Tx;
 use super::{application, executor, node, retention, session, task};
 use bytes::Bytes;
@@ -69,6 +70,8 @@ pub struct TaskResult {
     pub output: Option<Bytes>,
     /// Error text on failure, recorded verbatim as the code-3 event.
     pub message: Option<String>,
+    /// How long the instance took, as the agent measured it, in microseconds (0 = unknown).
+    pub duration_us: u64,
 }
 
 /// How an agent's attempt to bind an executor to a session ended.
@@ -245,18 +248,22 @@ pub enum Command {
         /// Time of a requeue event.
         now_ms: i64,
     },
-    /// Pending → Running on Bound executors; one task per executor at a time.
+    /// Pending → Running on Bound executors, queued behind the tasks each already holds.
     AssignTasks {
         /// The assignments, applied in order, each succeeding or failing alone.
         assignments: Vec<Assignment>,
         /// Time of the code-1 events.
         now_ms: i64,
     },
-    /// Results of Running tasks; stale results are ignored and reported.
+    /// Results of Running tasks; stale results are ignored and reported. The executors the
+    /// results came from are then refilled from their sessions' Pending tasks.
     CompleteTasks {
         /// The results, applied in order, each succeeding or failing alone.
         results: Vec<TaskResult>,
-        /// Completion time.
+        /// How deep the refill may make executor queues; `None`: no refill (the scheduler's
+        /// next AssignTasks serves the executors).
+        refill: Option<DispatchPolicy>,
+        /// Completion time (and the time of refill assignments).
         now_ms: i64,
     },
     /// Running → Pending (or Failed once the retry limit is exceeded).
@@ -473,9 +480,11 @@ pub(crate) fn dispatch(tx: &mut Tx<'_>, command: Command) -> Outcome {
             assignments,
             now_ms,
         } => Outcome::TaskUpdates(task::assign_tasks(tx, assignments, now_ms)),
-        C::CompleteTasks { results, now_ms } => {
-            Outcome::TaskUpdates(task::complete_tasks(tx, results, now_ms))
-        }
+        C::CompleteTasks {
+            results,
+            refill,
+            now_ms,
+        } => Outcome::TaskUpdates(task::complete_tasks(tx, results, refill.as_ref(), now_ms)),
         C::RequeueTasks {
             tasks,
             reason,

@@ -13,11 +13,11 @@
 //! | Binding | BindFailed (BindCompleted failure) | Unbinding; session event 1001, count + 1, event 1002 at the limit |
 //! | Binding, Bound | Unbind (UnbindExecutor) | Unbinding |
 //! | Binding, Bound, Unbinding | SessionClosed (CloseSession, session removal) | Unbinding |
-//! | Binding, Unbinding | UnbindCompleted | Idle, session cleared; a task still recorded is requeued |
+//! | Binding, Unbinding | UnbindCompleted | Idle, session cleared; tasks still held are requeued (head) or given back (queued) |
 //! | Void, Idle | Release (ReleaseExecutor) | Releasing |
-//! | any | Released (ExecutorReleased, node NotReady) | deleted; a task still recorded is requeued |
-//! | Bound | StartTask (AssignTasks) | Bound, records the task |
-//! | Bound, Unbinding | FinishTask (CompleteTasks) | unchanged, forgets the task |
+//! | any | Released (ExecutorReleased, node NotReady) | deleted; tasks still held are requeued (head) or given back (queued) |
+//! | Bound | StartTask (AssignTasks, refill) | Bound, appends the task to those it holds |
+//! | Bound, Unbinding | FinishTask (CompleteTasks) | unchanged, forgets that task |
 //! | anything else | | `InvalidState`: `Executor is <State>: cannot ...` |
 //!
 //! Rules outside the table: an unknown executor is `NotFound` (`executor <id> not found`); a
@@ -183,7 +183,7 @@ pub(crate) fn create(
     tx.log.executor_changed(&id, &executor.spec.node);
     let entry = ExecutorEntry {
         executor: executor.clone(),
-        task: None,
+        tasks: Vec::new(),
         creation_time_ms: now_ms,
     };
     tx.state.executors.insert(id, Arc::new(entry));
@@ -271,20 +271,18 @@ pub(crate) fn unbind(tx: &mut Tx<'_>, id: &str) -> Result<Executor, FlameError> 
     step(tx, id, ExecutorEvent::Unbind, |_| {})
 }
 
-/// UnbindCompleted: → Idle without a session; a task still recorded is requeued.
+/// UnbindCompleted: → Idle without a session; tasks still held are requeued.
 pub(crate) fn unbind_completed(
     tx: &mut Tx<'_>,
     id: &str,
     now_ms: i64,
 ) -> Result<Executor, FlameError> {
-    let running = entry(tx, id)?.task.clone();
+    let held = entry(tx, id)?.tasks.clone();
     let executor = step(tx, id, ExecutorEvent::UnbindCompleted, |e| {
         e.executor.session_id = None;
     })?;
-    if let Some(running) = running {
-        let reason = format!("executor {id} left the session while running it");
-        requeue_lost(tx, &running, &reason, now_ms);
-    }
+    let reason = format!("executor {id} left the session");
+    requeue_lost(tx, &held, &reason, now_ms);
     Ok(executor)
 }
 
@@ -293,7 +291,7 @@ pub(crate) fn release(tx: &mut Tx<'_>, id: &str) -> Result<Executor, FlameError>
     step(tx, id, ExecutorEvent::Release, |_| {})
 }
 
-/// ExecutorReleased: deletes the executor; a task it still ran is requeued.
+/// ExecutorReleased: deletes the executor; tasks it still held are requeued.
 pub(crate) fn released(tx: &mut Tx<'_>, id: &str, now_ms: i64) -> Result<Executor, FlameError> {
     let reason = format!("executor {id} was released");
     drop_executor(tx, id, &reason, now_ms)
@@ -308,23 +306,28 @@ pub(crate) fn drop_executor(
 ) -> Result<Executor, FlameError> {
     let current = entry(tx, id)?;
     let to = executor_transition(id, current.executor.state, ExecutorEvent::Released)?;
-    let running = current.task.clone();
+    let held = current.tasks.clone();
     let Some(removed) = tx.state.executors.remove(id) else {
         return Err(executor_not_found(id));
     };
     let mut executor = removed.executor.clone();
     executor.state = to;
     tx.log.executor_removed(id, &executor.spec.node);
-    if let Some(running) = running {
-        requeue_lost(tx, &running, reason, now_ms);
-    }
+    requeue_lost(tx, &held, reason, now_ms);
     Ok(executor)
 }
 
-/// Requeues a task whose executor is gone; a task that is no longer Running is left alone.
-fn requeue_lost(tx: &mut Tx<'_>, running: &TaskRef, reason: &str, now_ms: i64) {
-    // An Err here means the task already left Running (or its session is gone): nothing to do.
-    let _ = task::requeue(tx, running, reason, now_ms);
+/// Requeues the tasks a lost executor held: the head (which may have started) is charged a
+/// retry, the queued rest are given back uncharged. A task no longer Running is left alone.
+fn requeue_lost(tx: &mut Tx<'_>, held: &[TaskRef], reason: &str, now_ms: i64) {
+    let Some((head, queued)) = held.split_first() else {
+        return;
+    };
+    // An Err means the task already left Running (or its session is gone): nothing to do.
+    let _ = task::requeue(tx, head, reason, now_ms);
+    for task in queued {
+        let _ = task::give_back(tx, task, reason, now_ms);
+    }
 }
 
 /// The session closed or went away: its Binding and Bound executors start unbinding.

@@ -36,6 +36,7 @@ pub mod executor;
 mod model;
 pub mod node;
 mod persist;
+pub mod queue;
 mod retention;
 pub mod session;
 pub mod task;

@@ -43,6 +43,9 @@ pub struct SessionEntry {
     pub session: Session,
     /// Bind failures since the last successful bind; at the limit the session is paused.
     pub bind_failures: u32,
+    /// Mean task duration the agents measured, in microseconds (an EWMA; 0 = unknown); it
+    /// sizes executor queues.
+    pub mean_task_us: u64,
     tasks: Vector<Arc<TaskEntry>>,
     pending: OrdSet<u64>,
     request_ids: OrdMap<String, u64>,
@@ -60,6 +63,7 @@ impl SessionEntry {
         SessionEntry {
             session,
             bind_failures: 0,
+            mean_task_us: 0,
             tasks: Vector::new(),
             pending: OrdSet::new(),
             request_ids: OrdMap::new(),
@@ -157,13 +161,14 @@ impl SessionEntry {
     }
 }
 
-/// An executor and the task it runs.
+/// An executor and the tasks it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecutorEntry {
     /// The executor as clients see it.
     pub executor: Executor,
-    /// The task the executor is running, if any (at most one at a time).
-    pub task: Option<TaskRef>,
+    /// The Running tasks handed to the executor, in the order it runs them: the first is the
+    /// one it runs (or is about to), the rest are queued (see the queue module).
+    pub tasks: Vec<TaskRef>,
     /// When the scheduler created it, in Unix milliseconds.
     pub creation_time_ms: i64,
 }
@@ -240,7 +245,7 @@ impl State {
         self.executor_entry(id).map(|e| &e.executor)
     }
 
-    /// The executor `id` with the task it runs.
+    /// The executor `id` with the tasks it holds.
     pub fn executor_entry(&self, id: &str) -> Option<&ExecutorEntry> {
         self.executors.get(id).map(|e| e.as_ref())
     }
@@ -293,10 +298,10 @@ impl State {
         self.nodes.get_mut(name).map(Arc::make_mut)
     }
 
-    /// The id of the executor running `task`, if any.
-    pub(crate) fn executor_running(&self, task: &TaskRef) -> Option<String> {
+    /// The id of the executor holding `task`, if any.
+    pub(crate) fn executor_holding(&self, task: &TaskRef) -> Option<String> {
         self.executor_entries()
-            .find(|e| e.task.as_ref() == Some(task))
+            .find(|e| e.tasks.contains(task))
             .map(|e| e.executor.id.clone())
     }
 }

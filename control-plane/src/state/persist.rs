@@ -58,6 +58,7 @@ const APPLICATIONS: Table = TableDefinition::new("applications");
 const SESSIONS: Table = TableDefinition::new("sessions");
 const TASKS: Table = TableDefinition::new("tasks");
 const TASK_INPUTS: Table = TableDefinition::new("task_inputs");
+const SESSION_STATS: Table = TableDefinition::new("session_stats");
 const EXECUTORS: Table = TableDefinition::new("executors");
 const NODES: Table = TableDefinition::new("nodes");
 
@@ -65,6 +66,7 @@ const NODES: Table = TableDefinition::new("nodes");
 pub const TABLES: &[&str] = &[
     "applications",
     "sessions",
+    "session_stats",
     "tasks",
     "task_inputs",
     "executors",
@@ -112,14 +114,14 @@ struct TaskInputRow {
 #[derive(Serialize)]
 struct ExecutorRowRef<'a> {
     executor: &'a Executor,
-    task: &'a Option<TaskRef>,
+    tasks: &'a [TaskRef],
     creation_time_ms: i64,
 }
 
 #[derive(Deserialize)]
 struct ExecutorRow {
     executor: Executor,
-    task: Option<TaskRef>,
+    tasks: Vec<TaskRef>,
     creation_time_ms: i64,
 }
 
@@ -255,6 +257,10 @@ pub(crate) fn write_dirty(
         };
         state.session_entry(id).map(row).transpose()
     })?;
+    sync_rows(txn, SESSION_STATS, &dirty.session_stats, |id| {
+        let row = |s: &SessionEntry| encode(&s.mean_task_us);
+        state.session_entry(id).map(row).transpose()
+    })?;
     delete_removed_tasks(txn, &dirty.removed_sessions)?;
     task_rows(txn, state, TASKS, &dirty.tasks, |t| {
         encode(&TaskRowRef {
@@ -276,7 +282,7 @@ pub(crate) fn write_dirty(
         let row = |e: &ExecutorEntry| {
             encode(&ExecutorRowRef {
                 executor: &e.executor,
-                task: &e.task,
+                tasks: &e.tasks,
                 creation_time_ms: e.creation_time_ms,
             })
         };
@@ -370,11 +376,19 @@ pub(crate) fn load(txn: &ReadTransaction) -> Result<State, Error> {
     if let Some(orphan) = tasks.keys().next() {
         return Err(corrupt(format!("tasks of unknown session {orphan}")));
     }
+    for_each_row(txn, SESSION_STATS, |key, value| {
+        let id = std::str::from_utf8(key).map_err(|_| corrupt("bad session stats key"))?;
+        let entry = state
+            .session_mut(id)
+            .ok_or_else(|| corrupt(format!("statistics of unknown session {id}")))?;
+        entry.mean_task_us = decode(value)?;
+        Ok(())
+    })?;
     for_each_row(txn, EXECUTORS, |_, value| {
         let row: ExecutorRow = decode(value)?;
         let entry = ExecutorEntry {
             executor: row.executor,
-            task: row.task,
+            tasks: row.tasks,
             creation_time_ms: row.creation_time_ms,
         };
         state

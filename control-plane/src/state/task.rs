@@ -12,6 +12,7 @@
 //! | Pending | Cancel (CloseSession) | Cancelled | code 4 (Flame addition) |
 //! | Running | Requeue, requeues < `task_retry_limit` | Pending, requeues + 1 | code 0 with the reason |
 //! | Running | Requeue, requeues ≥ `task_retry_limit` | Failed | code 3 `task exceeded retry limit (N) after executor loss` |
+//! | Running | Return (queued behind the head when its executor was lost) | Pending, requeues unchanged | code 0 with the reason |
 //! | anything else | | `InvalidState`: `task <s>/<t> is <State>; cannot <event>` | |
 //!
 //! Succeed, Failed and Cancelled are terminal; every terminal state sets `completion_time`.
@@ -20,16 +21,20 @@
 //! - Task ids are per-session sequential from 1 (`count + 1`), never reused.
 //! - A request id already seen in the session returns the original task instead of a new one
 //!   (also within one command). An empty request id counts as none.
-//! - AssignTasks needs a Bound executor of the task's session that runs no task (one task at a
-//!   time); the executor records the task.
-//! - CompleteTasks accepts a result only from the executor that records the task (Bound or
+//! - AssignTasks needs a Bound executor of the task's session; the executor appends the task to
+//!   the tasks it holds and runs them one at a time, in order (the queue module sizes this).
+//! - CompleteTasks accepts a result only from an executor that holds the task (Bound or
 //!   Unbinding); any other result is stale: it changes nothing and is reported as
-//!   `InvalidState` (`stale result ...`) in its slot of the response.
+//!   `InvalidState` (`stale result ...`) in its slot of the response. After the results it
+//!   refills every executor it heard from (`queue::refill`), in the same apply.
+//! - A lost executor's head task is requeued (charged); the tasks queued behind it are returned
+//!   uncharged, because they never started.
 //! - Each item of AssignTasks, CompleteTasks and RequeueTasks succeeds or fails alone.
 
 use super::command::{Assignment, NewTask, TaskRef, TaskResult};
 use super::executor::{ExecutorEvent, executor_not_found, executor_transition};
 use super::model::{TaskEntry, session_not_found};
+use super::queue::{self, DispatchPolicy};
 use super::session::{self, SessionEvent};
 use super::tx::Tx;
 use flame_proto::error::FlameError;
@@ -47,13 +52,15 @@ pub enum TaskEvent {
     },
     /// CloseSession cancels the task.
     Cancel,
-    /// The task's executor was lost.
+    /// The task's executor was lost while it may have been running the task.
     Requeue {
         /// Requeues so far.
         requeues: u32,
         /// `task_retry_limit`.
         limit: u32,
     },
+    /// The task's executor was lost before it started the task (it was queued).
+    Return,
 }
 
 impl TaskEvent {
@@ -62,7 +69,7 @@ impl TaskEvent {
             TaskEvent::Assign => "assign it",
             TaskEvent::Complete { .. } => "complete it",
             TaskEvent::Cancel => "cancel it",
-            TaskEvent::Requeue { .. } => "requeue it",
+            TaskEvent::Requeue { .. } | TaskEvent::Return => "requeue it",
         }
     }
 }
@@ -83,6 +90,7 @@ pub fn task_transition(
         (S::Pending, E::Cancel) => Ok(S::Cancelled),
         (S::Running, E::Requeue { requeues, limit }) if requeues < limit => Ok(S::Pending),
         (S::Running, E::Requeue { .. }) => Ok(S::Failed),
+        (S::Running, E::Return) => Ok(S::Pending),
         (state, event) => Err(FlameError::InvalidState(format!(
             "task {label} is {state:?}; cannot {}",
             event.verb()
@@ -129,10 +137,10 @@ fn change_task(
     Ok(task)
 }
 
-/// Records on the executor which task it runs (`None` when it finished) and reports it.
-fn set_executor_task(tx: &mut Tx<'_>, executor_id: &str, task: Option<TaskRef>) {
+/// Changes the tasks executor `executor_id` holds with `change` and reports it.
+fn change_held(tx: &mut Tx<'_>, executor_id: &str, change: impl FnOnce(&mut Vec<TaskRef>)) {
     if let Some(entry) = tx.state.executor_mut(executor_id) {
-        entry.task = task;
+        change(&mut entry.tasks);
         let node = entry.executor.spec.node.clone();
         tx.log.executor_changed(executor_id, &node);
     }
@@ -212,41 +220,52 @@ fn check_assignment(tx: &Tx<'_>, a: &Assignment) -> Result<TaskState, FlameError
             a.executor_id, a.session_id
         )));
     }
-    if let Some(running) = &executor.task {
-        return Err(FlameError::InvalidState(format!(
-            "executor {} is already running task {}",
-            a.executor_id,
-            label(&running.session_id, running.task_id)
-        )));
-    }
     let (state, _) = task_state(tx, &a.session_id, a.task_id)?;
     task_transition(&label(&a.session_id, a.task_id), state, TaskEvent::Assign)
 }
 
-fn assign_one(tx: &mut Tx<'_>, a: &Assignment, now_ms: i64) -> Result<Task, FlameError> {
+/// Assigns one Pending task to a Bound executor of its session, behind the tasks it holds.
+pub(crate) fn assign_one(tx: &mut Tx<'_>, a: &Assignment, now_ms: i64) -> Result<Task, FlameError> {
     let to = check_assignment(tx, a)?;
     let task = change_task(tx, &a.session_id, a.task_id, |t| {
         t.task.state = to;
         t.task.events.push(Event::task_running(now_ms));
     })?;
-    let running = TaskRef {
+    let held = TaskRef {
         session_id: a.session_id.clone(),
         task_id: a.task_id,
     };
-    set_executor_task(tx, &a.executor_id, Some(running));
+    change_held(tx, &a.executor_id, |tasks| tasks.push(held));
     Ok(task)
 }
 
-/// CompleteTasks: each result succeeds or is reported stale alone.
+/// CompleteTasks: each result succeeds or is reported stale alone; then, with a `refill`
+/// policy, every executor an accepted result came from is refilled, in order of first mention.
+/// A command whose results are all stale changes nothing.
 pub(crate) fn complete_tasks(
     tx: &mut Tx<'_>,
     results: Vec<TaskResult>,
+    refill: Option<&DispatchPolicy>,
     now_ms: i64,
 ) -> Vec<Result<Task, FlameError>> {
-    results
+    let mut executors: Vec<String> = Vec::new();
+    let out = results
         .into_iter()
-        .map(|r| complete_one(tx, r, now_ms))
-        .collect()
+        .map(|r| {
+            let executor_id = r.executor_id.clone();
+            let result = complete_one(tx, r, now_ms);
+            if result.is_ok() && !executors.contains(&executor_id) {
+                executors.push(executor_id);
+            }
+            result
+        })
+        .collect();
+    if let Some(policy) = refill {
+        for executor_id in executors {
+            queue::refill(tx, &executor_id, policy, now_ms);
+        }
+    }
+    out
 }
 
 fn check_result(tx: &Tx<'_>, r: &TaskResult) -> Result<TaskState, FlameError> {
@@ -258,10 +277,10 @@ fn check_result(tx: &Tx<'_>, r: &TaskResult) -> Result<TaskState, FlameError> {
     let executor = tx
         .state
         .executor_entry(&r.executor_id)
-        .filter(|e| e.task.as_ref() == Some(&running))
+        .filter(|e| e.tasks.contains(&running))
         .ok_or_else(|| {
             FlameError::InvalidState(format!(
-                "stale result ignored: task {name} is not running on executor {}",
+                "stale result ignored: task {name} is not held by executor {}",
                 r.executor_id
             ))
         })?;
@@ -288,8 +307,15 @@ fn complete_one(tx: &mut Tx<'_>, r: TaskResult, now_ms: i64) -> Result<Task, Fla
         task_id,
         output,
         message,
+        duration_us,
         ..
     } = r;
+    if duration_us > 0
+        && let Some(entry) = tx.state.session_mut(&session_id)
+    {
+        queue::learn(entry, duration_us);
+        tx.log.session_stats_changed(&session_id);
+    }
     let task = change_task(tx, &session_id, task_id, |t| {
         t.task.state = to;
         t.task.completion_time_ms = Some(now_ms);
@@ -300,7 +326,9 @@ fn complete_one(tx: &mut Tx<'_>, r: TaskResult, now_ms: i64) -> Result<Task, Fla
             t.task.events.push(Event::task_failed(message, now_ms));
         }
     })?;
-    set_executor_task(tx, &executor_id, None);
+    change_held(tx, &executor_id, |tasks| {
+        tasks.retain(|t| t.session_id != session_id || t.task_id != task_id)
+    });
     Ok(task)
 }
 
@@ -318,7 +346,7 @@ pub(crate) fn requeue_tasks(
 }
 
 /// Sends a Running task back to Pending, or fails it once requeues reach the limit; the
-/// executor that ran it, if any, forgets it.
+/// executor that held it, if any, forgets it.
 pub(crate) fn requeue(
     tx: &mut Tx<'_>,
     task: &TaskRef,
@@ -329,9 +357,7 @@ pub(crate) fn requeue(
     let (state, requeues) = task_state(tx, &task.session_id, task.task_id)?;
     let event = TaskEvent::Requeue { requeues, limit };
     let to = task_transition(&label(&task.session_id, task.task_id), state, event)?;
-    if let Some(executor_id) = tx.state.executor_running(task) {
-        set_executor_task(tx, &executor_id, None);
-    }
+    forget_held(tx, task);
     change_task(tx, &task.session_id, task.task_id, |t| {
         t.task.state = to;
         if to == TaskState::Pending {
@@ -344,6 +370,35 @@ pub(crate) fn requeue(
                 .push(Event::task_retry_limit_exceeded(limit, now_ms));
         }
     })
+}
+
+/// Sends a Running task that never started (it was queued on a lost executor) back to Pending
+/// without charging a retry.
+pub(crate) fn give_back(
+    tx: &mut Tx<'_>,
+    task: &TaskRef,
+    reason: &str,
+    now_ms: i64,
+) -> Result<Task, FlameError> {
+    let (state, _) = task_state(tx, &task.session_id, task.task_id)?;
+    let to = task_transition(
+        &label(&task.session_id, task.task_id),
+        state,
+        TaskEvent::Return,
+    )?;
+    forget_held(tx, task);
+    let reason = format!("{reason} before it started the task");
+    change_task(tx, &task.session_id, task.task_id, |t| {
+        t.task.state = to;
+        t.task.events.push(Event::task_requeued(&reason, now_ms));
+    })
+}
+
+/// The executor holding `task`, if any, forgets it.
+fn forget_held(tx: &mut Tx<'_>, task: &TaskRef) {
+    if let Some(executor_id) = tx.state.executor_holding(task) {
+        change_held(tx, &executor_id, |tasks| tasks.retain(|t| t != task));
+    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ pub struct Dirty {
     pub applications: BTreeSet<String>,
     /// Session rows (spec, state, times, events, bind failures) written or removed.
     pub sessions: BTreeSet<String>,
+    /// Session statistics rows (mean task duration) written or removed.
+    pub session_stats: BTreeSet<String>,
     /// Task status rows written, by session.
     pub tasks: BTreeMap<String, BTreeSet<u64>>,
     /// Task input rows written (new tasks), by session.
@@ -99,9 +101,15 @@ impl ChangeLog<'_> {
         });
     }
 
+    /// A session's statistics (mean task duration) changed; no effect, nobody watches them.
+    pub(crate) fn session_stats_changed(&mut self, id: &str) {
+        self.dirty.session_stats.insert(id.to_owned());
+    }
+
     /// A session was removed with its `task_count` tasks.
     pub(crate) fn session_removed(&mut self, id: &str, task_count: u64) {
         self.dirty.sessions.insert(id.to_owned());
+        self.dirty.session_stats.insert(id.to_owned());
         self.dirty
             .removed_sessions
             .push((id.to_owned(), task_count));

@@ -488,6 +488,7 @@ impl StreamCtx<'_> {
             return_code,
             output,
             message,
+            duration_us: u64::try_from(self.config.task_delay.as_micros()).unwrap_or(u64::MAX),
         };
         let done = self.done_tx.clone();
         let delay = self.config.task_delay;

@@ -80,6 +80,9 @@ pub struct World {
     pub config: SchedulerConfig,
     /// The next generated executor id's number.
     pub next_id: u64,
+    /// Whether the simulated agents' CompleteTasks refill executors (as the leader's report
+    /// worker does) or leave that to the next plan.
+    pub refill: bool,
 }
 
 impl World {
@@ -98,6 +101,7 @@ impl World {
             timers: WarmTimers::new(),
             config,
             next_id: 1,
+            refill: true,
         }
     }
 
@@ -302,7 +306,7 @@ impl World {
 
     /// What the node agents of Ready nodes report once: binds succeed (or fail for sessions
     /// `failing` names), unbinds and releases complete, Void executors without a session are
-    /// registered, and every running task succeeds (in one batch). Returns the commands.
+    /// registered, and the first task every executor holds succeeds (in one batch). Returns the commands.
     pub fn agents(&mut self, failing: &dyn Fn(&str) -> bool) -> Vec<Command> {
         let state = self.m.state();
         let now_ms = self.now;
@@ -315,7 +319,7 @@ impl World {
                 continue;
             }
             let id = x.id.clone();
-            if let Some(task) = &e.task {
+            if let Some(task) = e.tasks.first() {
                 results.push(TaskResult {
                     executor_id: id.clone(),
                     session_id: task.session_id.clone(),
@@ -323,6 +327,7 @@ impl World {
                     return_code: 0,
                     output: Some(Bytes::from_static(b"ok")),
                     message: None,
+                    duration_us: 1_000,
                 });
             }
             match (x.state, x.session_id.clone()) {
@@ -353,7 +358,12 @@ impl World {
             }
         }
         if !results.is_empty() {
-            commands.insert(0, Command::CompleteTasks { results, now_ms });
+            let complete = Command::CompleteTasks {
+                results,
+                refill: self.refill.then_some(self.config.dispatch),
+                now_ms,
+            };
+            commands.insert(0, complete);
         }
         self.apply_all(&commands);
         commands

@@ -155,7 +155,9 @@ pub fn complete(
             return_code,
             output: output.map(Bytes::from_static),
             message: message.map(Into::into),
+            duration_us: 0,
         }],
+        refill: None,
         now_ms: 40,
     });
     single_update(r)

@@ -2,6 +2,7 @@
 //! names so that commands often hit existing objects, plus the invariants every state must hold.
 
 use bytes::Bytes;
+use flame_control_plane::state::queue::DispatchPolicy;
 use flame_control_plane::state::{
     Assignment, BindResult, Command, NewTask, State, TaskRef, TaskResult,
 };
@@ -149,6 +150,19 @@ fn task_ref() -> impl Strategy<Value = TaskRef> {
     })
 }
 
+/// No refill, or queue policies from one task per executor to a few, with small byte budgets.
+fn refill() -> impl Strategy<Value = Option<DispatchPolicy>> {
+    let policy =
+        (0u64..10_000, 1u32..5, 0u64..16).prop_map(|(window_us, max_depth, max_queued_bytes)| {
+            DispatchPolicy {
+                window_us,
+                max_depth,
+                max_queued_bytes,
+            }
+        });
+    proptest::option::of(policy)
+}
+
 fn task_commands() -> impl Strategy<Value = Command> {
     let assignment = (pick(EXECUTORS), pick(SESSIONS), task_id()).prop_map(
         |(executor_id, session_id, task_id)| Assignment {
@@ -157,21 +171,34 @@ fn task_commands() -> impl Strategy<Value = Command> {
             task_id,
         },
     );
-    let result = (pick(EXECUTORS), pick(SESSIONS), task_id(), 0i32..2).prop_map(
-        |(executor_id, session_id, task_id, return_code)| TaskResult {
-            executor_id,
-            session_id,
-            task_id,
-            return_code,
-            output: Some(Bytes::from_static(b"out")),
-            message: Some("failed: x".into()),
-        },
-    );
+    let result = (
+        pick(EXECUTORS),
+        pick(SESSIONS),
+        task_id(),
+        0i32..2,
+        0u64..3_000,
+    )
+        .prop_map(
+            |(executor_id, session_id, task_id, return_code, duration_us)| TaskResult {
+                executor_id,
+                session_id,
+                task_id,
+                return_code,
+                output: Some(Bytes::from_static(b"out")),
+                message: Some("failed: x".into()),
+                duration_us,
+            },
+        );
     prop_oneof![
         4 => (proptest::collection::vec(assignment, 1..4), now())
             .prop_map(|(assignments, now_ms)| Command::AssignTasks { assignments, now_ms }),
-        4 => (proptest::collection::vec(result, 1..3), now())
-            .prop_map(|(results, now_ms)| Command::CompleteTasks { results, now_ms }),
+        4 => (proptest::collection::vec(result, 1..3), refill(), now()).prop_map(
+            |(results, refill, now_ms)| Command::CompleteTasks {
+                results,
+                refill,
+                now_ms,
+            }
+        ),
         1 => (proptest::collection::vec(task_ref(), 1..3), now()).prop_map(
             |(tasks, now_ms)| Command::RequeueTasks {
                 tasks,
@@ -219,7 +246,7 @@ fn check_executors(state: &State) -> BTreeMap<TaskRef, String> {
             "executor {} on unknown node",
             ex.id
         );
-        if let Some(task) = &e.task {
+        for task in &e.tasks {
             assert!(matches!(
                 ex.state,
                 ExecutorState::Bound | ExecutorState::Unbinding
@@ -349,7 +376,9 @@ fn run_task() -> impl Strategy<Value = Vec<Command>> {
                     return_code,
                     output: None,
                     message: None,
+                    duration_us: 100,
                 }],
+                refill: Some(DispatchPolicy::default()),
                 now_ms,
             },
         ]
@@ -428,7 +457,9 @@ fn workflow() -> impl Strategy<Value = Vec<Command>> {
                         return_code: code,
                         output: Some(Bytes::from_static(b"out")),
                         message: Some("ValueError: x".into()),
+                        duration_us: 0,
                     }],
+                    refill: None,
                     now_ms: 600,
                 });
             }

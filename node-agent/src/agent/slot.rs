@@ -196,8 +196,10 @@ impl Slot {
                 session_id,
                 task_id,
                 outcome,
+                duration_us,
             } => {
-                let outcome = self.task_outcome(&session_id, task_id, outcome);
+                let mut outcome = self.task_outcome(&session_id, task_id, outcome);
+                outcome.duration_us = duration_us;
                 self.tasks
                     .insert((session_id, task_id), Remembered::new(outcome));
             }
@@ -531,6 +533,7 @@ impl Slot {
             return_code: outcome.return_code,
             output: outcome.output.map(|b| b.to_vec()),
             message: outcome.message,
+            duration_us: 0,
         }
     }
 }

@@ -186,6 +186,8 @@ pub enum EventKind {
         task_id: u64,
         /// Its outcome.
         outcome: TaskOutcome,
+        /// How long the invocation took, in microseconds (0 when the instance was not invoked).
+        duration_us: u64,
     },
     /// An unbind finished.
     Unbound {
@@ -367,21 +369,29 @@ impl Worker {
             session_id: session_id.clone(),
             input,
         };
-        let outcome = match self.instance.as_mut() {
+        let started = std::time::Instant::now();
+        let (outcome, duration_us) = match self.instance.as_mut() {
             Some(instance) if instance.session_id() == session_id => {
                 self.metrics.tasks_invoked.fetch_add(1, Ordering::Relaxed);
                 match interruptible(&mut self.rx, instance.invoke(ctx)).await {
-                    Ok(outcome) => limit_output(outcome, self.template.max_task_output_bytes),
+                    Ok(outcome) => {
+                        let micros = u64::try_from(started.elapsed().as_micros());
+                        let limited = limit_output(outcome, self.template.max_task_output_bytes);
+                        (limited, micros.unwrap_or(u64::MAX).max(1))
+                    }
                     Err(next) => {
                         self.stop().await;
                         return self.interrupted(seq, next);
                     }
                 }
             }
-            _ => TaskOutcome::failed(format!(
-                "executor {} holds no instance bound to session {session_id}",
-                self.id
-            )),
+            _ => {
+                let why = format!(
+                    "executor {} holds no instance bound to session {session_id}",
+                    self.id
+                );
+                (TaskOutcome::failed(why), 0)
+            }
         };
         if self
             .instance
@@ -394,6 +404,7 @@ impl Worker {
             session_id,
             task_id,
             outcome,
+            duration_us,
         };
         self.emit(seq, kind);
         None

@@ -110,6 +110,7 @@ fn done(task_id: u64) -> EventKind {
             output: None,
             message: None,
         },
+        duration_us: 50,
     }
 }
 

@@ -1,0 +1,188 @@
+//! Executor task queues: how many tasks an executor holds at once, and the refill that
+//! CompleteTasks performs in the same apply.
+//!
+//! What: an executor runs one task at a time, as upstream, but it may *hold* several: the
+//! Running tasks recorded on it (`ExecutorEntry::tasks`), which its agent runs in order. How
+//! many is [`depth`]: enough to cover [`DispatchPolicy::window_us`] of work at the session's
+//! mean task duration, between 1 and [`DispatchPolicy::max_depth`], and never more queued input
+//! than [`DispatchPolicy::max_queued_bytes`]. [`refill`] tops an executor up from its session's
+//! lowest Pending ids; CompleteTasks calls it for every executor it reported on, so a finished
+//! task and the assignment of its successor are one commit.
+//!
+//! Why: a no-op task takes far less time than a Raft commit plus a round trip to the agent. With
+//! one task per executor and a separate AssignTasks commit, every task cost two commits in
+//! sequence and executors idled between them. A queue lets the agent go straight on to the next
+//! task while the leader commits the previous result; sizing it by measured duration keeps
+//! upstream's behaviour for anything slower than the window (depth 1), where prefetching would
+//! only unbalance executors.
+//!
+//! Caveats:
+//! - A queued task is already Running (it has been handed to an executor); it is not cancelled
+//!   by CloseSession and counts as running there, exactly like the task at the head.
+//! - When the executor is lost, only the head (the task that may have started) is charged a
+//!   retry; the rest go back to Pending uncharged.
+//! - The mean duration is the agents' measurement, an integer EWMA (weight 1/8) computed in
+//!   apply from the reported values, so every member computes the same depth. A session with no
+//!   measurement yet gets depth 1.
+//! - The policy travels in the command (the leader's configuration), not in member config.
+
+use super::command::TaskRef;
+use super::model::SessionEntry;
+use super::task;
+use super::tx::Tx;
+use flame_proto::model::{ExecutorState, NodeState};
+use serde::{Deserialize, Serialize};
+
+/// How deep executor queues may be; chosen by the leader and carried in the commands that
+/// assign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DispatchPolicy {
+    /// Work, in microseconds at the session's mean task duration, an executor may hold.
+    pub window_us: u64,
+    /// Most tasks an executor may hold.
+    pub max_depth: u32,
+    /// Most task input bytes an executor may hold queued (the first task is always allowed).
+    pub max_queued_bytes: u64,
+}
+
+impl DispatchPolicy {
+    /// Upstream's behaviour: one task per executor.
+    pub const ONE_AT_A_TIME: DispatchPolicy = DispatchPolicy {
+        window_us: 0,
+        max_depth: 1,
+        max_queued_bytes: 0,
+    };
+}
+
+impl Default for DispatchPolicy {
+    /// 20 ms of work, at most 128 tasks and 4 MiB of queued input.
+    fn default() -> Self {
+        DispatchPolicy {
+            window_us: 20_000,
+            max_depth: 128,
+            max_queued_bytes: 4 << 20,
+        }
+    }
+}
+
+/// How many tasks an executor of a session whose tasks take `mean_task_us` on average may hold
+/// under `policy`: `window / mean`, clamped to `1..=max_depth`; 1 while the mean is unknown (0).
+pub fn depth(mean_task_us: u64, policy: &DispatchPolicy) -> usize {
+    if mean_task_us == 0 {
+        return 1;
+    }
+    let by_window = policy.window_us / mean_task_us;
+    let depth = by_window.clamp(1, u64::from(policy.max_depth.max(1)));
+    usize::try_from(depth).unwrap_or(1)
+}
+
+/// The session's new mean task duration after one more measurement of `duration_us`
+/// (0 = not measured, ignored).
+pub(crate) fn learn(entry: &mut SessionEntry, duration_us: u64) {
+    if duration_us == 0 {
+        return;
+    }
+    entry.mean_task_us = match entry.mean_task_us {
+        0 => duration_us,
+        mean => mean.saturating_mul(7).saturating_add(duration_us) / 8,
+    };
+}
+
+/// True when an executor holding `held` tasks with `held_bytes` of input may take one more of
+/// `size` bytes under `policy` (its first task always fits).
+pub fn fits(held: usize, held_bytes: u64, size: u64, policy: &DispatchPolicy) -> bool {
+    held == 0 || held_bytes.saturating_add(size) <= policy.max_queued_bytes
+}
+
+/// The input size of task `id` of `entry` (0 without input).
+pub fn input_size(entry: &SessionEntry, id: u64) -> u64 {
+    entry
+        .task(id)
+        .and_then(|t| t.task.input.as_ref())
+        .map_or(0, |b| b.len() as u64)
+}
+
+/// The lowest Pending ids of `entry` an executor holding `held` tasks with `held_bytes` of
+/// queued input may take under `policy`.
+pub(crate) fn next_tasks(
+    entry: &SessionEntry,
+    held: usize,
+    held_bytes: u64,
+    policy: &DispatchPolicy,
+) -> Vec<u64> {
+    let room = depth(entry.mean_task_us, policy).saturating_sub(held);
+    let (mut count, mut bytes) = (held, held_bytes);
+    let mut out = Vec::new();
+    for id in entry.pending_ids().take(room) {
+        let size = input_size(entry, id);
+        if !fits(count, bytes, size, policy) {
+            break;
+        }
+        count += 1;
+        bytes = bytes.saturating_add(size);
+        out.push(id);
+    }
+    out
+}
+
+/// The input bytes of the tasks `held` by an executor of session `entry`.
+pub fn held_bytes(entry: &SessionEntry, held: &[TaskRef]) -> u64 {
+    held.iter()
+        .filter_map(|t| entry.task(t.task_id))
+        .filter_map(|t| t.task.input.as_ref())
+        .map(|b| b.len() as u64)
+        .sum()
+}
+
+/// Tops executor `executor_id` up from its session's Pending tasks under `policy`, if it is
+/// Bound on a Ready node; the assignments get code-1 events at `now_ms`.
+pub(crate) fn refill(tx: &mut Tx<'_>, executor_id: &str, policy: &DispatchPolicy, now_ms: i64) {
+    let Some(entry) = tx.state.executor_entry(executor_id) else {
+        return;
+    };
+    let executor = &entry.executor;
+    let ready = tx
+        .state
+        .node(&executor.spec.node)
+        .is_some_and(|n| n.state == NodeState::Ready);
+    let (ExecutorState::Bound, true, Some(session_id)) =
+        (executor.state, ready, executor.session_id.clone())
+    else {
+        return;
+    };
+    let Some(session) = tx.state.session_entry(&session_id) else {
+        return;
+    };
+    let bytes = held_bytes(session, &entry.tasks);
+    let ids = next_tasks(session, entry.tasks.len(), bytes, policy);
+    for task_id in ids {
+        // Each assignment re-checks the executor and the task; a refusal ends the refill.
+        let assignment = super::command::Assignment {
+            executor_id: executor_id.to_owned(),
+            session_id: session_id.clone(),
+            task_id,
+        };
+        if task::assign_one(tx, &assignment, now_ms).is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_covers_the_window_within_bounds() {
+        let policy = DispatchPolicy {
+            window_us: 20_000,
+            max_depth: 128,
+            max_queued_bytes: 1 << 20,
+        };
+        assert_eq!(depth(0, &policy), 1, "unknown duration: one at a time");
+        assert_eq!(depth(100, &policy), 128, "capped");
+        assert_eq!(depth(1_000, &policy), 20);
+        assert_eq!(depth(50_000, &policy), 1, "slow tasks: upstream behaviour");
+        assert_eq!(depth(100, &DispatchPolicy::ONE_AT_A_TIME), 1);
+    }
+}
