@@ -2,7 +2,9 @@
 //!
 //! Each agent gets its own directory under the cluster's root: `work/` (its work directory,
 //! with instance logs in `work/logs/<executor>.out|.err`), `home/bin/flmping-service` (its
-//! `FLAME_HOME`) and `agent.log` (its own stdout and stderr; never a pipe).
+//! `FLAME_HOME`) and `agent.log` (its own stdout and stderr; never a pipe). An agent killed
+//! with [`Cluster::kill_agent`] can be started again under the same name: same directories,
+//! node name and agent id, its log appended to, like a machine that reboots.
 //!
 //! Counting launches: every time the agent's host shim starts an instance it writes one
 //! `=== <header>` line at the top of that executor's `.out` log before the process runs, and
@@ -13,7 +15,8 @@
 //! Caveat: instances run in their own process group, so a SIGKILLed agent leaves them
 //! running. [`Cluster::kill_agent`] and drop therefore also SIGKILL every process whose
 //! working directory lies under the agent's work directory (found through `/proc`, Linux
-//! only), as a lost machine would lose them.
+//! only), as a lost machine would lose them; an application whose `working_directory` lies
+//! elsewhere is not reaped.
 
 use crate::{Binaries, Cluster, HarnessError, Member};
 use std::path::{Path, PathBuf};
@@ -138,36 +141,73 @@ fn kill_processes_under(dir: &Path) {
 impl Cluster {
     /// Starts a node agent for node `name` (agent id `<name>-id`) against every member's
     /// client API, with its own work directory and `FLAME_HOME`.
+    ///
+    /// An agent of that name that is no longer running (killed with [`Cluster::kill_agent`])
+    /// is started again on the same directories, node name and agent id, like a machine that
+    /// reboots; its log is appended to. Starting an agent that is still running is an error.
     pub fn start_agent(&mut self, name: &str, options: &AgentOptions) -> Result<(), HarnessError> {
         let error = |message: String| HarnessError::Agent {
             name: name.to_owned(),
             message,
         };
-        if self.agents.iter().any(|a| a.name == name) {
-            return Err(error("already started".into()));
+        let existing = self.agents.iter().position(|a| a.name == name);
+        if let Some(index) = existing
+            && self.agents[index].is_running()
+        {
+            return Err(error("already running".into()));
         }
         let dir = self._root.path().join(format!("agent-{name}"));
         let work_dir = dir.join("work");
         let flame_home = dir.join("home");
         std::fs::create_dir_all(&work_dir)?;
         std::fs::create_dir_all(flame_home.join("bin"))?;
-        std::os::unix::fs::symlink(
-            &options.flmping_service,
-            flame_home.join("bin").join("flmping-service"),
-        )?;
+        let link = flame_home.join("bin").join("flmping-service");
+        if link.symlink_metadata().is_err() {
+            std::os::unix::fs::symlink(&options.flmping_service, &link)?;
+        }
+        let log = dir.join("agent.log");
+        let agent_id = format!("{name}-id");
+        let child = self
+            .spawn_agent(name, &agent_id, &work_dir, &flame_home, &log, options)
+            .map_err(|e| error(format!("cannot start {}: {e}", options.binary.display())))?;
+        match existing {
+            Some(index) => self.agents[index].child = Some(child),
+            None => self.agents.push(Agent {
+                name: name.to_owned(),
+                agent_id,
+                work_dir,
+                flame_home,
+                log,
+                child: Some(child),
+            }),
+        }
+        Ok(())
+    }
+
+    /// Spawns one `flame-node-agent` process, its output appended to `log`.
+    fn spawn_agent(
+        &self,
+        name: &str,
+        agent_id: &str,
+        work_dir: &Path,
+        flame_home: &Path,
+        log: &Path,
+        options: &AgentOptions,
+    ) -> std::io::Result<Child> {
         let endpoints = self
             .members
             .iter()
             .map(Member::url)
             .collect::<Vec<_>>()
             .join(",");
-        let log = dir.join("agent.log");
-        let file = std::fs::File::create(&log)?;
-        let agent_id = format!("{name}-id");
-        let child = Command::new(&options.binary)
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        Command::new(&options.binary)
             .arg("--endpoint")
             .arg(endpoints)
-            .args(["--node-name", name, "--agent-id", &agent_id])
+            .args(["--node-name", name, "--agent-id", agent_id])
             .args([
                 "--cpu",
                 &options.cpu.to_string(),
@@ -175,9 +215,9 @@ impl Cluster {
                 &options.memory,
             ])
             .arg("--work-dir")
-            .arg(&work_dir)
+            .arg(work_dir)
             .arg("--flame-home")
-            .arg(&flame_home)
+            .arg(flame_home)
             .args(&options.extra_flags)
             .env(
                 "RUST_LOG",
@@ -187,16 +227,6 @@ impl Cluster {
             .stderr(file)
             .stdin(Stdio::null())
             .spawn()
-            .map_err(|e| error(format!("cannot start {}: {e}", options.binary.display())))?;
-        self.agents.push(Agent {
-            name: name.to_owned(),
-            agent_id,
-            work_dir,
-            flame_home,
-            log,
-            child: Some(child),
-        });
-        Ok(())
     }
 
     /// SIGKILLs agent `name` and the instances it started (a lost machine); its directories

@@ -1,10 +1,12 @@
 //! Shared steps of the whole-cluster tests: three members and real node agents, a `flmping`
 //! session, batch task creation through `flame.cluster.v1.Tasks/CreateTasks`, and bounded
-//! polls of the session's counters.
+//! polls of the session's counters; [`flamepy`] runs flamepy 0.6.0 client scripts.
 //!
 //! Every wait polls a condition until a deadline; nothing sleeps and then asserts.
 
 #![allow(dead_code)] // Each test binary uses a part of this module.
+
+pub mod flamepy;
 
 use anyhow::{Context, bail};
 use chaos_tests::{AgentOptions, Binaries, Cluster, build_binaries};
