@@ -6,7 +6,8 @@
 //! real `flame-node-agent` processes against every member ([`Cluster::start_agent`]), each with
 //! its own node name, agent id, work directory and a `FLAME_HOME` whose `bin/` holds
 //! `flmping-service`, and SIGKILLs them ([`Cluster::kill_agent`]). [`build_binaries`] builds
-//! and locates the member, agent and SDK service binaries.
+//! and locates the member, agent and SDK service binaries. [`prometheus`] reads the members'
+//! `/metrics` text ([`Cluster::metrics`]) into phase deltas, sums and histogram estimates.
 //!
 //! Why processes: a member killed with SIGKILL loses everything that was not durable, exactly as
 //! in production; threads in one process cannot show that.
@@ -28,6 +29,7 @@ use tonic::transport::Channel;
 
 mod agent;
 mod binaries;
+pub mod prometheus;
 
 pub use agent::{Agent, AgentOptions};
 pub use binaries::{Binaries, build_binaries};
