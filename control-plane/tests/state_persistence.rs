@@ -99,6 +99,7 @@ fn workload() -> Vec<Command> {
                 input: Some(bytes::Bytes::from_static(b"x")),
                 request_id: Some("r".into()),
             }],
+            dispatch: None,
             now_ms: 12,
         },
         Command::CloseSession {

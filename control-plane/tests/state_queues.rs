@@ -89,6 +89,7 @@ fn a_queue_holds_no_more_input_than_the_byte_budget() {
     m.apply(Command::CreateTasks {
         session_id: "s".into(),
         tasks,
+        dispatch: None,
         now_ms: 20,
     });
     bound_executor(&mut m, "e1", "n1", "s");
@@ -151,4 +152,36 @@ fn a_stale_result_refills_nothing() {
     });
     assert!(r.effects.is_empty(), "{:?}", r.effects);
     assert_eq!(m.state(), &before);
+}
+
+#[test]
+fn tasks_created_for_a_session_with_free_executors_are_dealt_in_the_same_apply() {
+    let mut m = machine();
+    create_session(&mut m, "s", "flmrun");
+    bound_executor(&mut m, "e1", "n1", "s");
+    bound_executor(&mut m, "e2", "n1", "s");
+    let tasks = (0..3)
+        .map(|_| NewTask {
+            input: None,
+            request_id: None,
+        })
+        .collect();
+    let r = m.apply(Command::CreateTasks {
+        session_id: "s".into(),
+        tasks,
+        dispatch: Some(POLICY),
+        now_ms: 20,
+    });
+    let Outcome::Tasks(Ok(created)) = r.outcome else {
+        panic!("{:?}", r.outcome)
+    };
+    // The response shows the tasks as created; the state has them dealt round-robin, one per
+    // executor while the session's task duration is unknown.
+    assert!(created.iter().all(|t| t.state == TaskState::Pending));
+    assert_eq!(held(&m, "e1"), vec![1]);
+    assert_eq!(held(&m, "e2"), vec![2]);
+    assert_eq!(
+        m.state().task("s", 3).map(|t| t.state),
+        Some(TaskState::Pending)
+    );
 }

@@ -34,6 +34,7 @@ fn task_ids_are_sequential_per_session() {
                 request_id: None,
             },
         ],
+        dispatch: None,
         now_ms: 21,
     });
     let tasks = match r.outcome {
@@ -75,6 +76,7 @@ fn repeated_request_ids_return_the_original_task() {
                     request_id: Some(rid.into()),
                 },
             ],
+            dispatch: None,
             now_ms: 20,
         });
         match r.outcome {
@@ -107,6 +109,7 @@ fn create_task_on_closed_or_unknown_session_fails() {
             input: None,
             request_id: None,
         }],
+        dispatch: None,
         now_ms: 6,
     });
     let err = error(r);
@@ -115,6 +118,7 @@ fn create_task_on_closed_or_unknown_session_fails() {
     let r = m.apply(Command::CreateTasks {
         session_id: "nope".into(),
         tasks: vec![],
+        dispatch: None,
         now_ms: 6,
     });
     assert!(matches!(error(r), FlameError::NotFound(m) if m.contains("not found")));

@@ -184,6 +184,7 @@ mod tests {
                         request_id: None,
                     })
                     .collect(),
+                dispatch: None,
                 now_ms: 1,
             },
         ];

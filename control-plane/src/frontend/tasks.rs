@@ -55,6 +55,7 @@ async fn create_in(
     let command = Command::CreateTasks {
         session_id,
         tasks,
+        dispatch: Some(handle.limits.dispatch),
         now_ms: 0,
     };
     let created = tasks_outcome(handle.write(command).await?)?;

@@ -395,6 +395,7 @@ mod tests {
                 input: None,
                 request_id: None,
             }],
+            dispatch: None,
             now_ms: 3,
         });
         m

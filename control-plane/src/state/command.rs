@@ -17,7 +17,7 @@
 
 use super::queue::DispatchPolicy;
 use super::tx::Tx;
-use super::{application, executor, node, retention, session, task};
+use super::{application, executor, node, queue, retention, session, task};
 use bytes::Bytes;
 use flame_proto::error::FlameError;
 use flame_proto::model::{
@@ -155,6 +155,9 @@ pub enum Command {
         session_id: String,
         /// The tasks, in submission order.
         tasks: Vec<NewTask>,
+        /// With a policy, the new tasks are dealt at once to the session's executors with room
+        /// (so they need no scheduling round); `None` leaves them to the scheduler.
+        dispatch: Option<DispatchPolicy>,
         /// Creation time.
         now_ms: i64,
     },
@@ -474,8 +477,15 @@ pub(crate) fn dispatch(tx: &mut Tx<'_>, command: Command) -> Outcome {
         C::CreateTasks {
             session_id,
             tasks,
+            dispatch,
             now_ms,
-        } => Outcome::Tasks(task::create_tasks(tx, &session_id, tasks, now_ms)),
+        } => {
+            let created = task::create_tasks(tx, &session_id, tasks, now_ms);
+            if let (Ok(_), Some(policy)) = (&created, dispatch) {
+                queue::dispatch_session(tx, &session_id, &policy, now_ms);
+            }
+            Outcome::Tasks(created)
+        }
         C::AssignTasks {
             assignments,
             now_ms,
@@ -704,6 +714,7 @@ mod tests {
                 input: Some(Bytes::from_static(b"in")),
                 request_id: Some("r1".into()),
             }],
+            dispatch: Some(DispatchPolicy::default()),
             now_ms: 7,
         };
         let bytes = postcard::to_stdvec(&command).expect("encode");

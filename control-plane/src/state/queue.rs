@@ -26,8 +26,8 @@
 //!   measurement yet gets depth 1.
 //! - The policy travels in the command (the leader's configuration), not in member config.
 
-use super::command::TaskRef;
-use super::model::SessionEntry;
+use super::command::{Assignment, TaskRef};
+use super::model::{ExecutorEntry, SessionEntry, State};
 use super::task;
 use super::tx::Tx;
 use flame_proto::model::{ExecutorState, NodeState};
@@ -134,34 +134,135 @@ pub fn held_bytes(entry: &SessionEntry, held: &[TaskRef]) -> u64 {
         .sum()
 }
 
+/// A Bound executor on a Ready node that may take more tasks: its id, how many tasks it holds
+/// and their input bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Room<'a> {
+    /// The executor.
+    pub id: &'a str,
+    /// Tasks it holds.
+    pub held: usize,
+    /// Input bytes of the tasks it holds.
+    pub bytes: u64,
+}
+
+/// The session and the room of executor `e`, if it is Bound on a Ready node and holds fewer
+/// tasks than its session's depth under `policy`.
+pub fn room_of<'a>(
+    state: &'a State,
+    e: &'a ExecutorEntry,
+    policy: &DispatchPolicy,
+) -> Option<(&'a str, Room<'a>)> {
+    let executor = &e.executor;
+    let session_id = executor.session_id.as_deref()?;
+    let ready = state
+        .node(&executor.spec.node)
+        .is_some_and(|n| n.state == NodeState::Ready);
+    if executor.state != ExecutorState::Bound || !ready {
+        return None;
+    }
+    let entry = state.session_entry(session_id)?;
+    if e.tasks.len() >= depth(entry.mean_task_us, policy) {
+        return None;
+    }
+    let room = Room {
+        id: &executor.id,
+        held: e.tasks.len(),
+        bytes: held_bytes(entry, &e.tasks),
+    };
+    Some((session_id, room))
+}
+
+/// Deals the lowest Pending tasks of `entry` to `rooms` (its executors with room, in order)
+/// round-robin: every executor gets one before any gets another, until each is as deep as the
+/// session allows under `policy` or no task is left. Returns `(executor, task)` pairs in
+/// dealing order.
+pub fn deal<'a>(
+    entry: &SessionEntry,
+    rooms: &mut [Room<'a>],
+    policy: &DispatchPolicy,
+) -> Vec<(&'a str, u64)> {
+    let target = depth(entry.mean_task_us, policy);
+    let mut pending = entry.pending_ids().peekable();
+    let mut out = Vec::new();
+    // Each round gives every executor with room at most one task; bounded by `target`.
+    for _ in 0..target {
+        let mut progress = false;
+        for room in rooms.iter_mut().filter(|r| r.held < target) {
+            let Some(&task_id) = pending.peek() else {
+                return out;
+            };
+            let size = input_size(entry, task_id);
+            if !fits(room.held, room.bytes, size, policy) {
+                continue;
+            }
+            pending.next();
+            room.held += 1;
+            room.bytes = room.bytes.saturating_add(size);
+            out.push((room.id, task_id));
+            progress = true;
+        }
+        if !progress {
+            break;
+        }
+    }
+    out
+}
+
+/// Assigns the tasks [`deal`] picks for session `session_id` to its executors with room, at
+/// `now_ms` (CreateTasks, so new tasks need no scheduling round).
+pub(crate) fn dispatch_session(
+    tx: &mut Tx<'_>,
+    session_id: &str,
+    policy: &DispatchPolicy,
+    now_ms: i64,
+) {
+    let state: &State = &*tx.state;
+    let Some(entry) = state.session_entry(session_id) else {
+        return;
+    };
+    let mut rooms: Vec<Room<'_>> = state
+        .executor_entries()
+        .filter_map(|e| room_of(state, e, policy))
+        .filter(|(s, _)| *s == session_id)
+        .map(|(_, room)| room)
+        .collect();
+    let dealt: Vec<Assignment> = deal(entry, &mut rooms, policy)
+        .into_iter()
+        .map(|(executor_id, task_id)| Assignment {
+            executor_id: executor_id.to_owned(),
+            session_id: session_id.to_owned(),
+            task_id,
+        })
+        .collect();
+    for assignment in &dealt {
+        // Checked again by assign_one; a refusal leaves the task for the scheduler.
+        let _ = task::assign_one(tx, assignment, now_ms);
+    }
+}
+
 /// Tops executor `executor_id` up from its session's Pending tasks under `policy`, if it is
 /// Bound on a Ready node; the assignments get code-1 events at `now_ms`.
 pub(crate) fn refill(tx: &mut Tx<'_>, executor_id: &str, policy: &DispatchPolicy, now_ms: i64) {
-    let Some(entry) = tx.state.executor_entry(executor_id) else {
+    let state: &State = &*tx.state;
+    let Some(entry) = state.executor_entry(executor_id) else {
         return;
     };
-    let executor = &entry.executor;
-    let ready = tx
-        .state
-        .node(&executor.spec.node)
-        .is_some_and(|n| n.state == NodeState::Ready);
-    let (ExecutorState::Bound, true, Some(session_id)) =
-        (executor.state, ready, executor.session_id.clone())
-    else {
+    let Some((session_id, room)) = room_of(state, entry, policy) else {
         return;
     };
-    let Some(session) = tx.state.session_entry(&session_id) else {
+    let Some(session) = state.session_entry(session_id) else {
         return;
     };
-    let bytes = held_bytes(session, &entry.tasks);
-    let ids = next_tasks(session, entry.tasks.len(), bytes, policy);
+    let session_id = session_id.to_owned();
+    let ids = next_tasks(session, room.held, room.bytes, policy);
     for task_id in ids {
-        // Each assignment re-checks the executor and the task; a refusal ends the refill.
-        let assignment = super::command::Assignment {
+        let assignment = Assignment {
             executor_id: executor_id.to_owned(),
             session_id: session_id.clone(),
             task_id,
         };
+        // Each assignment re-checks the executor and the task; a refusal ends the refill.
         if task::assign_one(tx, &assignment, now_ms).is_err() {
             return;
         }

@@ -200,6 +200,7 @@ impl World {
         self.ok(Command::CreateTasks {
             session_id: id.into(),
             tasks,
+            dispatch: None,
             now_ms,
         });
     }

@@ -76,6 +76,7 @@ pub fn create_tasks(m: &mut StateMachine, id: &str, n: usize) -> Vec<Task> {
     let r = m.apply(Command::CreateTasks {
         session_id: id.into(),
         tasks,
+        dispatch: None,
         now_ms: 20,
     });
     match r.outcome {

@@ -78,10 +78,16 @@ fn session_commands() -> impl Strategy<Value = Command> {
         1 => pick(SESSIONS).prop_map(|id| Command::DeleteSession { id }),
         1 => proptest::collection::vec(pick(SESSIONS), 0..3)
             .prop_map(|ids| Command::PurgeSessions { ids }),
-        5 => (pick(SESSIONS), proptest::collection::vec(new_task(), 0..4), now()).prop_map(
-            |(session_id, tasks, now_ms)| Command::CreateTasks {
+        5 => (
+            pick(SESSIONS),
+            proptest::collection::vec(new_task(), 0..4),
+            refill(),
+            now()
+        )
+            .prop_map(|(session_id, tasks, dispatch, now_ms)| Command::CreateTasks {
                 session_id,
                 tasks,
+                dispatch,
                 now_ms,
             }
         ),
@@ -400,6 +406,7 @@ fn session_up() -> impl Strategy<Value = Vec<Command>> {
             Command::CreateTasks {
                 session_id: id,
                 tasks,
+                dispatch: None,
                 now_ms,
             },
         ]
