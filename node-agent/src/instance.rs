@@ -16,20 +16,26 @@
 //!   once with the reason. The caller should still [`Instance::stop`] it to clean up.
 //! - Dropping an instance without `stop` SIGKILLs its group and removes its files (no grace);
 //!   so does dropping an unfinished [`Instance::launch`] future, so launches can be cancelled.
-//! - Application installation (spec section 7.6, bind code 10) is not done here yet.
+//! - [`Instance::launch`] first installs the application when it has an `installer` (spec
+//!   section 7.6, [`install`]); a failure is a code-10 bind error and nothing is started.
 //! - [`launch_count`] counts processes started in this agent process, including launches that
 //!   then failed to bind.
 
+mod archive;
 mod connect;
 mod error;
 mod expand;
+pub mod install;
 mod process;
+mod release;
 mod spec;
 
 pub use connect::{MAX_MESSAGE_BYTES, connect};
 pub use error::{BindCode, BindError, InstanceError};
 pub use expand::expand_vars;
+pub use install::{EnvMode, InstallVar};
 pub use process::{STDERR_TAIL_BYTES, group_alive};
+pub use release::{MARKER as RELEASE_MARKER, Release};
 pub use spec::{
     AppLaunch, DEFAULT_LEAVE_TIMEOUT, DEFAULT_STARTUP_TIMEOUT, DEFAULT_STOP_GRACE, InstancePaths,
     LaunchPlan, LaunchSpec, MAX_EXECUTOR_ID_LEN, MAX_SOCKET_PATH_BYTES, check_executor_id,
@@ -161,12 +167,16 @@ enum NotReady {
 }
 
 impl Instance {
-    /// Starts the instance for `spec` and connects to it, within `spec.startup_timeout`.
+    /// Installs the application when it has an installer, then starts the instance for
+    /// `spec` and connects to it, within `spec.startup_timeout` (installation not counted).
     ///
-    /// Every failure is a [`BindError`] with code 11 (`shim creation failed: ...`); when the
+    /// An installation failure is a [`BindError`] with code 10 (`application installation
+    /// failed: ...`). Every other failure has code 11 (`shim creation failed: ...`); when the
     /// process started, its group is killed, its files are removed and the message ends with
     /// its stderr tail.
-    pub async fn launch(spec: LaunchSpec) -> Result<Instance, BindError> {
+    pub async fn launch(mut spec: LaunchSpec) -> Result<Instance, BindError> {
+        let installed = install::install(&spec).await?;
+        spec.installed.extend(installed);
         let started = Instant::now();
         let plan = spec.plan()?;
         prepare(&plan.paths, spec.application.working_directory.is_some())?;

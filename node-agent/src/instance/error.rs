@@ -4,9 +4,7 @@
 //! What: [`BindError`] carries a [`BindCode`] and a message that already starts with the code's
 //! prefix (spec section 9.3), so the executor loop can put it in the session's code-1001 event
 //! unchanged. [`InstanceError`] covers `OnSessionLeave` and calls in the wrong phase.
-//!
-//! Caveat: code 10 (installation) is defined for completeness; nothing in this crate installs
-//! applications yet.
+//! Code 10 (installation) comes from [`super::install`].
 
 /// The bind result codes of spec section 9.3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

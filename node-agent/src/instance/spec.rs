@@ -13,11 +13,15 @@
 //! - logs: `<log_dir>/<executor_id>.out` and `.err`, appended across bindings and kept.
 //!
 //! Caveats: environment precedence is agent environment < application `environments` <
-//! `extra_env` < Flame variables. Expansion looks up the Flame variables and `extra_env` first,
-//! then the agent's own environment; application values do not see each other.
+//! installer variables < `extra_env` < Flame variables; installer lists (`PYTHONPATH`, `PATH`,
+//! `LD_LIBRARY_PATH`) are prepended to the application's or agent's value and installer
+//! defaults yield to an existing value. Expansion looks up the Flame variables and `extra_env`
+//! first, then (for command and arguments only) the installer variables, then the agent's
+//! own environment; application values do not see each other.
 
 use super::error::BindError;
 use super::expand::expand_vars;
+use super::install::{DEFAULT_INSTALL_TIMEOUT, InstallVar, compose};
 use flame_proto::model::{Application, Environment};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -47,6 +51,10 @@ pub struct AppLaunch {
     pub environments: Vec<Environment>,
     /// Working directory; created when missing and never removed by the agent.
     pub working_directory: Option<PathBuf>,
+    /// Installer (`python`, `binary`), when the application is installed before launch.
+    pub installer: Option<String>,
+    /// Package url for the installer, unexpanded.
+    pub url: Option<String>,
 }
 
 impl From<&Application> for AppLaunch {
@@ -62,6 +70,8 @@ impl From<&Application> for AppLaunch {
                 .as_deref()
                 .filter(|wd| !wd.is_empty())
                 .map(PathBuf::from),
+            installer: app.spec.installer.clone(),
+            url: app.spec.url.clone(),
         }
     }
 }
@@ -101,6 +111,11 @@ pub struct LaunchSpec {
     pub stop_grace: Duration,
     /// Bound on `OnSessionLeave`.
     pub leave_timeout: Duration,
+    /// Bound on one installation's `uv` run.
+    pub install_timeout: Duration,
+    /// Installer variables, filled by [`super::Instance::launch`] from the installation;
+    /// combined with the application's environment and the agent's by [`LaunchSpec::plan`].
+    pub installed: Vec<InstallVar>,
 }
 
 impl LaunchSpec {
@@ -130,6 +145,8 @@ impl LaunchSpec {
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
             stop_grace: DEFAULT_STOP_GRACE,
             leave_timeout: DEFAULT_LEAVE_TIMEOUT,
+            install_timeout: DEFAULT_INSTALL_TIMEOUT,
+            installed: Vec::new(),
         }
     }
 }
@@ -237,6 +254,19 @@ impl LaunchSpec {
         vars
     }
 
+    /// The installer variables combined with `app_env` (the application's expanded
+    /// environment), falling back to the agent's own environment.
+    fn installer_env(&self, app_env: &[(String, String)]) -> Vec<(String, String)> {
+        compose(&self.installed, |name| {
+            app_env
+                .iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .or_else(|| std::env::var(name).ok())
+        })
+    }
+
     /// Resolves the spec: paths, expanded command and arguments, and the environment overlay.
     pub fn plan(&self) -> Result<LaunchPlan, BindError> {
         let paths = self.paths()?;
@@ -270,8 +300,24 @@ impl LaunchSpec {
             .iter()
             .map(|e| (e.name.clone(), expand_vars(&e.value, lookup)))
             .collect();
+        let installer_env = self.installer_env(&env);
+        env.extend(installer_env.iter().cloned());
         env.extend(self.extra_env.iter().cloned());
         env.extend(flame_vars.iter().cloned());
+        // Command and arguments also see the installer variables (`python${FLAME_PYTHON_VERSION}`).
+        let lookup = |name: &str| {
+            launch_env
+                .get(name)
+                .map(|v| (*v).to_owned())
+                .or_else(|| {
+                    installer_env
+                        .iter()
+                        .rev()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| v.clone())
+                })
+                .or_else(|| std::env::var(name).ok())
+        };
         Ok(LaunchPlan {
             program: expand_vars(command, lookup),
             args: self
@@ -306,6 +352,8 @@ mod tests {
                 },
             ],
             working_directory: None,
+            installer: None,
+            url: None,
         };
         let mut s = LaunchSpec::new(app, "exec-1", "s1", "http://cp:8080", "/w", "/s");
         s.flame_home = Some("/opt/flame".into());
@@ -343,6 +391,30 @@ mod tests {
             Some("/s/exec-1.sock")
         );
         assert_eq!(last(&env, "TMPDIR"), Some("/w/exec-1/tmp"));
+    }
+
+    #[test]
+    fn installer_variables_are_visible_to_argument_expansion_and_prepend_to_app_values() {
+        let mut s = spec("${FLAME_HOME}/bin/uv");
+        s.application.arguments = vec!["--python".into(), "python${FLAME_PYTHON_VERSION}".into()];
+        s.application.environments.push(Environment {
+            name: "PYTHONPATH".into(),
+            value: "/app/lib".into(),
+        });
+        s.installed =
+            super::super::install::python_vars("3.12", Some(Path::new("/opt/flame")), None);
+        let plan = s.plan().ok();
+        let plan = plan.as_ref();
+        assert_eq!(
+            plan.map(|p| p.args.clone()),
+            Some(vec!["--python".to_owned(), "python3.12".to_owned()])
+        );
+        let env = plan.map(|p| p.env.clone()).unwrap_or_default();
+        assert_eq!(
+            last(&env, "PYTHONPATH"),
+            Some("/opt/flame/lib/python3.12/site-packages:/app/lib")
+        );
+        assert_eq!(last(&env, "FLAME_PYTHON_VERSION"), Some("3.12"));
     }
 
     #[test]

@@ -1,0 +1,369 @@
+//! Release directories: one installed package per (application, installer, url, Python
+//! version), reused by every binding that asks for the same (spec section 7.6).
+//!
+//! What: [`obtain`] returns the complete release for a [`Request`], building it when missing:
+//! the package is unpacked into `<tmp>/src` ([`super::archive`]); a python package must hold
+//! `pyproject.toml`, `setup.py` or `setup.cfg` and gets `uv pip install --target <tmp>/deps .`;
+//! then a marker file is written and `<tmp>` is renamed to
+//! `<work_dir>/releases/<name>-<hash>`.
+//!
+//! Why the rename: a crash or a cancelled bind never leaves a directory under the final name,
+//! so a release that exists (with its marker) is complete; two bindings installing the same
+//! package race harmlessly, the loser discards its copy and uses the winner's.
+//!
+//! Caveats: only `file://` urls are supported; `http(s)://` and `grpc(s)://` fail with a
+//! message naming the scheme. The hash is FNV-1a (stable across builds), not a cryptographic
+//! digest: keys come from the replicated application spec, not from an adversary. Temporary
+//! directories (`.tmp-*`) are removed on failure and on cancellation, but those of an agent
+//! that crashed mid-install are left for an operator to remove; `uv` runs in the temporary
+//! directory, so anything it records with an absolute `--target` path names that directory. `uv` runs
+//! in its own process group, bounded by the request's timeout and killed when the bind is
+//! cancelled.
+
+use super::archive;
+use super::error::BindError;
+use super::install::{Installer, fail};
+use nix::sys::signal::Signal;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The file whose presence marks a release complete.
+pub const MARKER: &str = ".flame-installed";
+/// How much of `uv`'s output a failure quotes, in bytes.
+const UV_OUTPUT_TAIL: usize = 2048;
+/// Names temporary directories apart within one agent process.
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// What to install.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Application name (part of the key, and of the directory name for humans).
+    pub app: String,
+    /// The installer.
+    pub installer: Installer,
+    /// The package url, expanded.
+    pub url: String,
+    /// The Python version (part of the key; passed to `uv`).
+    pub python_version: String,
+    /// The agent's work directory; releases go under `<work_dir>/releases`.
+    pub work_dir: PathBuf,
+    /// `FLAME_HOME`, where `bin/uv` is looked for first.
+    pub flame_home: Option<PathBuf>,
+    /// Bound on the `uv` run.
+    pub timeout: Duration,
+}
+
+/// A complete release directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    /// `<work_dir>/releases/<name>-<hash>`.
+    pub root: PathBuf,
+}
+
+impl Release {
+    /// The unpacked package.
+    pub fn src(&self) -> PathBuf {
+        self.root.join("src")
+    }
+
+    /// Python dependencies (`uv pip install --target`).
+    pub fn deps(&self) -> PathBuf {
+        self.root.join("deps")
+    }
+}
+
+/// 64-bit FNV-1a over length-prefixed fields, as 16 hex digits.
+pub fn key_hash(fields: &[&str]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for field in fields {
+        let len = (field.len() as u64).to_le_bytes();
+        for b in len.iter().chain(field.as_bytes()) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+/// The release directory's name: a readable prefix of the application name and the hash.
+fn release_name(req: &Request) -> String {
+    let prefix: String = req
+        .app
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        .take(32)
+        .collect();
+    let hash = key_hash(&[
+        &req.app,
+        req.installer.name(),
+        &req.url,
+        &req.python_version,
+    ]);
+    format!("{prefix}-{hash}")
+}
+
+/// The local path of a `file://` url; any other scheme is an install failure naming it.
+pub fn local_path(url: &str) -> Result<PathBuf, BindError> {
+    if let Some(path) = url.strip_prefix("file://") {
+        let path = Path::new(path);
+        if !path.is_absolute() {
+            return Err(fail(format!("url {url:?} does not name an absolute path")));
+        }
+        return Ok(path.to_owned());
+    }
+    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    Err(fail(match scheme.as_deref() {
+        Some(s @ ("http" | "https" | "grpc" | "grpcs")) => {
+            format!("url {url:?}: scheme {s}:// is not supported by this agent yet (use file://)")
+        }
+        Some(s) => format!("url {url:?}: unknown scheme {s}:// (use file://)"),
+        None => format!("url {url:?} has no scheme (use file://<absolute path>)"),
+    }))
+}
+
+/// Returns the complete release for `req`, installing it first when needed.
+pub async fn obtain(req: Request) -> Result<Release, BindError> {
+    let source = local_path(&req.url)?;
+    let releases = req.work_dir.join("releases");
+    let release = Release {
+        root: releases.join(release_name(&req)),
+    };
+    if release.root.join(MARKER).is_file() {
+        return Ok(release);
+    }
+    let tmp = releases.join(format!(
+        ".tmp-{}-{}-{}",
+        release_name(&req),
+        std::process::id(),
+        TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    // Removes the temporary directory however this ends: failure, or a cancelled bind.
+    let _cleanup = TmpDir(tmp.clone());
+    build(&req, &source, &tmp).await?;
+    publish(&tmp, &release.root)?;
+    Ok(release)
+}
+
+/// A temporary release directory, removed (when still there) on drop.
+struct TmpDir(PathBuf);
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        if self.0.exists()
+            && let Err(e) = std::fs::remove_dir_all(&self.0)
+        {
+            tracing::warn!(dir = %self.0.display(), error = %e, "cannot remove temporary release");
+        }
+    }
+}
+
+/// Builds a release in `tmp`: unpack, check, install dependencies, write the marker.
+async fn build(req: &Request, source: &Path, tmp: &Path) -> Result<(), BindError> {
+    let src = tmp.join("src");
+    let (source_owned, src_owned) = (source.to_owned(), src.clone());
+    let unpacked = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&src_owned).map_err(|e| {
+            format!(
+                "cannot create release directory {}: {e}",
+                src_owned.display()
+            )
+        })?;
+        archive::unpack(&source_owned, &src_owned)?;
+        archive::hoist_single_dir(&src_owned)
+            .map_err(|e| format!("cannot arrange {}: {e}", src_owned.display()))
+    })
+    .await
+    .map_err(|e| fail(format!("unpacking stopped: {e}")))?;
+    unpacked.map_err(fail)?;
+    if req.installer == Installer::Python {
+        let project = ["pyproject.toml", "setup.py", "setup.cfg"];
+        if !project.iter().any(|f| src.join(f).is_file()) {
+            return Err(fail(format!(
+                "package {} has no pyproject.toml, setup.py or setup.cfg",
+                source.display()
+            )));
+        }
+        let uv = find_uv(
+            req.flame_home.as_deref(),
+            std::env::var_os("PATH").as_deref(),
+        )?;
+        run_uv(&uv, req, &src, &tmp.join("deps")).await?;
+    }
+    std::fs::write(tmp.join(MARKER), req.url.as_bytes())
+        .map_err(|e| fail(format!("cannot write {}: {e}", tmp.join(MARKER).display())))
+}
+
+/// Renames the built `tmp` to `root`; if another install won the race, keeps its release.
+fn publish(tmp: &Path, root: &Path) -> Result<(), BindError> {
+    if root.exists() && !root.join(MARKER).is_file() {
+        // Not made by this code (every release is renamed in complete); replace it.
+        tracing::warn!(release = %root.display(), "removing an incomplete release");
+        let _ = std::fs::remove_dir_all(root);
+    }
+    match std::fs::rename(tmp, root) {
+        Ok(()) => Ok(()),
+        Err(_) if root.join(MARKER).is_file() => Ok(()),
+        Err(e) => Err(fail(format!(
+            "cannot move release into {}: {e}",
+            root.display()
+        ))),
+    }
+}
+
+/// `uv`: `<home>/bin/uv` when it exists, else the first `uv` on `path`.
+pub fn find_uv(home: Option<&Path>, path: Option<&std::ffi::OsStr>) -> Result<PathBuf, BindError> {
+    let from_home = home.map(|h| h.join("bin").join("uv"));
+    let on_path = path
+        .into_iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("uv"));
+    from_home
+        .into_iter()
+        .chain(on_path)
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            fail("uv was not found in $FLAME_HOME/bin nor on PATH; it is needed to install python packages")
+        })
+}
+
+/// Runs `uv pip install --target <deps> --python <ver> .` in `src`, bounded by the timeout.
+async fn run_uv(uv: &Path, req: &Request, src: &Path, deps: &Path) -> Result<(), BindError> {
+    let mut cmd = tokio::process::Command::new(uv);
+    cmd.args(["pip", "install", "--target"])
+        .arg(deps)
+        .args(["--python", &req.python_version, "."])
+        .current_dir(src)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let child = cmd
+        .spawn()
+        .map_err(|e| fail(format!("cannot start {}: {e}", uv.display())))?;
+    let guard = GroupGuard(child.id().and_then(|p| i32::try_from(p).ok()));
+    let output = tokio::time::timeout(req.timeout, child.wait_with_output()).await;
+    let output = match output {
+        Ok(Ok(output)) => output,
+        Ok(Err(e)) => return Err(fail(format!("uv could not be waited for: {e}"))),
+        Err(_) => {
+            return Err(fail(format!(
+                "uv pip install did not finish within {}s",
+                req.timeout.as_secs()
+            )));
+        }
+    };
+    drop(guard);
+    if output.status.success() {
+        return Ok(());
+    }
+    let mut text = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+    if text.len() > UV_OUTPUT_TAIL {
+        let cut = text.ceil_char_boundary(text.len() - UV_OUTPUT_TAIL);
+        text = text.split_off(cut);
+    }
+    Err(fail(format!(
+        "uv pip install failed ({}): {text}",
+        output.status
+    )))
+}
+
+/// Kills a `uv` process group when dropped (timeout or cancelled bind); a finished run has
+/// no group left, so the signal is then harmless.
+struct GroupGuard(Option<i32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            let _ = super::process::signal_group(pgid, Signal::SIGKILL);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_differ_by_every_field_and_are_stable() {
+        let a = key_hash(&["app", "python", "file:///p.tgz", "3.12"]);
+        assert_eq!(a, key_hash(&["app", "python", "file:///p.tgz", "3.12"]));
+        assert_ne!(a, key_hash(&["app", "python", "file:///p.tgz", "3.13"]));
+        assert_ne!(a, key_hash(&["app", "binary", "file:///p.tgz", "3.12"]));
+        assert_ne!(key_hash(&["ab", "c"]), key_hash(&["a", "bc"]));
+        assert_eq!(key_hash(&[]), "cbf29ce484222325");
+    }
+
+    #[test]
+    fn only_file_urls_are_installed_and_other_schemes_are_named() {
+        assert_eq!(
+            local_path("file:///opt/p.tgz").ok(),
+            Some(PathBuf::from("/opt/p.tgz"))
+        );
+        for (url, says) in [
+            (
+                "https://example.com/p.tgz",
+                "scheme https:// is not supported",
+            ),
+            ("grpc://cache:9090/key", "scheme grpc:// is not supported"),
+            ("ftp://x/p.tgz", "unknown scheme ftp://"),
+            ("/opt/p.tgz", "has no scheme"),
+            ("file://relative/p.tgz", "absolute path"),
+        ] {
+            let e = local_path(url).err();
+            assert!(
+                e.as_ref()
+                    .is_some_and(|e| e.code.value() == 10 && e.message.contains(says)),
+                "{url}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn uv_is_found_in_flame_home_first_then_on_path_else_a_clear_failure() -> std::io::Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let home = tmp.path().join("home");
+        let other = tmp.path().join("other");
+        std::fs::create_dir_all(home.join("bin"))?;
+        std::fs::create_dir_all(&other)?;
+        std::fs::write(other.join("uv"), b"")?;
+        let path = std::env::join_paths([&other]).map_err(std::io::Error::other)?;
+        assert_eq!(
+            find_uv(Some(&home), Some(&path)).ok(),
+            Some(other.join("uv"))
+        );
+        std::fs::write(home.join("bin/uv"), b"")?;
+        assert_eq!(
+            find_uv(Some(&home), Some(&path)).ok(),
+            Some(home.join("bin/uv"))
+        );
+        let e = find_uv(None, None).err();
+        assert!(e.is_some_and(|e| e.message.contains("uv was not found")));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn python_packages_without_a_project_file_are_refused_and_leave_no_release()
+    -> std::io::Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let pkg = tmp.path().join("pkg");
+        std::fs::create_dir_all(&pkg)?;
+        std::fs::write(pkg.join("main.py"), b"print(1)")?;
+        let req = Request {
+            app: "py".into(),
+            installer: Installer::Python,
+            url: format!("file://{}", pkg.display()),
+            python_version: "3.12".into(),
+            work_dir: tmp.path().join("work"),
+            flame_home: None,
+            timeout: Duration::from_secs(5),
+        };
+        let e = obtain(req).await.err();
+        assert!(e.is_some_and(|e| e.message.contains("has no pyproject.toml")));
+        let left = std::fs::read_dir(tmp.path().join("work/releases"))?.count();
+        assert_eq!(left, 0, "a failed install left a directory behind");
+        Ok(())
+    }
+}
