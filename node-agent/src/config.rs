@@ -17,6 +17,7 @@
 //! instance_startup_timeout_ms: 60000
 //! report_flush_ms: 0                              # 0: flush once queued events are handled
 //! max_task_output_bytes: 4m
+//! task_timeout: 10m                               # default: none (no task timeout)
 //! ```
 //!
 //! Why one error type naming the key: an operator fixing a typo needs the key, the flag and
@@ -28,6 +29,9 @@
 //! - Socket paths must stay under about 100 bytes (`sun_path`): a socket directory longer than
 //!   [`MAX_SOCKET_DIR_BYTES`] is refused, and when the default `<work_dir>/sockets` would be too
 //!   long a short directory under the system temporary directory is used instead.
+//! - `task_timeout` (`--task-timeout`, `FLAME_TASK_TIMEOUT`) is a duration text such as `30s`
+//!   or `2m` (`none` or `0`: no timeout). It is only the default: an application's
+//!   `flame.task-timeout` label wins over it (see [`crate::task_timeout`]).
 
 mod detect;
 #[cfg(test)]
@@ -125,6 +129,9 @@ pub struct AgentConfig {
     pub report_flush_interval: Duration,
     /// Largest task output reported as a success; larger output fails the task.
     pub max_task_output_bytes: usize,
+    /// Default bound on one task's `OnTaskInvoke` for applications without a
+    /// `flame.task-timeout` label; `None`: no timeout.
+    pub task_timeout: Option<Duration>,
 }
 
 /// One source's settings; every key optional so sources can be layered.
@@ -147,6 +154,7 @@ struct Layer {
     instance_leave_timeout_ms: Option<u64>,
     report_flush_ms: Option<u64>,
     max_task_output_bytes: Option<Size>,
+    task_timeout: Option<String>,
 }
 
 /// The `capacity` section.
@@ -214,6 +222,7 @@ impl Layer {
                 .or(lower.instance_leave_timeout_ms),
             report_flush_ms: self.report_flush_ms.or(lower.report_flush_ms),
             max_task_output_bytes: self.max_task_output_bytes.or(lower.max_task_output_bytes),
+            task_timeout: self.task_timeout.or(lower.task_timeout),
         }
     }
 }
@@ -257,6 +266,7 @@ const KEYS: &[(&str, &str, &str)] = &[
         "--max-task-output-bytes",
         "FLAME_MAX_TASK_OUTPUT_BYTES",
     ),
+    ("task_timeout", "--task-timeout", "FLAME_TASK_TIMEOUT"),
 ];
 
 /// The error for a bad value of `key`, naming its flag and variable.
@@ -325,6 +335,10 @@ pub struct Overrides {
     /// Largest task output reported as a success, such as 4m.
     #[arg(long)]
     pub max_task_output_bytes: Option<String>,
+    /// Default task timeout, such as 30s or 2m, for applications without a
+    /// flame.task-timeout label (default: none).
+    #[arg(long)]
+    pub task_timeout: Option<String>,
 }
 
 impl Overrides {
@@ -359,6 +373,7 @@ impl Overrides {
             instance_leave_timeout_ms: self.instance_leave_timeout_ms,
             report_flush_ms: self.report_flush_ms,
             max_task_output_bytes: size("max_task_output_bytes", &self.max_task_output_bytes)?,
+            task_timeout: self.task_timeout.clone(),
         })
     }
 }
@@ -417,6 +432,7 @@ fn env_layer(env: &dyn Fn(&str) -> Option<String>) -> Result<Layer, ConfigError>
         instance_leave_timeout_ms: parse("FLAME_INSTANCE_LEAVE_TIMEOUT_MS")?,
         report_flush_ms: parse("FLAME_REPORT_FLUSH_MS")?,
         max_task_output_bytes: size("FLAME_MAX_TASK_OUTPUT_BYTES")?,
+        task_timeout: get("FLAME_TASK_TIMEOUT"),
     })
 }
 
@@ -503,6 +519,10 @@ fn resolve(layer: Layer, env: &dyn Fn(&str) -> Option<String>) -> Result<AgentCo
         Some(Size(0)) => return Err(invalid("max_task_output_bytes", "must be positive")),
         Some(Size(n)) => usize::try_from(n).unwrap_or(usize::MAX),
     };
+    let task_timeout = match &layer.task_timeout {
+        Some(text) => crate::task_timeout::parse(text).map_err(|m| invalid("task_timeout", m))?,
+        None => None,
+    };
     Ok(AgentConfig {
         endpoints,
         node_name,
@@ -525,6 +545,7 @@ fn resolve(layer: Layer, env: &dyn Fn(&str) -> Option<String>) -> Result<AgentCo
         ),
         report_flush_interval,
         max_task_output_bytes,
+        task_timeout,
     })
 }
 

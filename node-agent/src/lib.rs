@@ -9,6 +9,7 @@
 //! - [`agent`]: the runtime: leader discovery, the assignment stream, executor workers.
 //! - [`instance`]: the host shim (launch, the three instance calls, stop).
 //! - [`reaper`]: the agent as child subreaper, reaping orphaned grandchildren.
+//! - [`task_timeout`]: the optional task timeout (application label and agent default).
 //!
 //! Caveat: the protocol contract this crate implements (agent side) is
 //! `docs/agent-protocol.md`.
@@ -17,3 +18,4 @@ pub mod agent;
 pub mod config;
 pub mod instance;
 pub mod reaper;
+pub mod task_timeout;

@@ -17,12 +17,14 @@
 //! Caveats: a bind that fails backs the executor off (200 ms doubling to 30 s, with jitter,
 //! reset by a successful bind) before the next bind attempt for any session. A `RUN` for a
 //! session whose instance is gone (it died, or was stopped) relaunches it without a
-//! `BindOutcome`; if that relaunch fails, the next task fails with the bind's message.
+//! `BindOutcome`; if that relaunch fails, the next task fails with the bind's message. A task
+//! that exceeds its timeout leaves the executor in that state (its instance stopped).
 
 use super::backoff::Backoff;
 use super::report::{Remembered, ReportBuffer};
 use super::worker::{BindLaunch, Command, Event, EventKind};
 use crate::instance::{AppLaunch, BindCode, BindError, TaskOutcome as RunOutcome};
+use crate::task_timeout;
 use flame_proto::agent::{
     BindOutcome, Binding, ExecutorAction, ExecutorAssignment, HeldExecutor, TaskAssignment,
     TaskOutcome, UnbindOutcome,
@@ -440,7 +442,7 @@ impl Slot {
     /// Sends the worker a bind for `binding`, or records why it cannot even start.
     fn start_bind(&mut self, binding: &Binding, shim: i32, report: bool, cx: &mut Cx) {
         match launch_parts(binding, shim) {
-            Ok((app, ctx)) => {
+            Ok(launch) => {
                 let session_id = binding.session_id.clone();
                 let work = Work::Binding {
                     session_id: session_id.clone(),
@@ -449,7 +451,7 @@ impl Slot {
                     |seq| Command::Bind {
                         seq,
                         session_id,
-                        launch: Box::new(BindLaunch { app, ctx }),
+                        launch: Box::new(launch),
                         report,
                     },
                     work,
@@ -538,12 +540,10 @@ impl Slot {
     }
 }
 
-/// What to launch and the `OnSessionEnter` request for a binding; a bind error when the
-/// assignment cannot be launched by this agent.
-fn launch_parts(
-    binding: &Binding,
-    shim: i32,
-) -> Result<(AppLaunch, v1::SessionContext), BindError> {
+/// What to launch, the `OnSessionEnter` request and the task-timeout label of a binding; a
+/// bind error when the assignment cannot be launched by this agent (including a malformed
+/// `flame.task-timeout` label, code 19, naming the label and its value).
+fn launch_parts(binding: &Binding, shim: i32) -> Result<BindLaunch, BindError> {
     if shim != v1::Shim::Host as i32 {
         return Err(BindError::shim(format!(
             "shim {shim} is not supported by this agent (only Host)"
@@ -558,12 +558,18 @@ fn launch_parts(
             format!("invalid application in the assignment: {e}"),
         )
     })?;
+    let task_timeout = task_timeout::from_labels(&app.spec.labels)
+        .map_err(|why| BindError::new(BindCode::Unknown, why))?;
     let ctx = v1::SessionContext {
         session_id: binding.session_id.clone(),
         application: Some(v1::ApplicationContext::from(&app)),
         common_data: binding.common_data.clone(),
     };
-    Ok((AppLaunch::from(&app), ctx))
+    Ok(BindLaunch {
+        app: AppLaunch::from(&app),
+        ctx,
+        task_timeout,
+    })
 }
 
 #[cfg(test)]

@@ -14,13 +14,21 @@
 //! [`EventKind::Interrupted`] event is sent, and the new command runs. `OnSessionLeave` and
 //! stops are never interrupted; both are bounded.
 //!
+//! Task timeouts: a bind fixes the binding's task timeout (the application's
+//! `flame.task-timeout` label, else the agent's `task_timeout`, else none; see
+//! [`crate::task_timeout`]). An `OnTaskInvoke` that outlives it is abandoned: the task is
+//! reported Failed with `task exceeded its timeout of <duration>`, and then the instance, which
+//! may be stuck, is stopped. The timeout only bounds the invocation; a newer command still
+//! interrupts it first.
+//!
 //! Caveats: an instance found dead after a task is stopped at once (the binding ends, per spec
-//! section 7.4); the next task for its session relaunches it. Output over the configured limit
-//! turns a success into a failure naming the limit.
+//! section 7.4); the next task for its session relaunches it, as it does after a timeout.
+//! Output over the configured limit turns a success into a failure naming the limit.
 
 use super::AgentMetrics;
 use crate::config::AgentConfig;
 use crate::instance::{AppLaunch, BindError, Instance, LaunchSpec, TaskOutcome};
+use crate::task_timeout::{self, LabelTimeout};
 use flame_proto::error::FlameError;
 use flame_proto::v1;
 use std::future::Future;
@@ -53,6 +61,8 @@ pub struct LaunchTemplate {
     pub leave_timeout: Duration,
     /// Largest output reported as a success.
     max_task_output_bytes: usize,
+    /// Task timeout of bindings whose application has no `flame.task-timeout` label.
+    task_timeout: Option<Duration>,
 }
 
 impl LaunchTemplate {
@@ -69,6 +79,7 @@ impl LaunchTemplate {
             stop_grace: config.stop_grace,
             leave_timeout: config.leave_timeout,
             max_task_output_bytes: config.max_task_output_bytes,
+            task_timeout: config.task_timeout,
         }
     }
 
@@ -149,6 +160,8 @@ pub struct BindLaunch {
     pub app: AppLaunch,
     /// The `OnSessionEnter` request.
     pub ctx: v1::SessionContext,
+    /// What the application's labels say about the task timeout.
+    pub task_timeout: LabelTimeout,
 }
 
 /// A worker's answer to one command.
@@ -218,6 +231,8 @@ pub struct Worker {
     metrics: Arc<AgentMetrics>,
     /// The bound instance, entered into its session.
     instance: Option<Instance>,
+    /// The task timeout of the instance's binding.
+    task_timeout: Option<Duration>,
 }
 
 impl Worker {
@@ -238,6 +253,7 @@ impl Worker {
             template,
             metrics,
             instance: None,
+            task_timeout: None,
         };
         (worker, tx)
     }
@@ -301,7 +317,11 @@ impl Worker {
         launch: BindLaunch,
         report: bool,
     ) -> Option<Command> {
-        let BindLaunch { app, ctx } = launch;
+        let BindLaunch {
+            app,
+            ctx,
+            task_timeout,
+        } = launch;
         self.stop().await;
         let spec = self.template.spec(app, &self.id, &session_id);
         let mut instance = match interruptible(&mut self.rx, Instance::launch(spec)).await {
@@ -323,6 +343,7 @@ impl Worker {
             }
             Ok(Ok(())) => {
                 self.instance = Some(instance);
+                self.task_timeout = task_timeout.resolve(self.template.task_timeout);
                 let kind = EventKind::Bound {
                     session_id,
                     result: Ok(()),
@@ -369,28 +390,23 @@ impl Worker {
             session_id: session_id.clone(),
             input,
         };
-        let started = std::time::Instant::now();
-        let (outcome, duration_us) = match self.instance.as_mut() {
-            Some(instance) if instance.session_id() == session_id => {
-                self.metrics.tasks_invoked.fetch_add(1, Ordering::Relaxed);
-                match interruptible(&mut self.rx, instance.invoke(ctx)).await {
-                    Ok(outcome) => {
-                        let micros = u64::try_from(started.elapsed().as_micros());
-                        let limited = limit_output(outcome, self.template.max_task_output_bytes);
-                        (limited, micros.unwrap_or(u64::MAX).max(1))
-                    }
-                    Err(next) => {
-                        self.stop().await;
-                        return self.interrupted(seq, next);
-                    }
-                }
+        let (outcome, duration_us) = match self.invoke(ctx).await {
+            Ok(Invoked::Done(outcome, micros)) => (outcome, micros),
+            Ok(Invoked::TimedOut(limit, micros)) => {
+                return self
+                    .timed_out(seq, session_id, task_id, limit, micros)
+                    .await;
             }
-            _ => {
+            Ok(Invoked::NoInstance) => {
                 let why = format!(
                     "executor {} holds no instance bound to session {session_id}",
                     self.id
                 );
                 (TaskOutcome::failed(why), 0)
+            }
+            Err(next) => {
+                self.stop().await;
+                return self.interrupted(seq, next);
             }
         };
         if self
@@ -407,6 +423,59 @@ impl Worker {
             duration_us,
         };
         self.emit(seq, kind);
+        None
+    }
+
+    /// Calls `OnTaskInvoke` on the instance bound to the task's session, bounded by the
+    /// binding's task timeout; `Err` carries the command that interrupted it.
+    async fn invoke(&mut self, ctx: v1::TaskContext) -> Result<Invoked, Command> {
+        let limit = self.task_timeout;
+        let instance = match self.instance.as_mut() {
+            Some(instance) if instance.session_id() == ctx.session_id => instance,
+            _ => return Ok(Invoked::NoInstance),
+        };
+        self.metrics.tasks_invoked.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        let outcome = interruptible(&mut self.rx, within(limit, instance.invoke(ctx))).await?;
+        let micros = u64::try_from(started.elapsed().as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        Ok(match outcome {
+            Ok(outcome) => {
+                let limited = limit_output(outcome, self.template.max_task_output_bytes);
+                Invoked::Done(limited, micros)
+            }
+            Err(limit) => Invoked::TimedOut(limit, micros),
+        })
+    }
+
+    /// Reports a task that exceeded its timeout as failed, then stops its instance (it may be
+    /// stuck); the next task of the session relaunches it.
+    async fn timed_out(
+        &mut self,
+        seq: u64,
+        session_id: String,
+        task_id: u64,
+        limit: Duration,
+        duration_us: u64,
+    ) -> Option<Command> {
+        let message = task_timeout::message(limit);
+        tracing::warn!(
+            executor_id = %self.id, %session_id, task_id, "{message}; stopping the instance"
+        );
+        // Taken first, so the event says the executor holds nothing and the outcome is not
+        // delayed by the stop's grace period.
+        let instance = self.instance.take();
+        let kind = EventKind::TaskDone {
+            session_id,
+            task_id,
+            outcome: TaskOutcome::failed(message),
+            duration_us,
+        };
+        self.emit(seq, kind);
+        if let Some(instance) = instance {
+            instance.stop().await;
+        }
         None
     }
 
@@ -443,6 +512,24 @@ impl Worker {
         };
         // The reconciler only goes away when the agent stops; nothing is left to tell then.
         let _ = self.events.send(event);
+    }
+}
+
+/// How one invocation ended, short of an interruption.
+enum Invoked {
+    /// The instance answered: the outcome (output limit applied) and the wall time in µs.
+    Done(TaskOutcome, u64),
+    /// The task timeout (given) ran out after the wall time in µs.
+    TimedOut(Duration, u64),
+    /// No instance is bound to the task's session.
+    NoInstance,
+}
+
+/// Runs `op` for at most `limit` (forever when `None`); `Err(limit)` when it ran out first.
+async fn within<T>(limit: Option<Duration>, op: impl Future<Output = T>) -> Result<T, Duration> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, op).await.map_err(|_| limit),
+        None => Ok(op.await),
     }
 }
 

@@ -163,3 +163,46 @@ fn an_overlong_default_socket_dir_falls_back_to_a_short_one() {
     );
     assert_eq!(dir, default_socket_dir(&deep), "the fallback is stable");
 }
+
+#[test]
+fn the_task_timeout_defaults_to_none_and_layers_like_other_keys() -> Result<(), ConfigError> {
+    let c = AgentConfig::load(None, env(&[]), &minimal())?;
+    assert_eq!(c.task_timeout, None);
+    let from_env = AgentConfig::load(None, env(&[("FLAME_TASK_TIMEOUT", "2m")]), &minimal())?;
+    assert_eq!(from_env.task_timeout, Some(Duration::from_secs(120)));
+    let dir = tempfile::tempdir().map_err(|source| ConfigError::Read {
+        path: "tmp".into(),
+        source,
+    })?;
+    let file = write(&dir, "task_timeout: 30s\n");
+    let from_file = AgentConfig::load(
+        Some(&file),
+        env(&[("FLAME_TASK_TIMEOUT", "2m")]),
+        &minimal(),
+    )?;
+    assert_eq!(from_file.task_timeout, Some(Duration::from_secs(30)));
+    let flags = Overrides {
+        task_timeout: Some("500ms".into()),
+        ..minimal()
+    };
+    let from_flag = AgentConfig::load(Some(&file), env(&[]), &flags)?;
+    assert_eq!(from_flag.task_timeout, Some(Duration::from_millis(500)));
+    let off = Overrides {
+        task_timeout: Some("none".into()),
+        ..minimal()
+    };
+    let none = AgentConfig::load(Some(&file), env(&[]), &off)?;
+    assert_eq!(none.task_timeout, None);
+    Ok(())
+}
+
+#[test]
+fn a_malformed_task_timeout_names_the_key_flag_and_variable() {
+    let bad = AgentConfig::load(None, env(&[("FLAME_TASK_TIMEOUT", "soon")]), &minimal());
+    let text = bad.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        text.contains("`task_timeout` (--task-timeout, FLAME_TASK_TIMEOUT)")
+            && text.contains("\"soon\""),
+        "{text}"
+    );
+}

@@ -267,3 +267,48 @@ fn a_failed_relaunch_fails_the_next_task_with_the_bind_message() {
     );
     assert!(report.binds.is_empty());
 }
+
+/// `assignment` with the application's labels set to `labels`.
+fn labelled(action: ExecutorAction, labels: &[&str]) -> ExecutorAssignment {
+    let mut a = assignment(action, Some("s1"), &[]);
+    if let Some(spec) = a
+        .binding
+        .as_mut()
+        .and_then(|b| b.application.as_mut())
+        .and_then(|app| app.spec.as_mut())
+    {
+        spec.labels = labels.iter().map(|l| (*l).to_owned()).collect();
+    }
+    a
+}
+
+#[test]
+fn a_bind_carries_the_task_timeout_label_to_the_worker() {
+    let mut h = Harness::new();
+    let bind = labelled(
+        ExecutorAction::Bind,
+        &["team=a", "flame.task-timeout=300ms"],
+    );
+    let Some(Command::Bind { launch, .. }) = h.reconcile(&bind) else {
+        panic!("expected a bind");
+    };
+    assert_eq!(
+        launch.task_timeout,
+        task_timeout::LabelTimeout::After(Duration::from_millis(300))
+    );
+}
+
+#[test]
+fn a_malformed_task_timeout_label_fails_the_bind_naming_label_and_value() {
+    let mut h = Harness::new();
+    let bind = labelled(ExecutorAction::Bind, &["flame.task-timeout=soon"]);
+    assert!(h.reconcile(&bind).is_none(), "nothing is launched");
+    let report = h.report();
+    let outcome = report.binds.first().cloned().unwrap_or_default();
+    assert_eq!(outcome.return_code, 19);
+    let message = outcome.message.unwrap_or_default();
+    assert!(
+        message.starts_with("invalid label flame.task-timeout=soon: "),
+        "{message}"
+    );
+}
