@@ -30,9 +30,11 @@ use tonic::transport::Channel;
 mod agent;
 mod binaries;
 pub mod prometheus;
+mod wait;
 
 pub use agent::{Agent, AgentOptions};
 pub use binaries::{Binaries, build_binaries};
+pub use wait::{ping_session_spec, poll};
 
 /// What can go wrong while driving a cluster.
 #[derive(Debug, thiserror::Error)]

@@ -48,7 +48,7 @@ mod report;
 
 use anyhow::{Context, bail, ensure};
 use chaos_tests::prometheus::Scrape;
-use chaos_tests::{AgentOptions, Binaries, Cluster};
+use chaos_tests::{AgentOptions, Binaries, Cluster, ping_session_spec, poll};
 use clap::Parser;
 use flame_proto::cluster::tasks_client::TasksClient;
 use flame_proto::cluster::{CreateTasksRequest, TaskSubmission};
@@ -238,7 +238,7 @@ async fn start(binaries: &Binaries, agents: usize, cores: u64) -> anyhow::Result
     };
     let channel = cluster.channel(leader)?;
     let client = FrontendClient::new(channel.clone());
-    poll("the three built-in applications", STARTUP, || {
+    poll::<_, anyhow::Error, _, _>("the three built-in applications", STARTUP, || {
         let mut client = client.clone();
         async move {
             let list = client.list_application(v1::ListApplicationRequest {}).await;
@@ -268,7 +268,7 @@ async fn start(binaries: &Binaries, agents: usize, cores: u64) -> anyhow::Result
 /// Waits until every agent's node is Ready.
 async fn wait_ready(bench: &Bench) -> anyhow::Result<()> {
     let client = FrontendClient::new(bench.channel.clone());
-    poll("every agent's node to be Ready", STARTUP, || {
+    poll::<_, anyhow::Error, _, _>("every agent's node to be Ready", STARTUP, || {
         let mut client = client.clone();
         async move {
             let Ok(list) = client.list_nodes(v1::ListNodesRequest {}).await else {
@@ -298,19 +298,7 @@ async fn create_session(bench: &Bench, executors: u64) -> anyhow::Result<()> {
     FrontendClient::new(bench.channel.clone())
         .create_session(v1::CreateSessionRequest {
             session_id: SESSION.into(),
-            session: Some(v1::SessionSpec {
-                application: "flmping".into(),
-                common_data: None,
-                min_instances: count,
-                max_instances: Some(count),
-                batch_size: 1,
-                priority: 0,
-                resreq: Some(v1::ResourceRequirement {
-                    cpu: 1,
-                    memory: 1 << 30,
-                    gpu: 0,
-                }),
-            }),
+            session: Some(ping_session_spec(count, Some(count))),
         })
         .await
         .context("create the flmping session")?;
@@ -606,22 +594,4 @@ fn agent_logs(bench: &Bench) -> String {
         .map(|a| format!("--- agent {} log:\n{}", a.name, a.log_tail(20)))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// Polls `check` every 50 ms until it yields a value or `limit` passes.
-async fn poll<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = anyhow::Result<Option<T>>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await? {
-            return Ok(value);
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {limit:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

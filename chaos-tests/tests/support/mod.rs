@@ -9,11 +9,12 @@
 pub mod flamepy;
 
 use anyhow::{Context, bail};
-use chaos_tests::{AgentOptions, Binaries, Cluster, build_binaries};
+use chaos_tests::{AgentOptions, Binaries, Cluster, build_binaries, ping_session_spec};
 use flame_proto::cluster::tasks_client::TasksClient;
 use flame_proto::cluster::{CreateTasksRequest, TaskSubmission};
 use flame_proto::v1;
-use std::time::{Duration, Instant};
+use std::future::Future;
+use std::time::Duration;
 
 /// Bound on cluster start-up steps (leader election, built-in applications).
 pub const STARTUP: Duration = Duration::from_secs(30);
@@ -65,22 +66,13 @@ pub async fn start(name: &str, member_flags: &[&str], agents: &[&str]) -> anyhow
     })
 }
 
-/// Polls `check` every 50 ms until it yields a value or `limit` passes.
-pub async fn poll<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<T>
+/// [`chaos_tests::poll`] for checks whose errors are `anyhow` errors.
+pub async fn poll<T, F, Fut>(what: &str, limit: Duration, check: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<Option<T>>>,
 {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await? {
-            return Ok(value);
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {limit:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    chaos_tests::poll(what, limit, check).await
 }
 
 /// Creates session `id` of `flmping` (1 cpu and 1 GiB per executor, no minimum) via `via`.
@@ -89,19 +81,7 @@ pub async fn ping_session(run: &Running, via: u64, id: &str) -> anyhow::Result<(
         .frontend(via)?
         .create_session(v1::CreateSessionRequest {
             session_id: id.into(),
-            session: Some(v1::SessionSpec {
-                application: "flmping".into(),
-                common_data: None,
-                min_instances: 0,
-                max_instances: None,
-                batch_size: 1,
-                priority: 0,
-                resreq: Some(v1::ResourceRequirement {
-                    cpu: 1,
-                    memory: 1 << 30,
-                    gpu: 0,
-                }),
-            }),
+            session: Some(ping_session_spec(0, None)),
         })
         .await?;
     Ok(())
