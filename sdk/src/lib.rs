@@ -9,10 +9,15 @@
 //! over a Unix socket (spec section 7); writing one in Rust should take a trait impl and one
 //! call, exactly as flamepy's `FlameService` + `run` do for Python.
 //!
-//! Caveat: the client side (connections with leader discovery, sessions, task submission and
-//! watches) is not here yet; the SDK client issue adds it.
+//! The client side ([`client`]): a [`client::Connection`] that finds the Raft leader among the
+//! members and rides through failover, sessions, exactly-once task submission with client
+//! request ids, and watches that resume on another member.
+//!
+//! Caveat: the client does not yet cover application management, nodes, executors, cluster
+//! status or typed (serde) task inputs.
 
 pub mod builtin;
+pub mod client;
 pub mod logging;
 pub mod service;
 

@@ -1,0 +1,66 @@
+//! The client side of the SDK: connections with leader discovery, sessions, exactly-once task
+//! submission and failover-proof watches.
+//!
+//! What: [`Connection`] talks to a three-member (or any size) control plane from a list of
+//! endpoints or `FLAME_ENDPOINT`; writes go to the Raft leader, reads and watches to any
+//! member, and NotLeader / UNAVAILABLE / broken connections are retried with bounded
+//! exponential backoff and jitter ([`connection`]). [`Session`] creates tasks with client
+//! request ids so a retried submission never creates a second task, lists and gets them,
+//! watches them across member failures and runs one to completion ([`session`]).
+//!
+//! Why: upstream clients take one endpoint and never retry, so every leader change fails their
+//! futures; Flame's control plane is replicated, and its clients should ride through failover.
+//!
+//! Caveats: errors are [`ClientError`], by meaning, wrapping the server's
+//! [`FlameError`] when the server gave one. Application management, nodes, executors, cluster
+//! status and typed (serde) inputs are not here yet.
+
+mod backoff;
+pub mod connection;
+pub mod endpoints;
+pub mod session;
+
+pub use connection::{ConnectOptions, Connection};
+pub use endpoints::{ENDPOINT_ENV, endpoints_from_env, parse_endpoints};
+pub use flame_proto::error::FlameError;
+pub use flame_proto::v1::{Task, TaskState};
+pub use session::{Session, SessionOptions, TaskRequest, TaskWatch};
+
+use std::time::Duration;
+
+/// A client-side failure, by what the caller can do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with a domain error (not found, invalid state, too large, ...).
+    #[error(transparent)]
+    Flame(#[from] FlameError),
+    /// No member answered successfully before the deadline.
+    #[error(
+        "no Flame member answered within {deadline:?} (tried {}); last failure: {last}",
+        tried.join(", ")
+    )]
+    NoMember {
+        /// Every endpoint and leader hint the operation was sent to.
+        tried: Vec<String>,
+        /// The deadline that passed.
+        deadline: Duration,
+        /// The last failure seen.
+        last: String,
+    },
+    /// An endpoint is malformed or none was given.
+    #[error("invalid endpoint: {0}")]
+    InvalidEndpoint(String),
+    /// A task ended Failed (or Cancelled); the message is the task's own failure text.
+    #[error("task {task_id} {state}: {message}")]
+    TaskFailed {
+        /// The task's id.
+        task_id: String,
+        /// `failed` or `cancelled`.
+        state: String,
+        /// The failure message from the task's last event, or a generic one.
+        message: String,
+    },
+    /// A reply lacks something the protocol promises (a bug on one side).
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
