@@ -337,25 +337,27 @@ enum Failure {
 }
 
 /// Whether a status means "another attempt, maybe elsewhere, may succeed": not-leader,
-/// unavailable, or a connection that broke under the call.
+/// unavailable, or a connection that broke under the call. A broken connection shows up as a
+/// status tonic made itself (no Flame error kind in the metadata): CANCELLED ("operation was
+/// canceled" when hyper drops an in-flight request) or UNKNOWN/INTERNAL naming the transport.
 pub(crate) fn retriable(status: &Status) -> bool {
+    let from_server = status
+        .metadata()
+        .get(flame_proto::error::ERROR_KIND_KEY)
+        .is_some();
     match status.code() {
         Code::Unavailable => true,
-        Code::Unknown | Code::Internal | Code::Cancelled => {
+        Code::Cancelled => !from_server,
+        Code::Unknown | Code::Internal => {
             let text = status.message().to_ascii_lowercase();
-            [
+            let words = [
                 "transport",
                 "connection",
                 "h2 protocol",
                 "broken pipe",
-                "stream",
-            ]
-            .iter()
-            .any(|w| text.contains(w))
-                && status
-                    .metadata()
-                    .get(flame_proto::error::ERROR_KIND_KEY)
-                    .is_none()
+                "canceled",
+            ];
+            !from_server && words.iter().any(|w| text.contains(w))
         }
         _ => false,
     }
@@ -417,6 +419,10 @@ mod tests {
     fn only_unavailable_and_broken_connections_are_retried() {
         assert!(retriable(&Status::unavailable("no quorum")));
         assert!(retriable(&Status::unknown("transport error")));
+        assert!(retriable(&Status::cancelled("operation was canceled")));
+        assert!(!retriable(&Status::from(FlameError::Cancelled(
+            "client went away".into()
+        ))));
         assert!(!retriable(&Status::not_found("session s1 not found")));
         assert!(!retriable(&Status::from(FlameError::Internal(
             "connection to the cache failed".into()
