@@ -180,6 +180,12 @@ impl Connection {
         .await
     }
 
+    /// A handle on session `id` without a round trip, for a session known to be open (for
+    /// example one created by another process); its [`Session::info`] is empty.
+    pub fn attach_session(&self, id: &str) -> Session {
+        self.session(id.to_owned(), v1::Session::default())
+    }
+
     fn session(&self, id: String, info: v1::Session) -> Session {
         Session {
             conn: self.clone(),
