@@ -1,20 +1,30 @@
 //! `flmctl`, the Flame command-line tool.
 //!
-//! Today it runs the local HA cluster (`flmctl local up`). It is also a multi-call binary: run
-//! under the name `flmping-service` or `flmexec-service` (a symlink), it serves that built-in
-//! application's instance, so a local cluster needs no other binary to run `flmping` tasks.
+//! It runs the local HA cluster (`flmctl local up`), shows the Raft group (`flmctl cluster
+//! status`) and lists applications, sessions, executors and nodes (`flmctl list`) through any
+//! member (`--endpoint`, else `FLAME_ENDPOINT`, else `http://127.0.0.1:8080`). It is also a
+//! multi-call binary: run under the name `flmping-service` or `flmexec-service` (a symlink), it
+//! serves that built-in application's instance, so a local cluster needs no other binary to run
+//! `flmping` tasks.
 //!
-//! Caveat: the inspection and administration verbs (`list`, `view`, `cluster …`, `bench`) come
-//! with the SDK issue.
+//! Caveat: `view`, the write verbs, the other `cluster …` verbs and `bench` are not here yet.
 
+mod client;
+mod cluster;
+mod list;
 mod local;
+mod output;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgGroup, Parser, Subcommand};
+use output::Format;
 
 /// The Flame command-line tool.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
+    /// Members' client API endpoints, comma-separated; any member serves every command.
+    #[arg(long, global = true, env = "FLAME_ENDPOINT", default_value = client::DEFAULT_ENDPOINT)]
+    endpoint: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,12 +36,80 @@ enum Command {
         #[command(subcommand)]
         command: LocalCommand,
     },
+    /// The Raft group of the control plane.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// List applications, sessions, executors or nodes.
+    List(ListArgs),
 }
 
 #[derive(Subcommand, Debug)]
 enum LocalCommand {
     /// Start three control-plane members in the foreground until Ctrl-C; data is kept.
     Up(local::UpArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// Every member: id, role, term, leader, committed, applied, lag; unreachable ones too.
+    Status {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+#[command(group(ArgGroup::new("target").required(true)
+    .args(["application", "session", "executor", "node"])))]
+struct ListArgs {
+    /// List applications.
+    #[arg(short, long)]
+    application: bool,
+    /// List sessions.
+    #[arg(short, long)]
+    session: bool,
+    /// List executors.
+    #[arg(short, long)]
+    executor: bool,
+    /// List nodes.
+    #[arg(short, long)]
+    node: bool,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t)]
+    output: Format,
+}
+
+impl ListArgs {
+    fn kind(&self) -> list::Kind {
+        match (self.application, self.session, self.executor) {
+            (true, _, _) => list::Kind::Applications,
+            (_, true, _) => list::Kind::Sessions,
+            (_, _, true) => list::Kind::Executors,
+            _ => list::Kind::Nodes,
+        }
+    }
+}
+
+/// Runs one inspection command on a small runtime and prints its output.
+fn inspect(endpoint: &str, command: Command) -> anyhow::Result<()> {
+    let endpoints = client::endpoints(endpoint)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (rows, format) = runtime.block_on(async {
+        match command {
+            Command::Cluster {
+                command: ClusterCommand::Status { output },
+            } => Ok((cluster::status(&endpoints).await?, output)),
+            Command::List(args) => Ok((list::list(&endpoints, args.kind()).await?, args.output)),
+            Command::Local { .. } => anyhow::bail!("not an inspection command"),
+        }
+    })?;
+    output::print(&output::render(&rows, format)?);
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,5 +121,13 @@ fn main() -> anyhow::Result<()> {
         Command::Local {
             command: LocalCommand::Up(args),
         } => local::up(args),
+        command => {
+            // One readable line, never a backtrace: the message already carries the hint.
+            if let Err(error) = inspect(&cli.endpoint, command) {
+                eprintln!("Error: {error:#}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }

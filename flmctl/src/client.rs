@@ -1,0 +1,78 @@
+//! How flmctl reaches a cluster: the endpoint list and one-shot gRPC channels.
+//!
+//! What: endpoints come from `--endpoint` (comma-separated), else `FLAME_ENDPOINT`, else
+//! [`DEFAULT_ENDPOINT`]; [`first_answer`] sends a read to each member in turn until one answers,
+//! so any member serves flmctl. Every attempt is bounded by [`ATTEMPT`].
+//!
+//! Why: inspection commands must work against any member and fail with one readable line (with
+//! a hint) when none answers, never hang or panic.
+//!
+//! Caveat: only reads go through here; nothing is retried against the same member.
+
+use anyhow::anyhow;
+use flame_proto::v1::frontend_client::FrontendClient;
+use std::future::Future;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+/// The endpoint used when neither `--endpoint` nor `FLAME_ENDPOINT` is given.
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:8080";
+
+/// The limit of one RPC to one member.
+pub const ATTEMPT: Duration = Duration::from_secs(3);
+
+/// The endpoints in `text` (comma-separated URLs or `host:port`), normalised.
+pub fn endpoints(text: &str) -> anyhow::Result<Vec<String>> {
+    flame_sdk::client::parse_endpoints(text).map_err(|e| {
+        anyhow!("{e}; hint: pass --endpoint http://HOST:PORT[,...] or set FLAME_ENDPOINT")
+    })
+}
+
+/// A lazy channel to `url` with bounded connect and request times.
+pub fn channel(url: &str) -> anyhow::Result<Channel> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| anyhow!("invalid endpoint {url}: {e}; hint: use http://HOST:PORT"))?;
+    Ok(endpoint
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(ATTEMPT)
+        .connect_lazy())
+}
+
+/// The one-line error for "no member answered", with a hint.
+pub fn nobody_answered(endpoints: &[String], last: &str) -> anyhow::Error {
+    anyhow!(
+        "no Flame member answered at {}; is the cluster running? (flmctl local up) [last error: {last}]",
+        endpoints.join(", ")
+    )
+}
+
+/// Whether `status` means "this member could not be reached" rather than a domain answer.
+pub fn is_unreachable(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
+    )
+}
+
+/// Runs the read `op` against each member in turn and returns the first answer; a domain error
+/// (not found, invalid argument, ...) is returned at once, an unreachable member is skipped.
+pub async fn first_answer<T, F, Fut>(endpoints: &[String], mut op: F) -> anyhow::Result<T>
+where
+    F: FnMut(FrontendClient<Channel>) -> Fut,
+    Fut: Future<Output = Result<T, Status>>,
+{
+    let mut last = String::from("no endpoint given");
+    for url in endpoints {
+        let client = FrontendClient::new(channel(url)?);
+        match tokio::time::timeout(ATTEMPT, op(client)).await {
+            Ok(Ok(answer)) => return Ok(answer),
+            Ok(Err(status)) if !is_unreachable(&status) => {
+                return Err(anyhow!("{url}: {}", status.message()));
+            }
+            Ok(Err(status)) => last = format!("{url}: {}", status.message()),
+            Err(_) => last = format!("{url}: no answer within {ATTEMPT:?}"),
+        }
+    }
+    Err(nobody_answered(endpoints, &last))
+}
