@@ -1,19 +1,21 @@
 //! `flmctl`, the Flame command-line tool.
 //!
 //! It runs the local HA cluster (`flmctl local up`), shows the Raft group (`flmctl cluster
-//! status`) and lists applications, sessions, executors and nodes (`flmctl list`) through any
-//! member (`--endpoint`, else `FLAME_ENDPOINT`, else `http://127.0.0.1:8080`). It is also a
-//! multi-call binary: run under the name `flmping-service` or `flmexec-service` (a symlink), it
-//! serves that built-in application's instance, so a local cluster needs no other binary to run
-//! `flmping` tasks.
+//! status`), lists applications, sessions, executors and nodes (`flmctl list`) and shows one
+//! session or application (`flmctl view`), through any member (`--endpoint`, else
+//! `FLAME_ENDPOINT`, else `http://127.0.0.1:8080`). It is also a multi-call binary: run under the
+//! name `flmping-service` or `flmexec-service` (a symlink), it serves that built-in
+//! application's instance, so a local cluster needs no other binary to run `flmping` tasks.
 //!
-//! Caveat: `view`, the write verbs, the other `cluster …` verbs and `bench` are not here yet.
+//! Caveat: `view -t|-n`, the write verbs, the other `cluster …` verbs and `bench` are not here
+//! yet.
 
 mod client;
 mod cluster;
 mod list;
 mod local;
 mod output;
+mod view;
 
 use clap::{ArgGroup, Parser, Subcommand};
 use output::Format;
@@ -43,6 +45,8 @@ enum Command {
     },
     /// List applications, sessions, executors or nodes.
     List(ListArgs),
+    /// Show one session (with its events) or one application in detail.
+    View(ViewArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -82,6 +86,29 @@ struct ListArgs {
     output: Format,
 }
 
+#[derive(clap::Args, Debug)]
+#[command(group(ArgGroup::new("target").required(true).args(["session", "application"])))]
+struct ViewArgs {
+    /// The session id to show.
+    #[arg(short, long)]
+    session: Option<String>,
+    /// The application name to show.
+    #[arg(short, long)]
+    application: Option<String>,
+    /// Output format; `json` and `yaml` include a session's tasks.
+    #[arg(short, long, value_enum, default_value_t)]
+    output: Format,
+}
+
+impl ViewArgs {
+    fn target(&self) -> view::Target {
+        match (&self.session, &self.application) {
+            (Some(id), _) => view::Target::Session(id.clone()),
+            (None, name) => view::Target::Application(name.clone().unwrap_or_default()),
+        }
+    }
+}
+
 impl ListArgs {
     fn kind(&self) -> list::Kind {
         match (self.application, self.session, self.executor) {
@@ -99,13 +126,18 @@ fn inspect(endpoint: &str, command: Command) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    if let Command::View(args) = &command {
+        let text = runtime.block_on(view::view(&endpoints, &args.target(), args.output))?;
+        output::print(&text);
+        return Ok(());
+    }
     let (rows, format) = runtime.block_on(async {
         match command {
             Command::Cluster {
                 command: ClusterCommand::Status { output },
             } => Ok((cluster::status(&endpoints).await?, output)),
             Command::List(args) => Ok((list::list(&endpoints, args.kind()).await?, args.output)),
-            Command::Local { .. } => anyhow::bail!("not an inspection command"),
+            Command::Local { .. } | Command::View(_) => anyhow::bail!("not a listing command"),
         }
     })?;
     output::print(&output::render(&rows, format)?);

@@ -1,4 +1,4 @@
-//! `flmctl cluster status` and `flmctl list` end to end against a real three-member cluster
+//! `flmctl cluster status`, `flmctl list` and `flmctl view` end to end against a real three-member cluster
 //! (`flmctl local up` with its node agent), compared with golden files under `tests/golden/`
 //! after masking volatile fields (ports, times, terms, log indexes, host facts).
 //! Set `UPDATE_GOLDEN=1` to rewrite the golden files.
@@ -251,6 +251,7 @@ async fn lists(base: u16) -> anyhow::Result<()> {
     );
     let executors: Value = serde_json::from_str(&ok(&endpoint, &["list", "-e", "-o", "json"]))?;
     assert!(executors.is_array(), "{executors}");
+    view(&endpoint, base)?;
     let header = ok(&endpoint, &["list", "-e"]);
     assert_eq!(
         header
@@ -259,6 +260,32 @@ async fn lists(base: u16) -> anyhow::Result<()> {
             .map(str::split_whitespace)
             .map(Iterator::collect::<Vec<_>>),
         Some(vec!["ID", "State", "Session", "Node"])
+    );
+    Ok(())
+}
+
+/// `view -s` and `view -a` as text (golden, the creation time masked) and as JSON.
+fn view(endpoint: &str, base: u16) -> anyhow::Result<()> {
+    let time = |text: &str| {
+        let lines = text
+            .lines()
+            .map(|line| match line.split_once("Creation Time: ") {
+                Some((head, _)) => format!("{head}Creation Time: <time>"),
+                None => line.to_owned(),
+            });
+        lines.map(|l| l + "\n").collect::<String>()
+    };
+    let session = ok(endpoint, &["view", "-s", "12"]);
+    golden("view_session.txt", &mask(&time(&session), base, &[]));
+    let app = ok(endpoint, &["view", "--application", "flmping"]);
+    golden("view_application.txt", &mask(&time(&app), base, &[]));
+    let json: Value = serde_json::from_str(&ok(endpoint, &["view", "-s", "12", "-o", "json"]))?;
+    assert_eq!(json["id"], "12", "{json}");
+    assert_eq!(json["tasks"].as_array().map(Vec::len), Some(0), "{json}");
+    let (success, _, stderr) = flmctl(endpoint, &["view", "-a", "nope"]);
+    assert!(
+        !success && stderr.contains("nope") && stderr.lines().count() == 1,
+        "{stderr}"
     );
     Ok(())
 }
