@@ -30,4 +30,4 @@ pub mod raft;
 pub mod scheduler;
 pub mod state;
 
-pub use member::{Listeners, ServeError, serve};
+pub use member::{Listeners, ServeError, serve, shutdown_signal};

@@ -15,7 +15,7 @@
 
 use anyhow::Context;
 use flame_control_plane::config::{Config, MemberConfig, Overrides};
-use flame_control_plane::{Listeners, serve};
+use flame_control_plane::{Listeners, serve, shutdown_signal};
 use flame_node_agent::config::{AgentConfig, Overrides as AgentOverrides};
 use flame_proto::cluster::StatusRequest;
 use flame_proto::cluster::cluster_client::ClusterClient;
@@ -227,16 +227,4 @@ async fn wait_for_leader(endpoint: &str, deadline: Duration) -> anyhow::Result<u
         }
     }
     anyhow::bail!("no leader was elected within {deadline:?}; see the log above")
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -6,7 +6,7 @@
 use anyhow::Context;
 use clap::Parser;
 use flame_control_plane::config::{Config, Overrides};
-use flame_control_plane::{Listeners, serve};
+use flame_control_plane::{Listeners, serve, shutdown_signal};
 use std::path::PathBuf;
 
 /// One member of Flame's replicated control plane.
@@ -43,17 +43,4 @@ fn main() -> anyhow::Result<()> {
             serve(config, listeners, shutdown_signal()).await?;
             anyhow::Ok(())
         })
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
