@@ -2,6 +2,8 @@
 //! serves flame.v1, runs flmping tasks on its node agent, stops cleanly on SIGINT keeping its data, and resumes on the next start;
 //! a port in use or a data directory of another cluster gives one clear error.
 
+mod support;
+
 use flame_proto::v1::frontend_client::FrontendClient;
 use flame_proto::v1::{
     CreateSessionRequest, CreateTaskRequest, GetSessionRequest, SessionSpec, Task, TaskSpec,
@@ -10,28 +12,10 @@ use flame_proto::v1::{
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_flmctl");
-
-/// A base port such that base..base+3 (API) and base+100..base+103 (Raft) are free now.
-fn free_base() -> u16 {
-    for _ in 0..50 {
-        // Below Linux's ephemeral range, so outgoing connections never take these ports.
-        let base = rand::random_range(12_000u16..32_000);
-        let ports = (0..3).flat_map(|i| [base + i, base + 100 + i]);
-        let held: Vec<_> = ports
-            .filter_map(|p| TcpListener::bind(("127.0.0.1", p)).ok())
-            .collect();
-        if held.len() == 6 {
-            return base;
-        }
-    }
-    panic!("no free port range found");
-}
+use support::{BIN, free_base};
 
 /// Starts `flmctl local up`; its log goes to `<dir>.log` so a full pipe never blocks it.
 fn start(dir: &Path, base: u16, extra: &[&str]) -> Child {

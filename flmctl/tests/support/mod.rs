@@ -1,0 +1,142 @@
+//! Shared helpers of flmctl's end-to-end tests: free ports, a running `flmctl local up`,
+//! running flmctl itself, masking volatile output and comparing with golden files.
+//!
+//! Each test binary includes this module with `mod support;` and uses what it needs.
+#![allow(dead_code)]
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_flmctl");
+
+/// A base port such that base..base+3 (API), base+100..base+103 (Raft) and base+50 (a port
+/// nobody listens on) are free now.
+pub fn free_base() -> u16 {
+    for _ in 0..50 {
+        let base = rand::random_range(12_000u16..32_000);
+        let ports = (0..3)
+            .flat_map(|i| [base + i, base + 100 + i])
+            .chain([base + 50]);
+        let held: Vec<_> = ports
+            .filter_map(|p| TcpListener::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if held.len() == 7 {
+            return base;
+        }
+    }
+    panic!("no free port range found");
+}
+
+/// A running `flmctl local up`, interrupted (then killed, if need be) on drop.
+pub struct Up(pub Child);
+
+impl Up {
+    pub fn start(dir: &Path, base: u16) -> Up {
+        let log = std::fs::File::create(dir.join("up.log")).expect("log file");
+        let mut child = Command::new(BIN)
+            .args(["local", "up", "--data-dir"])
+            .arg(dir.join("data"))
+            .args(["--api-port", &base.to_string()])
+            .args(["--raft-port", &(base + 100).to_string()])
+            .env("RUST_BACKTRACE", "0")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("flmctl starts");
+        let stdout = child.stdout.take().expect("piped");
+        let up = Up(child);
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            match lines.next() {
+                Some(Ok(line)) if line.starts_with("Press Ctrl-C") => return up,
+                Some(Ok(_)) => {}
+                _ => break,
+            }
+        }
+        panic!(
+            "the cluster did not come up; see {}",
+            dir.join("up.log").display()
+        );
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGINT);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs flmctl with `args`; returns (success, stdout, stderr).
+pub fn flmctl(endpoint: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .arg("--endpoint")
+        .arg(endpoint)
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .env_remove("FLAME_ENDPOINT")
+        .output()
+        .expect("flmctl runs");
+    let text = |b: Vec<u8>| String::from_utf8(b).expect("utf-8");
+    (out.status.success(), text(out.stdout), text(out.stderr))
+}
+
+/// Names the cluster's endpoints, then masks the listed columns of every data row; `<n>`
+/// masks numbers only (a `-` stays), `<role>` only `leader` and `follower`. Whitespace between cells becomes one space.
+pub fn mask(text: &str, base: u16, columns: &[(usize, &str)]) -> String {
+    let mut text = text.replace(&format!("http://127.0.0.1:{}", base + 50), "<dead>");
+    for i in 0..3 {
+        let url = format!("http://127.0.0.1:{}", base + i);
+        text = text.replace(&url, &format!("<api-{}>", i + 1));
+    }
+    let mut masked = String::new();
+    for (n, line) in text.lines().enumerate() {
+        let mut cells: Vec<&str> = line.split_whitespace().collect();
+        for (column, with) in columns.iter().filter(|_| n > 0) {
+            if let Some(cell) = cells.get_mut(*column) {
+                let masks = match *with {
+                    "<n>" => cell.parse::<u64>().is_ok(),
+                    "<role>" => matches!(*cell, "leader" | "follower"),
+                    _ => true,
+                };
+                if masks {
+                    *cell = with;
+                }
+            }
+        }
+        masked.push_str(&cells.join(" "));
+        masked.push('\n');
+    }
+    masked
+}
+
+pub fn golden(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).expect("write golden");
+    }
+    let expected = std::fs::read_to_string(&path).expect("golden file");
+    assert_eq!(actual, expected, "golden {name} differs");
+}
+
+pub fn ok(endpoint: &str, args: &[&str]) -> String {
+    let (success, stdout, stderr) = flmctl(endpoint, args);
+    assert!(success, "flmctl {args:?} failed: {stderr}");
+    stdout
+}
