@@ -7,10 +7,12 @@
 //! Why: inspection commands must work against any member and fail with one readable line (with
 //! a hint) when none answers, never hang or panic.
 //!
-//! Caveat: only reads go through here; nothing is retried against the same member.
+//! Caveat: reads are not retried against the same member; writes use the SDK [`Connection`]
+//! ([`connection`]), which does retry.
 
 use anyhow::anyhow;
 use flame_proto::v1::frontend_client::FrontendClient;
+use flame_sdk::client::Connection;
 use std::future::Future;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
@@ -75,4 +77,10 @@ where
         }
     }
     Err(nobody_answered(endpoints, &last))
+}
+
+/// An SDK connection to `endpoints` for writes: it finds the leader from any member and
+/// retries through a failover.
+pub fn connection(endpoints: &[String]) -> anyhow::Result<Connection> {
+    Connection::new(endpoints).map_err(|e| anyhow!("{e}; hint: use http://HOST:PORT"))
 }

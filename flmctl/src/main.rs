@@ -1,23 +1,27 @@
 //! `flmctl`, the Flame command-line tool.
 //!
 //! It runs the local HA cluster (`flmctl local up`), shows the Raft group (`flmctl cluster
-//! status`), lists applications, sessions, executors and nodes (`flmctl list`) and shows one
-//! session or application (`flmctl view`), through any member (`--endpoint`, else
-//! `FLAME_ENDPOINT`, else `http://127.0.0.1:8080`). It is also a multi-call binary: run under the
+//! status`), lists applications, sessions, executors and nodes (`flmctl list`), shows one
+//! session, task, application or node (`flmctl view`), creates and closes sessions (`flmctl
+//! create`, `flmctl close`) and prints shell completions (`flmctl completion`), through any
+//! member (`--endpoint`, else `FLAME_ENDPOINT`, else `http://127.0.0.1:8080`). It is also a multi-call binary: run under the
 //! name `flmping-service` or `flmexec-service` (a symlink), it serves that built-in
 //! application's instance, so a local cluster needs no other binary to run `flmping` tasks.
 //!
-//! Caveat: `view -t|-n`, the write verbs, the other `cluster …` verbs and `bench` are not here
-//! yet.
+//! Writes go through the SDK's `Connection` (leader discovery, retries through failover);
+//! reads go to the first member that answers, so a dead cluster fails fast with a hint.
+//!
+//! Caveat: application registration, the other `cluster …` verbs and `bench` are not here yet.
 
 mod client;
 mod cluster;
 mod list;
 mod local;
 mod output;
+mod session;
 mod view;
 
-use clap::{ArgGroup, Parser, Subcommand};
+use clap::{ArgGroup, CommandFactory as _, Parser, Subcommand};
 use output::Format;
 
 /// The Flame command-line tool.
@@ -45,8 +49,18 @@ enum Command {
     },
     /// List applications, sessions, executors or nodes.
     List(ListArgs),
-    /// Show one session (with its events) or one application in detail.
+    /// Show one session (with its events), task, application or node in detail.
     View(ViewArgs),
+    /// Create a session of an application.
+    Create(session::CreateArgs),
+    /// Close a session.
+    Close(session::CloseArgs),
+    /// Print a shell completion script.
+    Completion {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -87,14 +101,20 @@ struct ListArgs {
 }
 
 #[derive(clap::Args, Debug)]
-#[command(group(ArgGroup::new("target").required(true).args(["session", "application"])))]
+#[command(group(ArgGroup::new("target").required(true).args(["session", "application", "node"])))]
 struct ViewArgs {
-    /// The session id to show.
+    /// The session id to show (with `-t`, the session of the task).
     #[arg(short, long)]
     session: Option<String>,
+    /// The task id to show; needs `-s`.
+    #[arg(short, long, requires = "session")]
+    task: Option<String>,
     /// The application name to show.
     #[arg(short, long)]
     application: Option<String>,
+    /// The node name to show.
+    #[arg(short, long)]
+    node: Option<String>,
     /// Output format; `json` and `yaml` include a session's tasks.
     #[arg(short, long, value_enum, default_value_t)]
     output: Format,
@@ -102,9 +122,14 @@ struct ViewArgs {
 
 impl ViewArgs {
     fn target(&self) -> view::Target {
-        match (&self.session, &self.application) {
-            (Some(id), _) => view::Target::Session(id.clone()),
-            (None, name) => view::Target::Application(name.clone().unwrap_or_default()),
+        match (&self.session, &self.task, &self.application, &self.node) {
+            (Some(session), Some(task), _, _) => view::Target::Task {
+                session: session.clone(),
+                task: task.clone(),
+            },
+            (Some(id), None, _, _) => view::Target::Session(id.clone()),
+            (None, _, Some(name), _) => view::Target::Application(name.clone()),
+            (None, _, None, name) => view::Target::Node(name.clone().unwrap_or_default()),
         }
     }
 }
@@ -120,27 +145,52 @@ impl ListArgs {
     }
 }
 
-/// Runs one inspection command on a small runtime and prints its output.
-fn inspect(endpoint: &str, command: Command) -> anyhow::Result<()> {
-    let endpoints = client::endpoints(endpoint)?;
+/// Where a command finds the cluster.
+struct Target {
+    /// `--endpoint` / `FLAME_ENDPOINT` as given.
+    endpoint: String,
+}
+
+impl Target {
+    /// The members' endpoints, normalised.
+    fn endpoints(&self) -> anyhow::Result<Vec<String>> {
+        client::endpoints(&self.endpoint)
+    }
+
+    /// An SDK connection for writes (leader discovery, retries through failover).
+    fn connection(&self) -> anyhow::Result<flame_sdk::client::Connection> {
+        client::connection(&self.endpoints()?)
+    }
+}
+
+/// Runs one cluster command and returns what it prints.
+async fn execute(target: &Target, command: Command) -> anyhow::Result<String> {
+    match command {
+        Command::Cluster {
+            command: ClusterCommand::Status { output },
+        } => output::render(&cluster::status(&target.endpoints()?).await?, output),
+        Command::List(args) => {
+            let rows = list::list(&target.endpoints()?, args.kind()).await?;
+            output::render(&rows, args.output)
+        }
+        Command::View(args) => view::view(&target.endpoints()?, &args.target(), args.output).await,
+        Command::Create(args) => session::create(&target.connection()?, &args).await,
+        Command::Close(args) => session::close(&target.connection()?, &args).await,
+        Command::Completion { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "flmctl", &mut script);
+            Ok(String::from_utf8(script)?)
+        }
+        Command::Local { .. } => anyhow::bail!("`local` runs in the foreground, not here"),
+    }
+}
+
+/// Runs `command` on a small runtime and prints its output.
+fn run(target: &Target, command: Command) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    if let Command::View(args) = &command {
-        let text = runtime.block_on(view::view(&endpoints, &args.target(), args.output))?;
-        output::print(&text);
-        return Ok(());
-    }
-    let (rows, format) = runtime.block_on(async {
-        match command {
-            Command::Cluster {
-                command: ClusterCommand::Status { output },
-            } => Ok((cluster::status(&endpoints).await?, output)),
-            Command::List(args) => Ok((list::list(&endpoints, args.kind()).await?, args.output)),
-            Command::Local { .. } | Command::View(_) => anyhow::bail!("not a listing command"),
-        }
-    })?;
-    output::print(&output::render(&rows, format)?);
+    output::print(&runtime.block_on(execute(target, command))?);
     Ok(())
 }
 
@@ -154,8 +204,11 @@ fn main() -> anyhow::Result<()> {
             command: LocalCommand::Up(args),
         } => local::up(args),
         command => {
+            let target = Target {
+                endpoint: cli.endpoint,
+            };
             // One readable line, never a backtrace: the message already carries the hint.
-            if let Err(error) = inspect(&cli.endpoint, command) {
+            if let Err(error) = run(&target, command) {
                 eprintln!("Error: {error:#}");
                 std::process::exit(1);
             }

@@ -1,17 +1,20 @@
-//! `flmctl view -s <id>` and `flmctl view -a <name>`: one session or application in detail.
+//! `flmctl view`: one session, task, application or node in detail.
 //!
-//! What: a session shows upstream's key/value rows (`Session:`, `Application:`, `State:`,
-//! `Resources:`, `Creation Time:`, `Tasks:`) and its events as `  HH:MM:SS.mmm: <message>
-//! (<code>)`; `-o json|yaml` prints the session with its tasks. An application shows every spec
-//! field, its labels, arguments, environments and schema. Reads go to the first member that
-//! answers.
+//! What: a session (`-s <id>`) shows upstream's key/value rows (`Session:`, `Application:`,
+//! `State:`, `Resources:`, `Creation Time:`, `Tasks:`) and its events as `  HH:MM:SS.mmm:
+//! <message> (<code>)`; `-o json|yaml` prints the session with its tasks. A task (`-s <id> -t
+//! <task>`) shows `Task:`, `Session:`, `Application:`, `State:` and its events in the same form.
+//! An application (`-a <name>`) shows every spec field, its labels, arguments, environments and
+//! schema. A node (`-n <name>`) shows its name, hostname, status, capacity and platform. Reads go
+//! to the first member that answers.
 //!
-//! Caveat: `view -s <id> -t <task>` and `view -n <node>` are not here yet; times are UTC.
+//! Caveat: times are UTC.
 
 use crate::client::first_answer;
 use crate::output::{Format, bytes, clock};
 use flame_proto::v1::{
-    self, GetApplicationRequest, GetSessionRequest, ListTaskRequest, SessionState, Shim, TaskState,
+    self, GetApplicationRequest, GetNodeRequest, GetSessionRequest, GetTaskRequest,
+    ListTaskRequest, NodeState, SessionState, Shim, TaskState,
 };
 use serde_json::{Value, json};
 
@@ -20,34 +23,52 @@ use serde_json::{Value, json};
 pub enum Target {
     /// A session by id.
     Session(String),
+    /// A task by session id and task id.
+    Task {
+        /// The session the task belongs to.
+        session: String,
+        /// The task id within the session.
+        task: String,
+    },
     /// An application by name.
     Application(String),
+    /// A node by name.
+    Node(String),
 }
 
 /// The text `flmctl view` prints for `target` in `format`.
 pub async fn view(endpoints: &[String], target: &Target, format: Format) -> anyhow::Result<String> {
     let value = match target {
         Target::Session(id) => {
-            let session = first_answer(endpoints, |mut c| {
-                let session_id = id.clone();
-                async move { c.get_session(GetSessionRequest { session_id }).await }
-            })
-            .await?
-            .into_inner();
+            let session = get_session(endpoints, id).await?;
             if format == Format::Table {
                 return Ok(session_text(&session));
             }
             let tasks = tasks(endpoints, id).await?;
             session_value(&session, &tasks)
         }
-        Target::Application(name) => {
-            let app = first_answer(endpoints, |mut c| {
-                let name = name.clone();
-                async move { c.get_application(GetApplicationRequest { name }).await }
-            })
-            .await?
-            .into_inner();
-            application_value(&app)
+        Target::Task { session, task } => {
+            let application = get_session(endpoints, session)
+                .await?
+                .spec
+                .map(|s| s.application)
+                .unwrap_or_default();
+            let task = get_task(endpoints, session, task).await?;
+            if format == Format::Table {
+                return Ok(task_text(&task, session, &application));
+            }
+            let mut value = task_value(&task);
+            value["session"] = json!(session);
+            value["application"] = json!(application);
+            value
+        }
+        Target::Application(name) => application_value(&get_application(endpoints, name).await?),
+        Target::Node(name) => {
+            let node = get_node(endpoints, name).await?;
+            if format == Format::Table {
+                return Ok(node_text(&node));
+            }
+            node_value(&node)
         }
     };
     Ok(match format {
@@ -55,6 +76,48 @@ pub async fn view(endpoints: &[String], target: &Target, format: Format) -> anyh
         Format::Json => serde_json::to_string_pretty(&value)? + "\n",
         Format::Yaml => serde_yaml_ng::to_string(&value)?,
     })
+}
+
+async fn get_session(endpoints: &[String], id: &str) -> anyhow::Result<v1::Session> {
+    let reply = first_answer(endpoints, |mut c| {
+        let session_id = id.to_owned();
+        async move { c.get_session(GetSessionRequest { session_id }).await }
+    })
+    .await?;
+    Ok(reply.into_inner())
+}
+
+async fn get_task(endpoints: &[String], session: &str, task: &str) -> anyhow::Result<v1::Task> {
+    let reply = first_answer(endpoints, |mut c| {
+        let request = GetTaskRequest {
+            task_id: task.to_owned(),
+            session_id: session.to_owned(),
+        };
+        async move { c.get_task(request).await }
+    })
+    .await?;
+    Ok(reply.into_inner())
+}
+
+async fn get_application(endpoints: &[String], name: &str) -> anyhow::Result<v1::Application> {
+    let reply = first_answer(endpoints, |mut c| {
+        let name = name.to_owned();
+        async move { c.get_application(GetApplicationRequest { name }).await }
+    })
+    .await?;
+    Ok(reply.into_inner())
+}
+
+async fn get_node(endpoints: &[String], name: &str) -> anyhow::Result<v1::Node> {
+    let reply = first_answer(endpoints, |mut c| {
+        let name = name.to_owned();
+        async move { c.get_node(GetNodeRequest { name }).await }
+    })
+    .await?;
+    reply
+        .into_inner()
+        .node
+        .ok_or_else(|| anyhow::anyhow!("node {name} not found"))
 }
 
 /// Every task of session `id`, from the first member whose stream completes.
@@ -111,6 +174,52 @@ fn session_text(session: &v1::Session) -> String {
         st.failed,
         events_text(&st.events)
     )
+}
+
+fn task_text(task: &v1::Task, session: &str, application: &str) -> String {
+    let id = task.metadata.as_ref().map_or("", |m| m.id.as_str());
+    let status = task.status.clone().unwrap_or_default();
+    let state = TaskState::try_from(status.state).map_or("-", |s| s.as_str_name());
+    format!(
+        "Task: {id}\nSession: {session}\nApplication: {application}\nState: {state}\n{}",
+        events_text(&status.events)
+    )
+}
+
+/// A node's state name (`Ready`, `NotReady`, `Unknown`).
+fn node_state(node: &v1::Node) -> &'static str {
+    let state = node.status.as_ref().map_or(0, |s| s.state);
+    NodeState::try_from(state).map_or("Unknown", |s| s.as_str_name())
+}
+
+fn node_text(node: &v1::Node) -> String {
+    let status = node.status.clone().unwrap_or_default();
+    let capacity = status.capacity.unwrap_or_default();
+    let info = status.info.unwrap_or_default();
+    format!(
+        "Name: {}\nHostname: {}\nStatus: {}\nCapacity:\n  CPU: {}\n  Memory: {}\n\
+         Info:\n  Arch: {}\n  OS: {}\n",
+        node.metadata.as_ref().map_or("", |m| m.name.as_str()),
+        node.spec.as_ref().map_or("", |s| s.hostname.as_str()),
+        node_state(node),
+        capacity.cpu,
+        bytes(capacity.memory),
+        info.arch,
+        info.os,
+    )
+}
+
+fn node_value(node: &v1::Node) -> Value {
+    let status = node.status.clone().unwrap_or_default();
+    let capacity = status.capacity.unwrap_or_default();
+    let info = status.info.unwrap_or_default();
+    json!({
+        "name": node.metadata.as_ref().map(|m| m.name.clone()),
+        "hostname": node.spec.as_ref().map(|s| s.hostname.clone()),
+        "status": node_state(node),
+        "capacity": {"cpu": capacity.cpu, "memory": capacity.memory, "gpu": capacity.gpu},
+        "info": {"arch": info.arch, "os": info.os},
+    })
 }
 
 fn session_value(session: &v1::Session, tasks: &[v1::Task]) -> Value {

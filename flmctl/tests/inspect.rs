@@ -9,7 +9,7 @@ use flame_proto::v1::frontend_client::FrontendClient;
 use flame_proto::v1::{CreateSessionRequest, ResourceRequirement, SessionSpec};
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use support::{Up, flmctl, free_base, golden, mask, ok};
+use support::{Up, flmctl, free_base, golden, mask, mask_times, ok};
 
 /// Roles are masked in the golden table (which member wins the election varies); the JSON form
 /// must show one leader that every reachable member agrees on.
@@ -134,19 +134,10 @@ async fn lists(base: u16) -> anyhow::Result<()> {
 
 /// `view -s` and `view -a` as text (golden, the creation time masked) and as JSON.
 fn view(endpoint: &str, base: u16) -> anyhow::Result<()> {
-    let time = |text: &str| {
-        let lines = text
-            .lines()
-            .map(|line| match line.split_once("Creation Time: ") {
-                Some((head, _)) => format!("{head}Creation Time: <time>"),
-                None => line.to_owned(),
-            });
-        lines.map(|l| l + "\n").collect::<String>()
-    };
     let session = ok(endpoint, &["view", "-s", "12"]);
-    golden("view_session.txt", &mask(&time(&session), base, &[]));
+    golden("view_session.txt", &mask(&mask_times(&session), base, &[]));
     let app = ok(endpoint, &["view", "--application", "flmping"]);
-    golden("view_application.txt", &mask(&time(&app), base, &[]));
+    golden("view_application.txt", &mask(&mask_times(&app), base, &[]));
     let json: Value = serde_json::from_str(&ok(endpoint, &["view", "-s", "12", "-o", "json"]))?;
     assert_eq!(json["id"], "12", "{json}");
     assert_eq!(json["tasks"].as_array().map(Vec::len), Some(0), "{json}");

@@ -140,3 +140,33 @@ pub fn ok(endpoint: &str, args: &[&str]) -> String {
     assert!(success, "flmctl {args:?} failed: {stderr}");
     stdout
 }
+
+/// Masks the times of a `view` text: `Creation Time: <time>` and event lines
+/// `  HH:MM:SS.mmm: ...` as `  <time>: ...`.
+pub fn mask_times(text: &str) -> String {
+    let event_time = |s: &str| {
+        let b = s.as_bytes();
+        b.len() >= 13
+            && b[2] == b':'
+            && b[5] == b':'
+            && b[8] == b'.'
+            && b[12] == b':'
+            && [0, 1, 3, 4, 6, 7, 9, 10, 11]
+                .iter()
+                .all(|i| b[*i].is_ascii_digit())
+    };
+    let mut masked = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        let pad = &line[..line.len() - trimmed.len()];
+        match line.split_once("Creation Time: ") {
+            Some((head, _)) => masked.push_str(&format!("{head}Creation Time: <time>")),
+            None if event_time(trimmed) => {
+                masked.push_str(&format!("{pad}<time>{}", &trimmed[12..]))
+            }
+            None => masked.push_str(line),
+        }
+        masked.push('\n');
+    }
+    masked
+}
