@@ -17,7 +17,8 @@
 //!
 //! Caveats: errors are [`ClientError`], by meaning, wrapping the server's
 //! [`FlameError`] when the server gave one; in-band application refusals are
-//! [`ClientError::Refused`]. Typed (serde) inputs are not here yet.
+//! [`ClientError::Refused`]; typed (serde, JSON) inputs and outputs that do not encode or
+//! decode are [`ClientError::Codec`] naming the task ([`typed`]).
 
 pub mod admin;
 mod backoff;
@@ -25,6 +26,7 @@ pub mod connection;
 pub mod context;
 pub mod endpoints;
 pub mod session;
+pub mod typed;
 
 pub use admin::{ClusterStatus, MemberReport, MemberView};
 pub use connection::{ConnectOptions, Connection};
@@ -33,6 +35,7 @@ pub use endpoints::{ENDPOINT_ENV, endpoints_from_env, parse_endpoints};
 pub use flame_proto::error::FlameError;
 pub use flame_proto::v1::{Task, TaskState};
 pub use session::{Session, SessionOptions, TaskRequest, TaskWatch};
+pub use typed::decode_output;
 
 use std::time::Duration;
 
@@ -85,6 +88,16 @@ pub enum ClientError {
     /// The client configuration (`~/.flame/flame.yaml`) is unreadable or incomplete.
     #[error("invalid config: {0}")]
     Config(String),
+    /// A typed task input could not be encoded, or an output decoded, as JSON.
+    #[error("cannot {action} of task {task}: {message}")]
+    Codec {
+        /// The task id, or `with request id <id>` before the task exists.
+        task: String,
+        /// `encode the input` or `decode the output`.
+        action: &'static str,
+        /// serde's explanation.
+        message: String,
+    },
     /// A reply lacks something the protocol promises (a bug on one side).
     #[error("protocol: {0}")]
     Protocol(String),
