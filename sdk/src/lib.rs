@@ -11,10 +11,8 @@
 //!
 //! The client side ([`client`]): a [`client::Connection`] that finds the Raft leader among the
 //! members and rides through failover, sessions, exactly-once task submission with client
-//! request ids, and watches that resume on another member.
-//!
-//! Caveat: the client does not yet cover application management, nodes, executors, cluster
-//! status or typed (serde) task inputs.
+//! request ids, watches that resume on another member, typed (serde, JSON) task inputs and
+//! outputs, and administration of applications, nodes, executors and the Raft group.
 
 pub mod builtin;
 pub mod client;

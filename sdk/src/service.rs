@@ -135,6 +135,23 @@ pub trait FlameService: Send + 'static {
     }
 }
 
+/// The task's input decoded from JSON (absent input is `null`), the service-side mirror of
+/// the client's `TaskRequest::json`; bad JSON is [`ServiceError::InvalidInput`] naming the task.
+pub fn json_input<I: serde::de::DeserializeOwned>(ctx: &TaskContext) -> Result<I, ServiceError> {
+    let bytes = ctx.input.as_deref().unwrap_or(b"null");
+    serde_json::from_slice(bytes)
+        .map_err(|e| ServiceError::InvalidInput(format!("task {}: {e}", ctx.task_id)))
+}
+
+/// `output` as the JSON task output that the client's `decode_output` reads.
+pub fn json_output<O: serde::Serialize + ?Sized>(
+    output: &O,
+) -> Result<Option<Bytes>, ServiceError> {
+    serde_json::to_vec(output)
+        .map(|v| Some(Bytes::from(v)))
+        .map_err(|e| ServiceError::failed(format!("cannot encode the output: {e}")))
+}
+
 /// Serves `service` on the socket named by `FLAME_INSTANCE_ENDPOINT` until SIGTERM or SIGINT.
 ///
 /// Fails without touching the filesystem when the variable is missing or invalid, or when a
@@ -213,6 +230,26 @@ fn check_socket_path(path: &Path) -> Result<(), ServiceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_input_and_output_mirror_the_client_and_bad_input_names_the_task() {
+        let ctx = |input: &[u8]| TaskContext {
+            task_id: "4".into(),
+            session_id: "s".into(),
+            input: Some(Bytes::copy_from_slice(input)),
+        };
+        let n: Vec<u32> = json_input(&ctx(b"[1,2]")).unwrap();
+        assert_eq!(n, vec![1, 2]);
+        let err = json_input::<Vec<u32>>(&ctx(b"{")).unwrap_err();
+        assert!(
+            err.to_string().starts_with("invalid input: task 4: "),
+            "{err}"
+        );
+        assert_eq!(
+            json_output(&n).unwrap().unwrap(),
+            Bytes::from_static(b"[1,2]")
+        );
+    }
 
     #[test]
     fn socket_paths_must_be_absolute_short_and_schemeless() {

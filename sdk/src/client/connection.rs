@@ -137,6 +137,11 @@ impl Connection {
             .ok_or_else(|| ClientError::Protocol("leader forgotten during discovery".into()))
     }
 
+    /// Drops the cached leader so the next write rediscovers it (after a leadership transfer).
+    pub(crate) fn forget_leader(&self) {
+        self.lock().leader = None;
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
     }

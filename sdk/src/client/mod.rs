@@ -7,24 +7,35 @@
 //! exponential backoff and jitter ([`connection`]). [`Session`] creates tasks with client
 //! request ids so a retried submission never creates a second task, lists and gets them,
 //! watches them across member failures and runs one to completion ([`session`]).
+//! Applications, nodes, executors and the Raft group are administered through the same
+//! [`Connection`] ([`admin`]), and endpoints resolve from explicit ones, `FLAME_ENDPOINT`, the
+//! current context of `~/.flame/flame.yaml`, or `http://127.0.0.1:8080`, in that order
+//! ([`context`]).
 //!
 //! Why: upstream clients take one endpoint and never retry, so every leader change fails their
 //! futures; Flame's control plane is replicated, and its clients should ride through failover.
 //!
 //! Caveats: errors are [`ClientError`], by meaning, wrapping the server's
-//! [`FlameError`] when the server gave one. Application management, nodes, executors, cluster
-//! status and typed (serde) inputs are not here yet.
+//! [`FlameError`] when the server gave one; in-band application refusals are
+//! [`ClientError::Refused`]; typed (serde, JSON) inputs and outputs that do not encode or
+//! decode are [`ClientError::Codec`] naming the task ([`typed`]).
 
+pub mod admin;
 mod backoff;
 pub mod connection;
+pub mod context;
 pub mod endpoints;
 pub mod session;
+pub mod typed;
 
+pub use admin::{ClusterStatus, MemberReport, MemberView};
 pub use connection::{ConnectOptions, Connection};
+pub use context::{DEFAULT_ENDPOINT, FlameConfig, resolve_endpoints};
 pub use endpoints::{ENDPOINT_ENV, endpoints_from_env, parse_endpoints};
 pub use flame_proto::error::FlameError;
 pub use flame_proto::v1::{Task, TaskState};
 pub use session::{Session, SessionOptions, TaskRequest, TaskWatch};
+pub use typed::decode_output;
 
 use std::time::Duration;
 
@@ -58,6 +69,33 @@ pub enum ClientError {
         /// `failed` or `cancelled`.
         state: String,
         /// The failure message from the task's last event, or a generic one.
+        message: String,
+    },
+    /// The server refused an application change in-band (gRPC OK with a non-zero
+    /// `Result.return_code`): duplicate or bad name, unknown name, open sessions.
+    #[error("{operation} refused: {message}")]
+    Refused {
+        /// The RPC, for example `RegisterApplication`.
+        operation: String,
+        /// The non-zero return code.
+        code: i32,
+        /// The server's message.
+        message: String,
+    },
+    /// The request cannot be sent as asked (checked client-side, before any RPC).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The client configuration (`~/.flame/flame.yaml`) is unreadable or incomplete.
+    #[error("invalid config: {0}")]
+    Config(String),
+    /// A typed task input could not be encoded, or an output decoded, as JSON.
+    #[error("cannot {action} of task {task}: {message}")]
+    Codec {
+        /// The task id, or `with request id <id>` before the task exists.
+        task: String,
+        /// `encode the input` or `decode the output`.
+        action: &'static str,
+        /// serde's explanation.
         message: String,
     },
     /// A reply lacks something the protocol promises (a bug on one side).

@@ -4,7 +4,8 @@
 //! [`Connection::close_session`], and on a [`Session`]: `create_task` (one task through
 //! `Frontend/CreateTask` with the `flame-request-id` metadata), `create_tasks` (a batch through
 //! `flame.cluster.v1.Tasks/CreateTasks`, one request id per task), `get_task`, `list_tasks`,
-//! `watch_task` and `run` (create, then watch to the terminal state).
+//! `watch_task`, `wait_task` (watch to the terminal state) and `run` (create, then wait).
+//! [`Connection::open_or_create_session`] is get-or-create by id and spec.
 //!
 //! Why request ids: a submission whose reply was lost to a leader crash is retried with the
 //! SAME ids, and the state machine answers with the task it already created, so a client never
@@ -128,6 +129,36 @@ impl Connection {
                         client.open_session(req).await?
                     };
                     Ok(reply.into_inner())
+                }
+            })
+            .await?;
+        Ok(self.session(id, info))
+    }
+
+    /// Opens session `options.id` with `options`' spec, creating it when it does not exist
+    /// (get-or-create: an existing open session must have the same spec, else
+    /// INVALID_ARGUMENT `spec mismatch`). Without an id, a fresh one is created. Safe to retry
+    /// and to race: every caller ends up with the one session.
+    pub async fn open_or_create_session(
+        &self,
+        options: &SessionOptions,
+    ) -> Result<Session, ClientError> {
+        let id = options
+            .id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let spec = options.spec();
+        let info = self
+            .call(Target::Leader, |ch, _| {
+                let req = v1::OpenSessionRequest {
+                    session_id: id.clone(),
+                    session: Some(spec.clone()),
+                };
+                async move {
+                    Ok(FrontendClient::new(ch)
+                        .open_session(req)
+                        .await?
+                        .into_inner())
                 }
             })
             .await?;
@@ -318,24 +349,30 @@ impl Session {
     /// [`ClientError::TaskFailed`] with the task's failure message.
     pub async fn run(&self, input: Option<Vec<u8>>) -> Result<Option<Vec<u8>>, ClientError> {
         let task = self.create_task(input).await?;
-        let id = task_id(&task)?;
-        let mut watch = self.watch_task(&id);
+        let task = self.wait_task(&task_id(&task)?).await?;
+        Ok(task.spec.and_then(|s| s.output))
+    }
+
+    /// Watches task `task_id` to its end: the task on Succeed, else
+    /// [`ClientError::TaskFailed`] with the task's failure message.
+    pub async fn wait_task(&self, task_id: &str) -> Result<Task, ClientError> {
+        let mut watch = self.watch_task(task_id);
         while let Some(task) = watch.next().await {
             let task = task?;
             match state(&task) {
-                TaskState::Succeed => return Ok(task.spec.and_then(|s| s.output)),
-                TaskState::Failed | TaskState::Cancelled => return Err(failure(&id, &task)),
+                TaskState::Succeed => return Ok(task),
+                TaskState::Failed | TaskState::Cancelled => return Err(failure(task_id, &task)),
                 TaskState::Pending | TaskState::Running => {}
             }
         }
         Err(ClientError::Protocol(format!(
-            "the watch of task {id} ended before a terminal state"
+            "the watch of task {task_id} ended before a terminal state"
         )))
     }
 }
 
-/// The task's id from its metadata.
-fn task_id(task: &Task) -> Result<String, ClientError> {
+/// The task's id from its metadata (a [`ClientError::Protocol`] when the server left it out).
+pub fn task_id(task: &Task) -> Result<String, ClientError> {
     task.metadata
         .as_ref()
         .map(|m| m.id.clone())
