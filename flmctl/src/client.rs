@@ -1,7 +1,8 @@
 //! How flmctl reaches a cluster: the endpoint list and one-shot gRPC channels.
 //!
-//! What: endpoints come from `--endpoint` (comma-separated), else `FLAME_ENDPOINT`, else
-//! [`DEFAULT_ENDPOINT`]; [`first_answer`] sends a read to each member in turn until one answers,
+//! What: endpoints come from `--endpoint` (comma-separated), else `FLAME_ENDPOINT`, else the
+//! current context of `--config` / `~/.flame/flame.yaml`, else `http://127.0.0.1:8080`
+//! ([`resolve`], the SDK's resolver); [`first_answer`] sends a read to each member in turn until one answers,
 //! so any member serves flmctl. Every attempt is bounded by [`ATTEMPT`].
 //!
 //! Why: inspection commands must work against any member and fail with one readable line (with
@@ -12,22 +13,25 @@
 
 use anyhow::anyhow;
 use flame_proto::v1::frontend_client::FrontendClient;
-use flame_sdk::client::Connection;
+use flame_sdk::client::{Connection, resolve_endpoints};
 use std::future::Future;
+use std::path::Path;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-/// The endpoint used when neither `--endpoint` nor `FLAME_ENDPOINT` is given.
-pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:8080";
-
 /// The limit of one RPC to one member.
 pub const ATTEMPT: Duration = Duration::from_secs(3);
 
-/// The endpoints in `text` (comma-separated URLs or `host:port`), normalised.
-pub fn endpoints(text: &str) -> anyhow::Result<Vec<String>> {
-    flame_sdk::client::parse_endpoints(text).map_err(|e| {
-        anyhow!("{e}; hint: pass --endpoint http://HOST:PORT[,...] or set FLAME_ENDPOINT")
+/// The members' endpoints: `explicit` (`--endpoint`), else `FLAME_ENDPOINT`, else the current
+/// context of `config` (default `~/.flame/flame.yaml`), else `http://127.0.0.1:8080` — the
+/// SDK's resolver, so flmctl and every other client reach the same cluster.
+pub fn resolve(explicit: Option<&str>, config: Option<&Path>) -> anyhow::Result<Vec<String>> {
+    resolve_endpoints(explicit, config).map_err(|e| {
+        anyhow!(
+            "{e}; hint: pass --endpoint http://HOST:PORT[,...], set FLAME_ENDPOINT or fix the \
+             current context of --config"
+        )
     })
 }
 

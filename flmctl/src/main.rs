@@ -1,18 +1,26 @@
 //! `flmctl`, the Flame command-line tool.
 //!
-//! It runs the local HA cluster (`flmctl local up`), shows the Raft group (`flmctl cluster
-//! status`), lists applications, sessions, executors and nodes (`flmctl list`), shows one
-//! session, task, application or node (`flmctl view`), creates and closes sessions (`flmctl
-//! create`, `flmctl close`) and prints shell completions (`flmctl completion`), through any
-//! member (`--endpoint`, else `FLAME_ENDPOINT`, else `http://127.0.0.1:8080`). It is also a multi-call binary: run under the
-//! name `flmping-service` or `flmexec-service` (a symlink), it serves that built-in
+//! It runs the local HA cluster (`flmctl local up`); shows and changes the Raft group (`flmctl
+//! cluster status|add|promote|remove|transfer-leader|snapshot`); lists applications, sessions,
+//! executors and nodes (`flmctl list`); shows one session, task, application or node (`flmctl
+//! view`); creates and closes sessions (`flmctl create`, `flmctl close`); registers, updates and
+//! unregisters applications from YAML (`flmctl register|update|unregister`); and prints shell
+//! completions (`flmctl completion`). Every command works through any member: `--endpoint`,
+//! else `FLAME_ENDPOINT`, else the current context of `--config` (default
+//! `~/.flame/flame.yaml`), else `http://127.0.0.1:8080`. It is also a multi-call binary: run
+//! under the name `flmping-service` or `flmexec-service` (a symlink), it serves that built-in
 //! application's instance, so a local cluster needs no other binary to run `flmping` tasks.
 //!
 //! Writes go through the SDK's `Connection` (leader discovery, retries through failover);
 //! reads go to the first member that answers, so a dead cluster fails fast with a hint.
 //!
-//! Caveat: application registration, the other `cluster …` verbs and `bench` are not here yet.
+//! Adding a command: one [`Command`] variant and one arm in [`execute`] (which returns the text
+//! to print); errors become one `Error: …` line and exit status 1 in `main`.
+//!
+//! Caveat: `bench`, `deploy` and `migrate` are not here.
 
+mod admin;
+mod application;
 mod client;
 mod cluster;
 mod list;
@@ -23,14 +31,20 @@ mod view;
 
 use clap::{ArgGroup, CommandFactory as _, Parser, Subcommand};
 use output::Format;
+use std::path::PathBuf;
 
 /// The Flame command-line tool.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
     /// Members' client API endpoints, comma-separated; any member serves every command.
-    #[arg(long, global = true, env = "FLAME_ENDPOINT", default_value = client::DEFAULT_ENDPOINT)]
-    endpoint: String,
+    /// Else `FLAME_ENDPOINT`, else the current context of --config, else http://127.0.0.1:8080.
+    #[arg(long, global = true)]
+    endpoint: Option<String>,
+    /// The client configuration file (contexts with `cluster.endpoint`) [default:
+    /// ~/.flame/flame.yaml, when it exists].
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -55,6 +69,12 @@ enum Command {
     Create(session::CreateArgs),
     /// Close a session.
     Close(session::CloseArgs),
+    /// Register the applications of a YAML file (documents separated by `---`).
+    Register(application::RegisterArgs),
+    /// Update applications from a YAML file in the `register` format.
+    Update(application::UpdateArgs),
+    /// Unregister an application (refused while it has open sessions).
+    Unregister(application::UnregisterArgs),
     /// Print a shell completion script.
     Completion {
         /// The shell to complete for.
@@ -77,6 +97,16 @@ enum ClusterCommand {
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
     },
+    /// Add a member as a non-voting learner (by default, wait until it has caught up).
+    Add(admin::AddArgs),
+    /// Make a learner a voter.
+    Promote(admin::MemberArgs),
+    /// Remove a voter from the group.
+    Remove(admin::MemberArgs),
+    /// Hand leadership to another voter and wait until it leads.
+    TransferLeader(admin::TransferArgs),
+    /// Build a snapshot on the leader now.
+    Snapshot,
 }
 
 #[derive(clap::Args, Debug)]
@@ -147,14 +177,16 @@ impl ListArgs {
 
 /// Where a command finds the cluster.
 struct Target {
-    /// `--endpoint` / `FLAME_ENDPOINT` as given.
-    endpoint: String,
+    /// `--endpoint`, when given.
+    endpoint: Option<String>,
+    /// `--config`, when given.
+    config: Option<PathBuf>,
 }
 
 impl Target {
-    /// The members' endpoints, normalised.
+    /// The members' endpoints, resolved as the SDK does.
     fn endpoints(&self) -> anyhow::Result<Vec<String>> {
-        client::endpoints(&self.endpoint)
+        client::resolve(self.endpoint.as_deref(), self.config.as_deref())
     }
 
     /// An SDK connection for writes (leader discovery, retries through failover).
@@ -163,12 +195,26 @@ impl Target {
     }
 }
 
-/// Runs one cluster command and returns what it prints.
+/// Runs one `cluster` command and returns what it prints.
+async fn cluster(target: &Target, command: ClusterCommand) -> anyhow::Result<String> {
+    if let ClusterCommand::Status { output } = command {
+        return output::render(&cluster::status(&target.endpoints()?).await?, output);
+    }
+    let conn = target.connection()?;
+    match command {
+        ClusterCommand::Add(args) => admin::add(&conn, &args).await,
+        ClusterCommand::Promote(args) => admin::promote(&conn, &args).await,
+        ClusterCommand::Remove(args) => admin::remove(&conn, &args).await,
+        ClusterCommand::TransferLeader(args) => admin::transfer_leader(&conn, &args).await,
+        ClusterCommand::Snapshot => admin::snapshot(&conn).await,
+        ClusterCommand::Status { .. } => unreachable!("handled above"),
+    }
+}
+
+/// Runs one command and returns what it prints.
 async fn execute(target: &Target, command: Command) -> anyhow::Result<String> {
     match command {
-        Command::Cluster {
-            command: ClusterCommand::Status { output },
-        } => output::render(&cluster::status(&target.endpoints()?).await?, output),
+        Command::Cluster { command } => cluster(target, command).await,
         Command::List(args) => {
             let rows = list::list(&target.endpoints()?, args.kind()).await?;
             output::render(&rows, args.output)
@@ -176,6 +222,9 @@ async fn execute(target: &Target, command: Command) -> anyhow::Result<String> {
         Command::View(args) => view::view(&target.endpoints()?, &args.target(), args.output).await,
         Command::Create(args) => session::create(&target.connection()?, &args).await,
         Command::Close(args) => session::close(&target.connection()?, &args).await,
+        Command::Register(args) => application::register(&target.connection()?, &args).await,
+        Command::Update(args) => application::update(&target.connection()?, &args).await,
+        Command::Unregister(args) => application::unregister(&target.connection()?, &args).await,
         Command::Completion { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "flmctl", &mut script);
@@ -206,6 +255,7 @@ fn main() -> anyhow::Result<()> {
         command => {
             let target = Target {
                 endpoint: cli.endpoint,
+                config: cli.config,
             };
             // One readable line, never a backtrace: the message already carries the hint.
             if let Err(error) = run(&target, command) {

@@ -72,7 +72,7 @@ pub async fn view(endpoints: &[String], target: &Target, format: Format) -> anyh
         }
     };
     Ok(match format {
-        Format::Table => key_values(&value, 0, &APPLICATION_ORDER),
+        Format::Table => key_values(&value, 0, &APPLICATION_ORDER, false),
         Format::Json => serde_json::to_string_pretty(&value)? + "\n",
         Format::Yaml => serde_yaml_ng::to_string(&value)?,
     })
@@ -310,8 +310,8 @@ const APPLICATION_ORDER: [&str; 16] = [
 ];
 
 /// A JSON object as indented `Key: value` lines, the keys in `order` first; `-` for null,
-/// lists one item per line.
-fn key_values(value: &Value, indent: usize, order: &[&str]) -> String {
+/// lists one item per line. Keys are title-cased unless `raw` (environment variable names).
+fn key_values(value: &Value, indent: usize, order: &[&str], raw: bool) -> String {
     let pad = "  ".repeat(indent);
     let mut text = String::new();
     let Value::Object(map) = value else {
@@ -320,12 +320,12 @@ fn key_values(value: &Value, indent: usize, order: &[&str]) -> String {
     let mut keys: Vec<&String> = map.keys().collect();
     keys.sort_by_key(|k| order.iter().position(|o| o == k).unwrap_or(order.len()));
     for (key, value) in keys.into_iter().map(|k| (k, &map[k])) {
-        let key = title(key);
+        let key = if raw { key.clone() } else { title(key) };
         match value {
             Value::Object(inner) if inner.is_empty() => text.push_str(&format!("{pad}{key}: -\n")),
             Value::Object(_) => text.push_str(&format!(
                 "{pad}{key}:\n{}",
-                key_values(value, indent + 1, &[])
+                key_values(value, indent + 1, &[], key == "Environments")
             )),
             Value::Array(items) if items.is_empty() => text.push_str(&format!("{pad}{key}: -\n")),
             Value::Array(items) => {

@@ -1,6 +1,8 @@
 //! flmctl's verbs end to end against one `flmctl local up` (three members and a node agent):
-//! `create` → `list -s` → `view -s` → a flmping task → `view -s -t` → `close`; `view -n`;
-//! bad input giving one line on stderr and a failure status; `completion`. Output is compared
+//! `create` → `list -s` → `view -s` → a flmping task → `view -s -t` → `close`; `register -f`
+//! (two documents) → `view -a` → `update` → `unregister`; `view -n`; `--config` and its
+//! precedence; `cluster snapshot` and `cluster transfer-leader`; bad input giving one line on
+//! stderr and a failure status; `completion`. Output is compared
 //! with golden files under `tests/golden/` after masking volatile fields (session ids, ports,
 //! times, host facts). Set `UPDATE_GOLDEN=1` to rewrite them.
 
@@ -8,8 +10,9 @@ mod support;
 
 use flame_sdk::client::Connection;
 use serde_json::Value;
+use std::path::Path;
 use std::time::Duration;
-use support::{Up, flmctl, free_base, golden, mask, mask_times, ok};
+use support::{Up, flmctl, flmctl_env, free_base, golden, mask, mask_times, ok};
 
 /// The endpoints the verbs are given: members 2 and 3 only, so writes must find the leader
 /// (member 1 after `local up`) through a follower.
@@ -140,14 +143,164 @@ fn bad_input(base: u16) {
     );
 }
 
+/// Two applications in upstream's YAML shape, every spec field used by the first.
+const APPS: &str = r#"
+metadata:
+  name: pi
+spec:
+  shim: Host
+  description: estimates pi
+  labels: [math, demo]
+  command: /usr/bin/pi
+  arguments: [--fast, "--digits=10"]
+  environments:
+    RUST_LOG: info
+    THREADS: 4
+  working_directory: /tmp
+  max_instances: 4
+  delay_release: 30
+  schema:
+    input: '{"type": "integer"}'
+    output: {type: number}
+  url: file:///opt/pi.tar.gz
+  installer: python
+---
+metadata:
+  name: echo
+spec:
+  command: /bin/cat
+"#;
+
+/// register -f (two documents) → view -a → update → unregister, and their refusals.
+fn applications(dir: &Path, base: u16) -> anyhow::Result<()> {
+    let endpoint = endpoint(base);
+    let file = dir.join("apps.yaml");
+    std::fs::write(&file, APPS)?;
+    let file = file.to_str().expect("utf-8 path");
+    golden("register.txt", &ok(&endpoint, &["register", "-f", file]));
+    let view = ok(&endpoint, &["view", "-a", "pi"]);
+    golden("verbs_view_application.txt", &mask_times(&view));
+
+    let updated = dir.join("update.yaml");
+    let one = APPS.split("---").next().expect("first document");
+    std::fs::write(
+        &updated,
+        one.replace("max_instances: 4", "max_instances: 8"),
+    )?;
+    let updated = updated.to_str().expect("utf-8 path");
+    golden(
+        "update.txt",
+        &ok(&endpoint, &["update", "--application", updated]),
+    );
+    let json: Value = serde_json::from_str(&ok(&endpoint, &["view", "-a", "pi", "-o", "json"]))?;
+    assert_eq!(json["max_instances"], 8, "{json}");
+    assert_eq!(json["environments"]["THREADS"], "4", "{json}");
+
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        APPS.replace("delay_release: 30", "delay_release: soon"),
+    )?;
+    let bad = bad.to_str().expect("utf-8 path");
+    let mut errors = String::new();
+    let cases: [&[&str]; 4] = [
+        &["register", "-f", bad],
+        &["register", "-f", file],
+        &["unregister", "-a", "nope"],
+        &["update", "-a", "/nonexistent/app.yaml"],
+    ];
+    for args in cases {
+        let (success, stdout, stderr) = flmctl(&endpoint, args);
+        assert!(!success && stdout.is_empty(), "{args:?}: {stdout}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        errors.push_str(&stderr.replace(dir.to_str().expect("utf-8"), "<dir>"));
+    }
+    golden("application_errors.txt", &errors);
+
+    let mut out = ok(&endpoint, &["unregister", "-a", "pi"]);
+    out.push_str(&ok(&endpoint, &["unregister", "--application", "echo"]));
+    golden("unregister.txt", &out);
+    let apps: Value = serde_json::from_str(&ok(&endpoint, &["list", "-a", "-o", "json"]))?;
+    let names: Vec<&str> = apps
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    assert_eq!(names, vec!["flmexec", "flmping", "flmrun"], "{apps}");
+    Ok(())
+}
+
+/// `--config` names the cluster through its current context; `FLAME_ENDPOINT` beats it and
+/// `--endpoint` beats both; a missing named file is one clear line.
+fn config(dir: &Path, base: u16) -> anyhow::Result<()> {
+    let path = dir.join("flame.yaml");
+    let good = format!("http://127.0.0.1:{}", base + 1);
+    let dead = format!("http://127.0.0.1:{}", base + 50);
+    let text = format!(
+        "current-context: local\ncontexts:\n  - name: other\n    cluster: {{endpoint: {dead}}}\n  \
+         - name: local\n    cluster: {{endpoint: {good}}}\n"
+    );
+    std::fs::write(&path, text)?;
+    let path = path.to_str().expect("utf-8 path");
+    let home = [("HOME", dir.to_str().expect("utf-8 path"))];
+    let (success, stdout, stderr) = flmctl_env(&["--config", path, "list", "-a"], &home);
+    assert!(success && stdout.contains("flmping"), "{stderr}");
+    let env = [home[0], ("FLAME_ENDPOINT", dead.as_str())];
+    let (success, _, stderr) = flmctl_env(&["--config", path, "list", "-a"], &env);
+    assert!(!success && stderr.contains(&dead), "{stderr}");
+    let args = ["--config", path, "--endpoint", &good, "list", "-a"];
+    let (success, _, stderr) = flmctl_env(&args, &env);
+    assert!(success, "{stderr}");
+    let missing = dir.join("none.yaml");
+    let args = ["--config", missing.to_str().expect("utf-8"), "list", "-a"];
+    let (success, _, stderr) = flmctl_env(&args, &home);
+    assert!(!success && stderr.lines().count() == 1, "{stderr}");
+    assert!(
+        stderr.starts_with("Error: invalid config: cannot read "),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+/// `cluster snapshot` reports an index; `cluster transfer-leader` returns once the target
+/// leads, which `cluster status` then shows (bounded by the command's own deadline).
+fn snapshot_and_transfer(base: u16) -> anyhow::Result<()> {
+    let endpoint = endpoint(base);
+    let out = ok(&endpoint, &["cluster", "snapshot"]);
+    let index = out
+        .strip_prefix("Snapshot taken at log index ")
+        .and_then(|rest| rest.strip_suffix(".\n"))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(index > Some(0), "{out}");
+    let status: Value = serde_json::from_str(&ok(&endpoint, &["cluster", "status", "-o", "json"]))?;
+    let leader = status[0]["leader"].as_u64().expect("a leader");
+    let to = if leader == 3 { 2 } else { 3 };
+    let out = ok(
+        &endpoint,
+        &["cluster", "transfer-leader", "--to", &to.to_string()],
+    );
+    assert_eq!(out, format!("Member {to} is the leader now.\n"));
+    let status: Value = serde_json::from_str(&ok(&endpoint, &["cluster", "status", "-o", "json"]))?;
+    for row in status.as_array().expect("rows") {
+        assert_eq!(row["leader"], to, "{status}");
+    }
+    let (success, _, stderr) = flmctl(&endpoint, &["cluster", "transfer-leader", "--to", "9"]);
+    assert!(!success && stderr.lines().count() == 1, "{stderr}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn session_task_and_node_verbs_against_a_local_cluster() -> anyhow::Result<()> {
+async fn every_verb_against_a_local_cluster() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let base = free_base();
     let up = Up::start(dir.path(), base);
     session_lifecycle(base).await?;
+    applications(dir.path(), base)?;
     node(base)?;
+    config(dir.path(), base)?;
     bad_input(base);
+    snapshot_and_transfer(base)?;
     drop(up);
     Ok(())
 }

@@ -83,12 +83,19 @@ impl Drop for Up {
 
 /// Runs flmctl with `args`; returns (success, stdout, stderr).
 pub fn flmctl(endpoint: &str, args: &[&str]) -> (bool, String, String) {
+    let mut all = vec!["--endpoint", endpoint];
+    all.extend_from_slice(args);
+    flmctl_env(&all, &[])
+}
+
+/// Runs flmctl with `args` (no `--endpoint` added), without `FLAME_ENDPOINT` unless `env` sets
+/// it, and with the variables in `env`; returns (success, stdout, stderr).
+pub fn flmctl_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let out = Command::new(BIN)
-        .arg("--endpoint")
-        .arg(endpoint)
         .args(args)
         .env("RUST_BACKTRACE", "0")
         .env_remove("FLAME_ENDPOINT")
+        .envs(env.iter().copied())
         .output()
         .expect("flmctl runs");
     let text = |b: Vec<u8>| String::from_utf8(b).expect("utf-8");
