@@ -1,10 +1,11 @@
 //! `flmctl cluster status`: every member's own view of the Raft group.
 //!
-//! What: asks every given endpoint for `flame.cluster.v1.Cluster/Status`, learns the voters and
-//! learners from the answers, asks each member not asked yet, and prints one row per member:
-//! id, endpoint, role, term, leader, committed, applied and lag (from the leader's replication
-//! view). A member that does not answer shows as `unreachable`; the command fails only when no
-//! member answers at all.
+//! What: every given endpoint is asked once for `flame.cluster.v1.Cluster/Status`
+//! ([`Connection::member_status`]); then the SDK's [`Connection::cluster_status`] learns the
+//! voters and learners and asks each of them. A given endpoint outside the membership keeps its
+//! row, so a wrong or dead endpoint shows up. One row per member: id, endpoint, role, term, leader, committed, applied and lag (from
+//! the leader's replication view). A member that does not answer shows as `unreachable`; the
+//! command fails only when no member answers at all.
 //!
 //! Why: during an incident the operator needs the whole group at a glance, and the unreachable
 //! member is exactly the one to see, not a reason to fail.
@@ -13,88 +14,82 @@
 
 use crate::client;
 use crate::output::{Rows, or_dash};
-use flame_proto::cluster::cluster_client::ClusterClient;
-use flame_proto::cluster::{MemberStatus, Role, StatusRequest};
+use flame_proto::cluster::{MemberStatus, Role};
+use flame_sdk::client::{
+    ClientError, ClusterStatus, ConnectOptions, Connection, MemberReport, MemberView,
+};
 use futures::future::join_all;
 use serde_json::json;
-use std::collections::BTreeMap;
 
-/// One endpoint and what it answered.
-type Answer = (String, Result<MemberStatus, String>);
+/// One row before rendering: the member's id when known, its endpoint and its answer.
+type Entry = (Option<u64>, String, Result<MemberStatus, String>);
 
-/// Asks one member for its status, bounded by [`client::ATTEMPT`].
-async fn ask(url: String) -> Answer {
-    let result = async {
-        let mut admin = ClusterClient::new(client::channel(&url).map_err(|e| e.to_string())?);
-        match tokio::time::timeout(client::ATTEMPT, admin.status(StatusRequest {})).await {
-            Ok(Ok(reply)) => Ok(reply.into_inner()),
-            Ok(Err(status)) => Err(format!("{}: {}", status.code(), status.message())),
-            Err(_) => Err(format!("no answer within {:?}", client::ATTEMPT)),
-        }
+/// Every step is bounded by [`client::ATTEMPT`], so a dead cluster fails fast.
+fn options() -> ConnectOptions {
+    ConnectOptions {
+        deadline: client::ATTEMPT,
+        attempt_timeout: client::ATTEMPT,
+        ..ConnectOptions::default()
     }
-    .await;
-    (url, result)
+}
+
+/// Why the member at `url` did not answer, `<url>: <why>`, without the retry framing of a
+/// single attempt.
+fn reason(url: &str, error: ClientError) -> String {
+    match error {
+        ClientError::NoMember { last, .. } => last,
+        other => format!("{url}: {other}"),
+    }
 }
 
 /// The status rows of the group reachable through `endpoints`.
 pub async fn status(endpoints: &[String]) -> anyhow::Result<Rows> {
-    let mut answers = join_all(endpoints.iter().cloned().map(ask)).await;
-    let ids = membership(&answers);
-    let extra: Vec<String> = ids
-        .keys()
-        .filter(|url| !answers.iter().any(|(asked, _)| asked == *url))
-        .cloned()
-        .collect();
-    answers.extend(join_all(extra.into_iter().map(ask)).await);
-    if answers.iter().all(|(_, result)| result.is_err()) {
-        let last = answers
+    let conn = Connection::with_options(endpoints, options())?;
+    // Every given endpoint once, at once: a dead cluster fails fast with the real reason, and
+    // an endpoint outside the membership still gets its row.
+    let asks = endpoints.iter().map(|url| {
+        let conn = conn.clone();
+        async move {
+            (
+                url.clone(),
+                conn.member_status(url).await.map_err(|e| reason(url, e)),
+            )
+        }
+    });
+    let asked = join_all(asks).await;
+    if asked.iter().all(|(_, answer)| answer.is_err()) {
+        let last = asked
             .iter()
-            .filter_map(|(url, r)| r.as_ref().err().map(|e| format!("{url}: {e}")))
+            .filter_map(|(_, answer)| answer.as_ref().err().cloned())
             .next_back()
             .unwrap_or_default();
         return Err(client::nobody_answered(endpoints, &last));
     }
-    Ok(rows(answers, &ids))
-}
-
-/// Member API URL → member id, from every answer's voters and learners.
-fn membership(answers: &[Answer]) -> BTreeMap<String, u64> {
-    let mut ids = BTreeMap::new();
-    for status in answers.iter().filter_map(|(_, r)| r.as_ref().ok()) {
-        for member in status.voters.iter().chain(&status.learners) {
-            if let Ok(url) = flame_sdk::client::endpoints::normalise(&member.api_addr) {
-                ids.insert(url, member.id);
-            }
+    let group = conn.cluster_status().await?;
+    let mut entries: Vec<Entry> = group.members.iter().map(entry).collect();
+    for (url, answer) in asked {
+        if group.members.iter().any(|m| m.url == url) {
+            continue;
+        }
+        match answer {
+            // The same member under another spelling.
+            Ok(s) if entries.iter().any(|e| e.0 == Some(s.id)) => {}
+            Ok(s) => entries.push((Some(s.id), url, Ok(s))),
+            Err(e) => entries.push((None, url, Err(e))),
         }
     }
-    ids
+    Ok(rows(entries, &group))
 }
 
-/// The leader's answer with the highest term, if any member is the leader.
-fn leader(answers: &[Answer]) -> Option<&MemberStatus> {
-    answers
-        .iter()
-        .filter_map(|(_, r)| r.as_ref().ok())
-        .filter(|s| s.role == Role::Leader as i32)
-        .max_by_key(|s| s.term)
+fn entry(member: &MemberReport) -> Entry {
+    let answer = match &member.view {
+        MemberView::Answered(s) => Ok(s.clone()),
+        MemberView::Unreachable(why) => Err(why.clone()),
+    };
+    (Some(member.id), member.url.clone(), answer)
 }
 
-fn rows(answers: Vec<Answer>, ids: &BTreeMap<String, u64>) -> Rows {
-    let leader = leader(&answers).cloned();
-    let mut seen = Vec::new();
-    let mut entries = Vec::new();
-    for (url, result) in answers {
-        let id = result
-            .as_ref()
-            .ok()
-            .map(|s| s.id)
-            .or(ids.get(&url).copied());
-        if id.is_some() && seen.contains(&id) {
-            continue; // The same member under two spellings.
-        }
-        seen.push(id);
-        entries.push((id, url, result));
-    }
+fn rows(mut entries: Vec<Entry>, group: &ClusterStatus) -> Rows {
     entries.sort_by(|a, b| (a.0.is_none(), a.0, &a.1).cmp(&(b.0.is_none(), b.0, &b.1)));
     let mut rows = Rows {
         headers: vec![
@@ -110,23 +105,10 @@ fn rows(answers: Vec<Answer>, ids: &BTreeMap<String, u64>) -> Rows {
         ..Rows::default()
     };
     for (id, url, result) in entries {
-        let lag = id.and_then(|id| lag_of(leader.as_ref(), id));
+        let lag = id.and_then(|id| group.lag_of(id));
         push_row(&mut rows, id, url, result, lag);
     }
     rows
-}
-
-/// The leader's view of how far `id` is behind (0 for the leader itself).
-fn lag_of(leader: Option<&MemberStatus>, id: u64) -> Option<u64> {
-    let leader = leader?;
-    if leader.id == id {
-        return Some(0);
-    }
-    leader
-        .replication
-        .iter()
-        .find(|r| r.member_id == id)
-        .map(|r| r.lag)
 }
 
 fn push_row(
