@@ -1,5 +1,5 @@
 //! Builds and locates the binaries a whole-cluster test runs: `flame-control-plane`,
-//! `flame-node-agent` and the SDK's `flmping-service`.
+//! `flame-node-agent` and the SDK's `flmping-service`, and SDK examples ([`build_example`]).
 //!
 //! Why a nested build: `CARGO_BIN_EXE_*` only names binaries of the crate under test, and
 //! this crate has none. [`build_binaries`] runs `cargo build -p flame-control-plane
@@ -35,6 +35,49 @@ pub fn build_binaries() -> Result<Binaries, HarnessError> {
 }
 
 fn build() -> Result<Binaries, HarnessError> {
+    let profile_dir = cargo_build(&[
+        "-p",
+        "flame-control-plane",
+        "-p",
+        "flame-node-agent",
+        "-p",
+        "flame-sdk",
+        "--bins",
+    ])?;
+    Ok(Binaries {
+        control_plane: found(profile_dir.join("flame-control-plane"))?,
+        node_agent: found(profile_dir.join("flame-node-agent"))?,
+        flmping_service: found(profile_dir.join("flmping-service"))?,
+    })
+}
+
+/// Builds the SDK example `name` (`cargo build -p flame-sdk --example <name>`, a no-op when
+/// it is fresh) into the running test's target directory and profile, and returns
+/// `target/<profile>/examples/<name>`.
+///
+/// Why a build and not a lookup: `cargo test --workspace` builds the SDK's examples, but
+/// `cargo test -p chaos-tests` does not, and `CARGO_BIN_EXE_*` cannot name another crate's
+/// example; building through the same nested cargo as [`build_binaries`] works for both.
+pub fn build_example(name: &str) -> Result<PathBuf, HarnessError> {
+    let profile_dir = cargo_build(&["-p", "flame-sdk", "--example", name])?;
+    found(profile_dir.join("examples").join(name))
+}
+
+/// `path` if the build produced it.
+fn found(path: PathBuf) -> Result<PathBuf, HarnessError> {
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(HarnessError::Build(format!(
+            "{} missing after the build",
+            path.display()
+        )))
+    }
+}
+
+/// Runs `cargo build --quiet <args>` in the workspace, into the target directory and profile
+/// of the running test executable; returns `target/<profile>`.
+fn cargo_build(args: &[&str]) -> Result<PathBuf, HarnessError> {
     let fail = |m: String| HarnessError::Build(m);
     let exe = std::env::current_exe()?;
     // <target>/<profile>/deps/<test>-<hash>
@@ -54,8 +97,8 @@ fn build() -> Result<Binaries, HarnessError> {
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&workspace)
         .args(["build", "--quiet"])
-        .args(["-p", "flame-control-plane", "-p", "flame-node-agent"])
-        .args(["-p", "flame-sdk", "--bins", "--target-dir"])
+        .args(args)
+        .arg("--target-dir")
         .arg(target_dir);
     match profile {
         "debug" => {}
@@ -71,20 +114,9 @@ fn build() -> Result<Binaries, HarnessError> {
         .map_err(|e| fail(format!("cannot run cargo build: {e}")))?;
     if !status.success() {
         return Err(fail(format!(
-            "cargo build of the binaries failed: {status}"
+            "cargo build {} failed: {status}",
+            args.join(" ")
         )));
     }
-    let found = |name: &str| {
-        let path = profile_dir.join(name);
-        if path.is_file() {
-            Ok(path)
-        } else {
-            Err(fail(format!("{} missing after the build", path.display())))
-        }
-    };
-    Ok(Binaries {
-        control_plane: found("flame-control-plane")?,
-        node_agent: found("flame-node-agent")?,
-        flmping_service: found("flmping-service")?,
-    })
+    Ok(profile_dir.to_path_buf())
 }

@@ -33,7 +33,7 @@ pub mod prometheus;
 mod wait;
 
 pub use agent::{Agent, AgentOptions};
-pub use binaries::{Binaries, build_binaries};
+pub use binaries::{Binaries, build_binaries, build_example};
 pub use wait::{ping_session_spec, poll};
 
 /// What can go wrong while driving a cluster.

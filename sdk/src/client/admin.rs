@@ -7,7 +7,7 @@
 //! (`flame.cluster.v1.Cluster`).
 //!
 //! Where each call goes and why a retry is harmless (every call here goes through
-//! [`Connection::call`], which retries on NotLeader, UNAVAILABLE and broken connections):
+//! `Connection::call`, which retries on NotLeader, UNAVAILABLE and broken connections):
 //!
 //! | Call | Member | Retry |
 //! |---|---|---|

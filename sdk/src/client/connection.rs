@@ -14,7 +14,7 @@
 //! closed session is harmless.
 //!
 //! Caveat: a retry is triggered by transport-level failures too, so a non-idempotent call added
-//! later must not go through [`Connection::call`] unprotected.
+//! later must not go through `Connection::call` unprotected.
 
 use super::ClientError;
 use super::backoff::Backoff;
@@ -228,7 +228,7 @@ impl Connection {
         Err(self.no_member(last))
     }
 
-    /// One attempt of [`Connection::call`]: pick the member, run `op` under the attempt limit,
+    /// One attempt of `Connection::call`: pick the member, run `op` under the attempt limit,
     /// classify the outcome and update the leader or read preference.
     async fn attempt<T, F, Fut>(
         &self,

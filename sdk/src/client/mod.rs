@@ -33,7 +33,7 @@ pub use connection::{ConnectOptions, Connection};
 pub use context::{DEFAULT_ENDPOINT, FlameConfig, resolve_endpoints};
 pub use endpoints::{ENDPOINT_ENV, endpoints_from_env, parse_endpoints};
 pub use flame_proto::error::FlameError;
-pub use flame_proto::v1::{Task, TaskState};
+pub use flame_proto::v1::{Application, ApplicationSpec, Task, TaskState};
 pub use session::{Session, SessionOptions, TaskRequest, TaskWatch};
 pub use typed::decode_output;
 
