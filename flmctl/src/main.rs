@@ -35,7 +35,7 @@ use std::path::PathBuf;
 
 /// The Flame command-line tool.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, arg_required_else_help = true)]
 struct Cli {
     /// Members' client API endpoints, comma-separated; any member serves every command.
     /// Else `FLAME_ENDPOINT`, else the current context of --config, else http://127.0.0.1:8080.

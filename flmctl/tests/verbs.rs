@@ -314,3 +314,20 @@ fn completion_for_bash_prints_a_script() {
         assert!(out.contains(verb), "{verb} missing");
     }
 }
+
+#[test]
+fn no_subcommand_prints_help_naming_every_verb() {
+    let (_, stdout, stderr) = flmctl_env(&[], &[]);
+    let help = stdout + &stderr;
+    for verb in [
+        "create",
+        "close",
+        "register",
+        "update",
+        "unregister",
+        "completion",
+    ] {
+        assert!(help.contains(verb), "{verb} missing: {help}");
+    }
+    assert!(help.contains("--config"), "{help}");
+}
