@@ -212,12 +212,15 @@ impl Connection {
     {
         let deadline = Instant::now() + self.inner.options.deadline;
         let mut backoff = self.backoff();
-        let mut last = String::from("no attempt finished");
+        let mut last: Option<String> = None;
         for attempt in 0u32.. {
             match self.attempt(target, attempt, deadline, &mut op).await {
                 Ok(value) => return Ok(value),
                 Err(Failure::Fatal(e)) => return Err(e),
-                Err(Failure::Retry(why)) => last = why,
+                Err(Failure::Retry(why)) => last = Some(why),
+                // "No answer within 3ms" from an attempt the deadline squeezed would hide the
+                // real cause (a refused connection, no quorum) in the final error.
+                Err(Failure::Expired(why)) => last = last.or(Some(why)),
             }
             let now = Instant::now();
             if now >= deadline {
@@ -225,7 +228,7 @@ impl Connection {
             }
             tokio::time::sleep(backoff.next_delay().min(deadline - now)).await;
         }
-        Err(self.no_member(last))
+        Err(self.no_member(last.unwrap_or_else(|| String::from("no attempt finished"))))
     }
 
     /// One attempt of `Connection::call`: pick the member, run `op` under the attempt limit,
@@ -257,6 +260,11 @@ impl Connection {
                 return Ok(value);
             }
             Ok(Err(status)) => status,
+            Err(_) if limit < self.inner.options.attempt_timeout => {
+                return Err(Failure::Expired(format!(
+                    "{url}: no answer within the {limit:?} left before the deadline"
+                )));
+            }
             Err(_) => Status::unavailable(format!("no answer within {limit:?}")),
         };
         Err(self.classify(target, &url, status))
@@ -339,6 +347,9 @@ enum Failure {
     Retry(String),
     /// Retrying cannot help.
     Fatal(ClientError),
+    /// The attempt ran out of the time the deadline left it; an earlier failure, if any, is
+    /// the better reason to report.
+    Expired(String),
 }
 
 /// Whether a status means "another attempt, maybe elsewhere, may succeed": not-leader,
@@ -409,6 +420,24 @@ mod tests {
         assert!(text.contains(&a) && text.contains(&b), "{text}");
         assert!(took >= Duration::from_millis(600), "{took:?}");
         assert!(took < Duration::from_secs(3), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn an_attempt_cut_short_by_the_deadline_does_not_hide_the_real_failure() {
+        // Accepts TCP (the kernel's backlog) but never speaks HTTP/2: every attempt times out.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = silent.local_addr().unwrap().to_string();
+        let options = ConnectOptions {
+            deadline: Duration::from_millis(700),
+            attempt_timeout: Duration::from_millis(300),
+            ..short()
+        };
+        let conn = Connection::with_options(&[addr.as_str()], options).unwrap();
+        let err = conn.get_session("s").await.unwrap_err();
+        let ClientError::NoMember { last, .. } = &err else {
+            panic!("expected NoMember, got {err:?}");
+        };
+        assert!(last.contains("no answer within 300ms"), "{last}");
     }
 
     #[tokio::test]
