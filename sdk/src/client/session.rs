@@ -147,12 +147,26 @@ impl Connection {
             .id
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let spec = options.spec();
+        self.open(id, Some(options.spec())).await
+    }
+
+    /// Opens the existing open session `id`.
+    pub async fn open_session(&self, id: &str) -> Result<Session, ClientError> {
+        self.open(id.to_owned(), None).await
+    }
+
+    /// `OpenSession` on the leader: with a spec it is get-or-create, without one the session
+    /// must exist. Either way a retry asks for the same thing.
+    async fn open(
+        &self,
+        id: String,
+        spec: Option<v1::SessionSpec>,
+    ) -> Result<Session, ClientError> {
         let info = self
             .call(Target::Leader, |ch, _| {
                 let req = v1::OpenSessionRequest {
                     session_id: id.clone(),
-                    session: Some(spec.clone()),
+                    session: spec.clone(),
                 };
                 async move {
                     Ok(FrontendClient::new(ch)
@@ -163,25 +177,6 @@ impl Connection {
             })
             .await?;
         Ok(self.session(id, info))
-    }
-
-    /// Opens the existing open session `id`.
-    pub async fn open_session(&self, id: &str) -> Result<Session, ClientError> {
-        let info = self
-            .call(Target::Leader, |ch, _| {
-                let req = v1::OpenSessionRequest {
-                    session_id: id.to_owned(),
-                    session: None,
-                };
-                async move {
-                    Ok(FrontendClient::new(ch)
-                        .open_session(req)
-                        .await?
-                        .into_inner())
-                }
-            })
-            .await?;
-        Ok(self.session(id.to_owned(), info))
     }
 
     /// Closes session `id`; returns the session as closed.
