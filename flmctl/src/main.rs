@@ -7,9 +7,11 @@
 //! name `flmping-service` or `flmexec-service` (a symlink), it serves that built-in
 //! application's instance, so a local cluster needs no other binary to run `flmping` tasks.
 //!
-//! Caveat: `view -t|-n`, the write verbs, the other `cluster …` verbs and `bench` are not here
-//! yet.
+//! `flmctl bench` runs many tasks and reports throughput and latency.
+//!
+//! Caveat: `view -t|-n`, the write verbs and the other `cluster …` verbs are not here yet.
 
+mod bench;
 mod client;
 mod cluster;
 mod list;
@@ -47,6 +49,8 @@ enum Command {
     List(ListArgs),
     /// Show one session (with its events) or one application in detail.
     View(ViewArgs),
+    /// Run many tasks in a new session and report throughput and latency.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -137,7 +141,9 @@ fn inspect(endpoint: &str, command: Command) -> anyhow::Result<()> {
                 command: ClusterCommand::Status { output },
             } => Ok((cluster::status(&endpoints).await?, output)),
             Command::List(args) => Ok((list::list(&endpoints, args.kind()).await?, args.output)),
-            Command::Local { .. } | Command::View(_) => anyhow::bail!("not a listing command"),
+            Command::Local { .. } | Command::View(_) | Command::Bench(_) => {
+                anyhow::bail!("not a listing command")
+            }
         }
     })?;
     output::print(&output::render(&rows, format)?);
@@ -153,6 +159,7 @@ fn main() -> anyhow::Result<()> {
         Command::Local {
             command: LocalCommand::Up(args),
         } => local::up(args),
+        Command::Bench(args) => bench::main(&cli.endpoint, args),
         command => {
             // One readable line, never a backtrace: the message already carries the hint.
             if let Err(error) = inspect(&cli.endpoint, command) {
