@@ -26,6 +26,7 @@ mod report;
 mod runner;
 
 use anyhow::{Context, anyhow, bail};
+use flame_proto::v1;
 use flame_sdk::client::{Connection, SessionOptions};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -120,6 +121,7 @@ fn bench(endpoint: &str, args: &BenchArgs) -> anyhow::Result<()> {
     let endpoints = crate::client::endpoints(endpoint)?;
     let runtime = tokio::runtime::Runtime::new()?;
     let outcome = runtime.block_on(async {
+        check_application(&endpoints, &args.app).await?;
         let conn = Connection::new(&endpoints).map_err(|e| anyhow!("{e}"))?;
         let session = conn
             .create_session(&session_options(args))
@@ -151,6 +153,31 @@ fn bench(endpoint: &str, args: &BenchArgs) -> anyhow::Result<()> {
         report::table(&summary)
     };
     crate::output::print(&text);
+    Ok(())
+}
+
+/// Fails fast, with a hint, when no member answers or `app` is not registered (the SDK would
+/// retry for its whole deadline first).
+async fn check_application(endpoints: &[String], app: &str) -> anyhow::Result<()> {
+    let found = crate::client::first_answer(endpoints, |mut client| {
+        let name = app.to_owned();
+        async move {
+            match client
+                .get_application(v1::GetApplicationRequest { name })
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(status) if status.code() == tonic::Code::NotFound => Ok(false),
+                Err(status) => Err(status),
+            }
+        }
+    })
+    .await?;
+    if !found {
+        bail!(
+            "application '{app}' is not registered; hint: flmctl list -a shows the registered ones"
+        );
+    }
     Ok(())
 }
 
