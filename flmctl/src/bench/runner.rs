@@ -17,7 +17,7 @@ use super::Plan;
 use anyhow::{Context, bail};
 use flame_sdk::client::{ClientError, Connection, Session, TaskRequest, TaskState};
 use hdrhistogram::Histogram;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -91,9 +91,16 @@ fn progress(plan: &Plan, len: u64, what: &'static str) -> ProgressBar {
     }
     let bar = ProgressBar::new(len).with_prefix(what);
     let style = ProgressStyle::with_template(
-        "{prefix:>8} [{bar:40.cyan/blue}] {pos}/{len} {per_sec:>12} eta {eta}",
+        "{prefix:>8} [{bar:40.cyan/blue}] {pos}/{len} {rate:>10} eta {eta}",
     )
     .expect("static template is valid")
+    // indicatif's own {per_sec} prints every decimal; whole tasks per second read better.
+    .with_key(
+        "rate",
+        |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.0}/s", state.per_sec());
+        },
+    )
     .progress_chars("=> ");
     bar.set_style(style);
     bar.enable_steady_tick(Duration::from_millis(100));
@@ -151,13 +158,13 @@ async fn concurrent(session: &Session, plan: &Plan, count: u64, bar: &ProgressBa
             let mut tally = Tally::new();
             while next.fetch_add(1, Ordering::Relaxed) < count {
                 let submitted = Instant::now();
-                match tokio::time::timeout(limit, session.run(input.clone())).await {
-                    Ok(Ok(_)) => {
+                match tokio::time::timeout(limit, one_task(&session, input.clone())).await {
+                    Ok(Ok(())) => {
                         let micros = submitted.elapsed().as_micros().clamp(1, MAX_MICROS.into());
                         let _ = tally.latencies.record(micros as u64);
                         tally.succeeded += 1;
                     }
-                    Ok(Err(e)) => tally.fail(e.to_string()),
+                    Ok(Err(why)) => tally.fail(why),
                     Err(_) => tally.fail(format!("a task was not terminal within {limit:?}")),
                 }
                 bar.inc(1);
@@ -180,6 +187,36 @@ async fn concurrent(session: &Session, plan: &Plan, count: u64, bar: &ProgressBa
         source: LatencySource::Client,
         errors: all.errors,
     }
+}
+
+/// Creates one task and watches it to a terminal state; the error says which step failed
+/// (a task that ended Failed or Cancelled gives its own last message).
+async fn one_task(session: &Session, input: Option<Vec<u8>>) -> Result<(), String> {
+    let task = session
+        .create_task(input)
+        .await
+        .map_err(|e| format!("CreateTask: {e}"))?;
+    let id = task.metadata.map(|m| m.id).unwrap_or_default();
+    let mut watch = session.watch_task(&id);
+    while let Some(seen) = watch.next().await {
+        let seen = seen.map_err(|e| format!("WatchTask {id}: {e}"))?;
+        let Some(status) = seen.status else { continue };
+        match status.state() {
+            TaskState::Succeed => return Ok(()),
+            state @ (TaskState::Failed | TaskState::Cancelled) => {
+                let why = status.events.iter().rev().find_map(|e| e.message.clone());
+                return Err(format!(
+                    "task {id} {}: {}",
+                    state.as_str_name().to_lowercase(),
+                    why.unwrap_or_else(|| "no failure message".into())
+                ));
+            }
+            TaskState::Pending | TaskState::Running => {}
+        }
+    }
+    Err(format!(
+        "WatchTask {id}: the watch ended before a terminal state"
+    ))
 }
 
 /// The session's terminal counters: `(succeed, failed + cancelled)`.
