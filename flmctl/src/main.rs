@@ -11,16 +11,20 @@
 //! under the name `flmping-service` or `flmexec-service` (a symlink), it serves that built-in
 //! application's instance, so a local cluster needs no other binary to run `flmping` tasks.
 //!
+//! `flmctl bench` runs many flmping tasks in a new session and reports throughput, latency
+//! percentiles and, optionally, a latency-histogram PNG.
+//!
 //! Writes go through the SDK's `Connection` (leader discovery, retries through failover);
 //! reads go to the first member that answers, so a dead cluster fails fast with a hint.
 //!
 //! Adding a command: one [`Command`] variant and one arm in [`execute`] (which returns the text
 //! to print); errors become one `Error: …` line and exit status 1 in `main`.
 //!
-//! Caveat: `bench`, `deploy` and `migrate` are not here.
+//! Caveat: upstream's `deploy` and `migrate` are not here.
 
 mod admin;
 mod application;
+mod bench;
 mod client;
 mod cluster;
 mod list;
@@ -81,6 +85,8 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Run many tasks in a new session and report throughput and latency.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -231,11 +237,15 @@ async fn execute(target: &Target, command: Command) -> anyhow::Result<String> {
             Ok(String::from_utf8(script)?)
         }
         Command::Local { .. } => anyhow::bail!("`local` runs in the foreground, not here"),
+        Command::Bench(_) => anyhow::bail!("`bench` runs on its own runtime, not here"),
     }
 }
 
 /// Runs `command` on a small runtime and prints its output.
 fn run(target: &Target, command: Command) -> anyhow::Result<()> {
+    if let Command::Bench(args) = command {
+        return bench::run(&target.endpoints()?, &args);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
