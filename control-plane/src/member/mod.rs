@@ -232,36 +232,40 @@ async fn run(
     shutdown.await;
     info!("shutting down");
     let _ = stop_tx.send(true);
-    let _ = duties.await;
-    let _ = scheduling.await;
+    // A duty or scheduling cycle caught in a write that cannot commit (the other members
+    // stopped first, as they do under `flmctl local up`) would wait for a quorum forever; both
+    // are idempotent and redone by the next leader, so they are cut off.
+    drain(duties, "leader duties").await;
+    drain(scheduling, "scheduling").await;
     // Graceful shutdown waits for clients to close their connections; a client that never
     // does must not keep the member from stopping.
-    let api = drain(api_task, "client API").await;
-    let peer = drain(peer_task, "Raft peer").await;
+    let api = drain(api_task, "client API").await.unwrap_or(Ok(()));
+    let peer = drain(peer_task, "Raft peer").await.unwrap_or(Ok(()));
     raft.shutdown()
         .await
         .map_err(|e| ServeError::Raft(e.to_string()))?;
-    api?;
-    peer?;
+    api.map_err(ServeError::from)?;
+    peer.map_err(ServeError::from)?;
     info!("stopped");
     Ok(())
 }
 
-/// How long a server may take to finish its open calls after shutdown begins.
+/// How long a task may take to finish after shutdown begins.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Waits for a server task to finish draining, aborting it after [`DRAIN_TIMEOUT`].
-async fn drain(
-    mut task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-    what: &str,
-) -> Result<(), ServeError> {
+/// Waits for `task` to finish after shutdown began, aborting it after [`DRAIN_TIMEOUT`];
+/// `None` when it was aborted or had panicked (both logged).
+async fn drain<T>(mut task: tokio::task::JoinHandle<T>, what: &str) -> Option<T> {
     match tokio::time::timeout(DRAIN_TIMEOUT, &mut task).await {
-        Ok(Ok(result)) => result.map_err(ServeError::from),
-        Ok(Err(e)) => Err(ServeError::Raft(format!("{what} server task failed: {e}"))),
+        Ok(Ok(result)) => Some(result),
+        Ok(Err(e)) => {
+            tracing::error!(task = what, error = %e, "task failed during shutdown");
+            None
+        }
         Err(_) => {
-            tracing::warn!(server = what, "clients kept connections open; closing them");
+            tracing::warn!(task = what, "still busy after shutdown began; cut off");
             task.abort();
-            Ok(())
+            None
         }
     }
 }
@@ -301,5 +305,44 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Sets its flag when dropped, i.e. when the task holding it is aborted.
+    struct Dropped(Arc<AtomicBool>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_task_stuck_after_shutdown_is_cut_off_and_a_finished_one_returns_its_result() {
+        assert_eq!(drain(tokio::spawn(async { 7 }), "quick").await, Some(7));
+        let dropped = Arc::new(AtomicBool::new(false));
+        let guard = Dropped(dropped.clone());
+        // A write waiting for a quorum that is gone: it never finishes by itself.
+        let stuck = tokio::spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await
+        });
+        let started = std::time::Instant::now();
+        assert_eq!(drain(stuck, "stuck").await, None);
+        assert!(started.elapsed() >= DRAIN_TIMEOUT);
+        // Aborting drops the task's future at its next poll; wait for that, bounded.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !dropped.load(Ordering::SeqCst) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the task was not aborted"
+            );
+            tokio::task::yield_now().await;
+        }
     }
 }
