@@ -356,6 +356,8 @@ enum Failure {
 /// unavailable, or a connection that broke under the call. A broken connection shows up as a
 /// status tonic made itself (no Flame error kind in the metadata): CANCELLED ("operation was
 /// canceled" when hyper drops an in-flight request) or UNKNOWN/INTERNAL naming the transport.
+/// RESOURCE_EXHAUSTED naming h2 is the connection closed by an HTTP/2 flood guard
+/// (`GOAWAY ENHANCE_YOUR_CALM`), which fails every call on it at once; a new connection works.
 pub(crate) fn retriable(status: &Status) -> bool {
     let from_server = status
         .metadata()
@@ -364,7 +366,7 @@ pub(crate) fn retriable(status: &Status) -> bool {
     match status.code() {
         Code::Unavailable => true,
         Code::Cancelled => !from_server,
-        Code::Unknown | Code::Internal => {
+        Code::Unknown | Code::Internal | Code::ResourceExhausted => {
             let text = status.message().to_ascii_lowercase();
             let words = [
                 "transport",
@@ -454,6 +456,14 @@ mod tests {
         assert!(retriable(&Status::unavailable("no quorum")));
         assert!(retriable(&Status::unknown("transport error")));
         assert!(retriable(&Status::cancelled("operation was canceled")));
+        assert!(retriable(&Status::resource_exhausted(
+            "h2 protocol error: http2 error"
+        )));
+        assert!(!retriable(&Status::from(FlameError::TooLarge {
+            what: "task input".into(),
+            size: 2,
+            limit: 1,
+        })));
         assert!(!retriable(&Status::from(FlameError::Cancelled(
             "client went away".into()
         ))));
