@@ -3,7 +3,8 @@
 //! `Status` answers from this member's own view, so any member tells a client who leads.
 //! Membership changes must run on the leader; a follower answers `NotLeader` with the leader's
 //! id and address so the caller can retry there. `TransferLeader` asks the target member to
-//! start an election (openraft 0.9 has no transfer primitive; an up-to-date target wins).
+//! campaign (openraft 0.9 has no transfer primitive): it calls elections until it wins or a
+//! deadline passes, since a single one loses whenever its log briefly trails the leader's.
 //! `TriggerSnapshot` snapshots the member it reaches.
 //!
 //! Caveat: openraft 0.9 does not publish the commit index; `committed` reports the applied
@@ -21,8 +22,52 @@ use flame_proto::error::FlameError;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{RaftMetrics, ServerState, StoredMembership};
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tonic::{Request, Response, Status};
+use tracing::info;
+
+/// How long a member keeps campaigning to take over leadership. It stays below the SDK's
+/// 10 s attempt limit, with room for the forwarding member to see the result.
+const TRANSFER_DEADLINE: Duration = Duration::from_secs(6);
+
+/// Campaigns until this member leads or `deadline` passes. One election rarely suffices:
+/// followers refuse votes while the leader's lease holds, and the leader refuses a candidate
+/// whose log trails its own, which a busy group's log always briefly does. Each attempt waits
+/// a few election timeouts for the outcome, then a jittered pause lets the log catch up.
+async fn campaign(handle: &MemberHandle, deadline: Duration) -> Result<(), FlameError> {
+    let me = handle.id;
+    let until = Instant::now() + deadline;
+    let timeout = Duration::from_millis(handle.raft.config().election_timeout_max);
+    let mut attempts = 0u32;
+    while Instant::now() < until {
+        if handle.raft.metrics().borrow().current_leader == Some(me) {
+            return Ok(());
+        }
+        attempts += 1;
+        handle
+            .raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| FlameError::Unavailable(e.to_string()))?;
+        let won = handle
+            .raft
+            .wait(Some(timeout * 3))
+            .metrics(|m| m.current_leader == Some(me), "won the election")
+            .await
+            .is_ok();
+        if won {
+            info!(attempts, "took over leadership on request");
+            return Ok(());
+        }
+        let pause = rand::random_range(timeout / 2..=timeout);
+        tokio::time::sleep(pause.min(until.saturating_duration_since(Instant::now()))).await;
+    }
+    Err(FlameError::Unavailable(format!(
+        "member {me} did not win an election in {attempts} attempts within {deadline:?}; \
+         the leader kept a longer log or the group is unstable, try again"
+    )))
+}
 
 /// The admin service of a member.
 pub struct Admin {
@@ -175,13 +220,9 @@ impl Cluster for Admin {
         request: Request<TransferLeaderRequest>,
     ) -> Result<Response<TransferLeaderReply>, Status> {
         let to = request.into_inner().to;
+        let started = Instant::now();
         if to == self.handle.id {
-            self.handle
-                .raft
-                .trigger()
-                .elect()
-                .await
-                .map_err(|e| FlameError::Unavailable(e.to_string()))?;
+            campaign(&self.handle, TRANSFER_DEADLINE).await?;
         } else {
             let m = self.handle.raft.metrics().borrow().clone();
             let node = m
@@ -201,10 +242,12 @@ impl Cluster for Admin {
                 .transfer_leader(TransferLeaderRequest { to })
                 .await?;
         }
+        // The target has won; this member learns it from the next heartbeat.
+        let left = (TRANSFER_DEADLINE + Duration::from_secs(2)).saturating_sub(started.elapsed());
         let leader = self
             .handle
             .raft
-            .wait(Some(Duration::from_secs(5)))
+            .wait(Some(left.max(Duration::from_millis(500))))
             .metrics(|m| m.current_leader == Some(to), "leadership moved")
             .await
             .ok()
