@@ -30,6 +30,9 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tonic::{Request, Status};
 
+/// How long a finished watch waits for the server's end of stream before dropping it.
+const END_OF_STREAM_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The metadata key carrying a `CreateTask` request id.
 pub const REQUEST_ID_KEY: &str = "flame-request-id";
 
@@ -511,7 +514,14 @@ impl Watch {
                 continue;
             }
             self.last = Some(now as i32);
-            if tx.send(Ok(task)).await.is_err() || is_terminal(now) {
+            let delivered = tx.send(Ok(task)).await.is_ok();
+            if delivered && is_terminal(now) {
+                // The server ends the stream right after a terminal state. Dropping it before
+                // its trailers arrive resets the stream, and h2 closes a connection (GOAWAY
+                // ENHANCE_YOUR_CALM, failing every call on it) after 1,024 such resets.
+                let _ = tokio::time::timeout(END_OF_STREAM_WAIT, stream.message()).await;
+            }
+            if !delivered || is_terminal(now) {
                 return Ok(Ended::Done);
             }
         }
