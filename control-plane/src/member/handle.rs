@@ -161,7 +161,7 @@ impl MemberHandle {
             .network
             .forward(leader, node, bytes, FORWARD_TIMEOUT)
             .await
-            .map_err(FlameError::from)?;
+            .map_err(|status| forward_failure(leader, status))?;
         postcard::from_bytes(&reply)
             .map_err(|e| FlameError::Internal(format!("cannot decode the leader's reply: {e}")))
     }
@@ -276,6 +276,55 @@ impl MemberHandle {
     }
 }
 
+/// A failed forward as the client should see it. The leader's own answer (it carries Flame's
+/// error kind) stands. A failure of the call itself (the leader died, the connection broke or
+/// the forward timed out) leaves the write's fate unknown: it becomes UNAVAILABLE, which says
+/// "retry", and is safe to retry only with a request id, which the SDK always sends.
+fn forward_failure(leader: u64, status: tonic::Status) -> FlameError {
+    if status
+        .metadata()
+        .get(flame_proto::error::ERROR_KIND_KEY)
+        .is_some()
+    {
+        return FlameError::from(status);
+    }
+    FlameError::Unavailable(format!(
+        "the write forwarded to leader {leader} got no answer, so it may or may not have been \
+         applied: {}",
+        status.message()
+    ))
+}
+
 fn unexpected(reply: &ForwardReply) -> FlameError {
     FlameError::Internal(format!("the leader answered with an unexpected {reply:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forward_that_got_no_answer_is_unavailable_and_the_leaders_own_answer_stands() {
+        for lost in [
+            tonic::Status::cancelled("operation was canceled"),
+            tonic::Status::deadline_exceeded("forward to member 1 timed out after 10s"),
+            tonic::Status::unknown("transport error"),
+        ] {
+            let error = forward_failure(1, lost.clone());
+            assert!(
+                matches!(&error, FlameError::Unavailable(m) if m.contains("may or may not")),
+                "{lost:?} became {error:?}"
+            );
+        }
+        let answer = tonic::Status::from(FlameError::NotFound("session s not found".into()));
+        assert_eq!(
+            forward_failure(1, answer),
+            FlameError::NotFound("session s not found".into())
+        );
+        let moved = tonic::Status::from(FlameError::NotLeader { leader: None });
+        assert!(matches!(
+            forward_failure(1, moved),
+            FlameError::NotLeader { .. }
+        ));
+    }
 }
