@@ -107,19 +107,7 @@ async fn single_instance_session(run: &Running, via: u64) -> anyhow::Result<()> 
         .frontend(via)?
         .create_session(v1::CreateSessionRequest {
             session_id: SESSION.into(),
-            session: Some(v1::SessionSpec {
-                application: "flmping".into(),
-                common_data: None,
-                min_instances: 0,
-                max_instances: Some(1),
-                batch_size: 1,
-                priority: 0,
-                resreq: Some(v1::ResourceRequirement {
-                    cpu: 1,
-                    memory: 1 << 30,
-                    gpu: 0,
-                }),
-            }),
+            session: Some(chaos_tests::ping_session_spec(0, Some(1))),
         })
         .await?;
     Ok(())
