@@ -8,8 +8,8 @@ mod support;
 use flame_proto::v1::frontend_client::FrontendClient;
 use flame_proto::v1::{CreateSessionRequest, ResourceRequirement, SessionSpec};
 use serde_json::Value;
-use std::time::{Duration, Instant};
-use support::{Up, flmctl, free_base, golden, mask, mask_times, ok};
+use std::time::Duration;
+use support::{Up, flmctl, free_base, golden, mask, mask_times, ok, status_until};
 
 /// Roles are masked in the golden table (which member wins the election varies); the JSON form
 /// must show one leader that every reachable member agrees on.
@@ -26,22 +26,17 @@ fn check_status_json(json: &str) {
     assert!(rows[3]["error"].is_string(), "{json}");
 }
 
-/// Polls `cluster status -o json` (bounded) until every reachable member knows the leader.
+/// Waits until every reachable member knows the leader.
 fn settled(endpoint: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let json = ok(endpoint, &["cluster", "status", "-o", "json"]);
-        let rows: Vec<Value> = serde_json::from_str(&json).expect("json");
-        let reachable = rows.iter().filter(|r| r["role"] != "unreachable");
-        if reachable.clone().count() == 3 && reachable.clone().all(|r| r["leader"].is_u64()) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the group did not settle: {json}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    status_until(
+        endpoint,
+        Duration::from_secs(20),
+        "the group did not settle",
+        |rows| {
+            let reachable = rows.iter().filter(|r| r["role"] != "unreachable");
+            reachable.clone().count() == 3 && reachable.clone().all(|r| r["leader"].is_u64())
+        },
+    );
 }
 
 fn cluster_status(base: u16) {

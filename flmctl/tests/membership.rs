@@ -8,24 +8,10 @@ mod support;
 
 use chaos_tests::{Cluster, build_binaries};
 use serde_json::Value;
-use std::time::{Duration, Instant};
-use support::{flmctl, golden, ok};
+use std::time::Duration;
+use support::{flmctl, golden, ok, status_until};
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-/// Polls `cluster status -o json` through `endpoint` (bounded) until `done` holds for its rows.
-fn status_until(endpoint: &str, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let json = ok(endpoint, &["cluster", "status", "-o", "json"]);
-        let rows: Vec<Value> = serde_json::from_str(&json).expect("json");
-        if done(&rows) {
-            return rows;
-        }
-        assert!(Instant::now() < deadline, "{what}: {json}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// The role member `id` reports in `rows`.
 fn role(rows: &[Value], id: u64) -> Option<&str> {
@@ -58,18 +44,21 @@ async fn a_fourth_member_is_added_promoted_and_removed_with_flmctl() -> anyhow::
         &api,
     ];
     lines.push_str(&ok(&endpoint, &add));
-    let rows = status_until(&endpoint, "member 4 to show as a learner", |rows| {
-        role(rows, four) == Some("learner")
-    });
+    let rows = status_until(
+        &endpoint,
+        DEADLINE,
+        "member 4 to show as a learner",
+        |rows| role(rows, four) == Some("learner"),
+    );
     assert_eq!(rows.len(), 4, "{rows:?}");
 
     lines.push_str(&ok(&endpoint, &["cluster", "promote", "--id", &id]));
-    status_until(&endpoint, "member 4 to vote", |rows| {
+    status_until(&endpoint, DEADLINE, "member 4 to vote", |rows| {
         matches!(role(rows, four), Some("follower" | "leader"))
     });
 
     lines.push_str(&ok(&endpoint, &["cluster", "remove", "--id", &id]));
-    status_until(&endpoint, "member 4 to leave the group", |rows| {
+    status_until(&endpoint, DEADLINE, "member 4 to leave the group", |rows| {
         rows.len() == 3 && role(rows, four).is_none()
     });
 

@@ -177,3 +177,23 @@ pub fn mask_times(text: &str) -> String {
     }
     masked
 }
+
+/// Polls `cluster status -o json` through `endpoint` until `done` holds for its rows; fails
+/// naming `what` and the last rows after `limit`.
+pub fn status_until(
+    endpoint: &str,
+    limit: Duration,
+    what: &str,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let json = ok(endpoint, &["cluster", "status", "-o", "json"]);
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&json).expect("json");
+        if done(&rows) {
+            return rows;
+        }
+        assert!(Instant::now() < deadline, "{what}: {json}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
