@@ -194,6 +194,13 @@ fn too_large(status: &Status) -> FlameError {
     }
 }
 
+/// Whether a Flame server made `status` from a [`FlameError`] (it carries [`ERROR_KIND_KEY`]),
+/// as opposed to tonic or hyper making it for a failed call (a broken connection, a cancelled
+/// or timed-out request), where the server's answer, if any, is unknown.
+pub fn is_flame_answer(status: &Status) -> bool {
+    status.metadata().get(ERROR_KIND_KEY).is_some()
+}
+
 /// Maps a status carrying [`ERROR_KIND_KEY`]; `None` for an unknown or absent kind.
 fn from_kind(status: &Status) -> Option<FlameError> {
     let msg = status.message().to_owned();

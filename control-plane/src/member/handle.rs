@@ -281,11 +281,7 @@ impl MemberHandle {
 /// the forward timed out) leaves the write's fate unknown: it becomes UNAVAILABLE, which says
 /// "retry", and is safe to retry only with a request id, which the SDK always sends.
 fn forward_failure(leader: u64, status: tonic::Status) -> FlameError {
-    if status
-        .metadata()
-        .get(flame_proto::error::ERROR_KIND_KEY)
-        .is_some()
-    {
+    if flame_proto::error::is_flame_answer(&status) {
         return FlameError::from(status);
     }
     FlameError::Unavailable(format!(

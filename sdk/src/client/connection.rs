@@ -359,10 +359,7 @@ enum Failure {
 /// RESOURCE_EXHAUSTED naming h2 is the connection closed by an HTTP/2 flood guard
 /// (`GOAWAY ENHANCE_YOUR_CALM`), which fails every call on it at once; a new connection works.
 pub(crate) fn retriable(status: &Status) -> bool {
-    let from_server = status
-        .metadata()
-        .get(flame_proto::error::ERROR_KIND_KEY)
-        .is_some();
+    let from_server = flame_proto::error::is_flame_answer(status);
     match status.code() {
         Code::Unavailable => true,
         Code::Cancelled => !from_server,
