@@ -36,7 +36,9 @@ use openraft::RaftTypeConfig;
 use std::path::PathBuf;
 
 /// The storage format version this binary writes, and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// 2: nodes carry their object-cache endpoint. Data of version 1 is not migrated.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The openraft type configurations raftlog can store: `u64` member ids, openraft's own
 /// `Entry`, and snapshots as files.

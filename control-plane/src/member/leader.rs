@@ -131,6 +131,7 @@ mod tests {
             os: "linux".into(),
             addresses: Vec::new(),
             last_heartbeat_ms: 0,
+            cache: None,
         };
         m.apply(Command::RegisterNode {
             node,

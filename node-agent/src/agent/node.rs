@@ -80,6 +80,7 @@ impl NodeInfo {
             }),
             executors: held,
             agent_id: self.agent_id.clone(),
+            cache: None,
         }
     }
 
