@@ -37,7 +37,9 @@ use std::path::PathBuf;
 
 /// The storage format version this binary writes, and the newest it reads.
 ///
-/// 2: nodes carry their object-cache endpoint. Data of version 1 is not migrated.
+/// 2 (the control plane's object-cache support): nodes carry their cache endpoint,
+/// UnregisterApplication carries its time, and the `object_drops` and `cluster_meta` tables
+/// exist. Data of version 1 is not migrated.
 pub const FORMAT_VERSION: u32 = 2;
 
 /// The openraft type configurations raftlog can store: `u64` member ids, openraft's own
