@@ -1,12 +1,13 @@
 //! Scenario tests of what the state machine keeps for the object cache: the object-drop log
-//! (appended when a session closes or an application is unregistered, sequenced, bounded) and
-//! the cluster CA (the first SetClusterCa wins). Persistence of both is in `state_persistence`.
+//! (appended when a session closes or an application is unregistered, sequenced, bounded), the
+//! cluster CA (the first SetClusterCa wins) and nodes' cache endpoints (replaced by every
+//! registration). Persistence of the log and the CA is in `state_persistence`.
 
 mod state_support;
 
 use flame_control_plane::state::{Command, MAX_OBJECT_DROPS, Outcome, StateMachine};
 use flame_proto::error::FlameError;
-use flame_proto::model::{ApplicationSpec, ObjectDrop};
+use flame_proto::model::{ApplicationSpec, CacheEndpoint, Node, ObjectDrop};
 use state_support::*;
 
 fn close(m: &mut StateMachine, id: &str, now_ms: i64) -> Outcome {
@@ -194,4 +195,33 @@ fn a_malformed_cluster_ca_is_refused() {
     ));
     assert!(m.state().cluster_ca().is_none());
     assert_eq!(m.apply(ca(1)).outcome, Outcome::ClusterCa(Ok(true)));
+}
+
+#[test]
+fn a_re_registration_replaces_the_cache_with_the_node_description() {
+    let mut m = machine();
+    let mut described = node("n1");
+    described.cache = Some(CacheEndpoint {
+        flight_endpoint: "grpc://10.0.0.5:9090".into(),
+        peer_addr: "10.0.0.5:9091".into(),
+    });
+    let register = |node: Node| Command::RegisterNode {
+        node,
+        agent_id: "a1".into(),
+        now_ms: 5,
+    };
+    m.apply(register(described.clone()));
+    assert_eq!(
+        m.state().node("n1").and_then(|n| n.cache.clone()),
+        described.cache
+    );
+    let r = m.apply(register(node("n1")));
+    assert!(
+        matches!(&r.outcome, Outcome::Node(Ok(n)) if n.cache.is_none()),
+        "{r:?}"
+    );
+    assert!(
+        m.state().node("n1").is_some_and(|n| n.cache.is_none()),
+        "an agent restarted without a cache clears it"
+    );
 }
