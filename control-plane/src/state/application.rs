@@ -12,8 +12,9 @@
 //! | UpdateApplication, UnregisterApplication | an Open session | `InvalidState`: `... open sessions ...` |
 //!
 //! UnregisterApplication removes the application and all of its (Closed) sessions with their
-//! tasks, events and request ids, and appends the object drop `<name>/*` (see the cache module). UpdateApplication replaces every spec field, shim and image
-//! included (the specification's recommended improvement), and keeps the creation time.
+//! tasks, events and request ids, and appends the object drop `<name>/*` (see the cache
+//! module). UpdateApplication replaces every spec field, shim and image included (the
+//! specification's recommended improvement), and keeps the creation time.
 //!
 //! Caveat: the Frontend validates the spec (schemas, working directory) before proposing and
 //! reports those failures as INVALID_ARGUMENT; apply checks again so a malformed command cannot

@@ -327,7 +327,8 @@ mod tests {
         for flight in bad_flight {
             let err = cache(flight, "h:1").validate();
             assert!(
-                matches!(&err, Err(FlameError::InvalidArgument(m)) if m.contains("cache.flight_endpoint")),
+                matches!(&err, Err(FlameError::InvalidArgument(m))
+                    if m.contains("cache.flight_endpoint")),
                 "{flight}: {err:?}"
             );
         }
@@ -342,7 +343,8 @@ mod tests {
         ] {
             let err = cache("grpc://h:1", peer).validate();
             assert!(
-                matches!(&err, Err(FlameError::InvalidArgument(m)) if m.contains("cache.peer_addr")),
+                matches!(&err, Err(FlameError::InvalidArgument(m))
+                    if m.contains("cache.peer_addr")),
                 "{peer}: {err:?}"
             );
         }
