@@ -39,6 +39,7 @@ async fn twenty_ping_tasks_succeed_through_an_agent_that_followed_the_leader_hin
             node: Some(fake::wire_node(NODE)),
             executors: Vec::new(),
             agent_id: "agent-a".into(),
+            cache: None,
         })
         .await;
     let status = expect_status(refused, Code::Unavailable, &["not the leader"])?;
@@ -159,6 +160,7 @@ async fn a_second_agent_for_a_live_node_is_refused_and_the_first_keeps_working()
             node: Some(fake::wire_node(NODE)),
             executors: Vec::new(),
             agent_id: "agent-b".into(),
+            cache: None,
         })
         .await;
     expect_status(refused, Code::AlreadyExists, &[NODE, "agent-a", "agent-b"])?;

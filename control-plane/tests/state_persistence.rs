@@ -1,12 +1,13 @@
 //! Persistence of the state machine: what `FlameApp` writes in the apply transaction rebuilds,
 //! through `restore`, exactly the state it holds in memory; also through raftlog's
-//! `StateMachineStore` across a reopen and a snapshot install, with the published views.
+//! `StateMachineStore` across a reopen and a snapshot install, with the published views; the
+//! object-drop log (trimmed rows included) and the cluster CA likewise.
 
 mod state_support;
 
 use flame_control_plane::state::{
-    Command, Effect, FlameApp, FlameTypeConfig, Outcome, Proposal, StateConfig, StateMachine,
-    TABLES,
+    Command, Effect, FlameApp, FlameTypeConfig, MAX_OBJECT_DROPS, Outcome, Proposal, StateConfig,
+    StateMachine, TABLES,
 };
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
@@ -170,4 +171,110 @@ async fn state_machine_store_persists_publishes_and_installs_snapshots() -> anyh
     assert_eq!(&view.state, &expected);
     assert_eq!(view.effects.as_ref(), [Effect::Restored]);
     Ok(())
+}
+
+/// The cache workload: two sessions closed, an application unregistered, and two CAs of which
+/// the first wins.
+fn cache_workload() -> Vec<Command> {
+    let ca = |n: u8| Command::SetClusterCa {
+        cert_pem: format!("-----BEGIN CERTIFICATE-----\nCA{n}\n-----END CERTIFICATE-----\n"),
+        key_pem: format!("-----BEGIN PRIVATE KEY-----\nK{n}\n-----END PRIVATE KEY-----\n"),
+    };
+    let mut out = workload();
+    out.extend([
+        Command::RegisterApplication {
+            name: "app".into(),
+            spec: flame_proto::model::ApplicationSpec::default(),
+            now_ms: 20,
+        },
+        Command::CreateSession {
+            id: "c".into(),
+            spec: state_support::spec("app"),
+            now_ms: 21,
+        },
+        Command::CloseSession {
+            id: "c".into(),
+            now_ms: 22,
+        },
+        Command::UnregisterApplication {
+            name: "app".into(),
+            now_ms: 23,
+        },
+        ca(1),
+        ca(2),
+    ]);
+    out
+}
+
+#[tokio::test]
+async fn object_drops_and_the_cluster_ca_survive_reopen_and_snapshot_install() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let storage = Storage::new(dir.path().join("m1"), "cluster-1");
+    let mut sm = StateMachineStore::open(&storage, FlameApp::new(StateConfig::default()))?;
+    let entries: Vec<_> = cache_workload()
+        .into_iter()
+        .enumerate()
+        .map(|(i, command)| entry(i as u64 + 1, command))
+        .collect();
+    sm.apply(entries).await?;
+    let prefixes: Vec<String> = sm
+        .app()
+        .state()
+        .object_drops(0, 100)
+        .drops
+        .into_iter()
+        .map(|d| format!("{}@{}", d.prefix, d.at_ms))
+        .collect();
+    assert_eq!(prefixes, ["flmping/b@13", "app/c@22", "app/*@23"]);
+    let ca = sm.app().state().cluster_ca().cloned().expect("a CA");
+    assert!(ca.cert_pem.contains("CA1"));
+    let expected = sm.app().state().clone();
+    drop(sm);
+
+    let mut reopened = StateMachineStore::open(&storage, FlameApp::new(StateConfig::default()))?;
+    assert_eq!(reopened.app().state(), &expected);
+    assert_eq!(reopened.app().state().object_drop_range(), (1, 3));
+    assert_eq!(reopened.app().state().cluster_ca(), Some(&ca));
+    let snapshot = reopened
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await?;
+
+    let other = Storage::new(dir.path().join("m2"), "cluster-1");
+    let mut installed = StateMachineStore::open(&other, FlameApp::new(StateConfig::default()))?;
+    assert!(installed.app().state().cluster_ca().is_none());
+    installed
+        .install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await?;
+    assert_eq!(installed.app().state(), &expected);
+    assert_eq!(installed.app().state().cluster_ca(), Some(&ca));
+    assert_eq!(installed.app().state().object_drops(0, 100).drops.len(), 3);
+    Ok(())
+}
+
+#[test]
+fn trimmed_object_drops_are_deleted_from_the_table() {
+    let db = memory_db();
+    let mut app = FlameApp::new(config());
+    let mut commands = vec![Command::EnsureBuiltins { now_ms: 0 }];
+    for i in 0..MAX_OBJECT_DROPS as i64 + 2 {
+        commands.push(Command::RegisterApplication {
+            name: "app".into(),
+            spec: flame_proto::model::ApplicationSpec::default(),
+            now_ms: i,
+        });
+        commands.push(Command::UnregisterApplication {
+            name: "app".into(),
+            now_ms: i,
+        });
+    }
+    let txn = db.begin_write().expect("txn");
+    app.apply(&txn, &log_id(1), Proposal { commands })
+        .expect("apply");
+    txn.commit().expect("commit");
+    let back = restored(&db, config());
+    assert_eq!(back.object_drop_range(), (3, MAX_OBJECT_DROPS as u64 + 2));
+    assert_eq!(&back, app.state());
 }

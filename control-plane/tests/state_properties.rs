@@ -52,8 +52,8 @@ proptest! {
 }
 
 /// The random sequences reach the interesting states (running, finished, failed, cancelled
-/// and requeued tasks, bound and unbinding executors, failed binds), so the properties above
-/// are not vacuous.
+/// and requeued tasks, bound and unbinding executors, failed binds, object drops, a cluster
+/// CA), so the properties above are not vacuous.
 #[test]
 fn random_sequences_reach_deep_states() {
     use proptest::strategy::ValueTree;
@@ -78,6 +78,12 @@ fn random_sequences_reach_deep_states() {
                 }
             }
             seen.extend(state.executors().map(|e| format!("executor {:?}", e.state)));
+            if state.object_drop_range().1 > 0 {
+                seen.insert("object drop".to_owned());
+            }
+            if state.cluster_ca().is_some() {
+                seen.insert("cluster CA".to_owned());
+            }
         }
     }
     for wanted in [
@@ -90,6 +96,8 @@ fn random_sequences_reach_deep_states() {
         "executor Bound",
         "executor Unbinding",
         "executor Releasing",
+        "object drop",
+        "cluster CA",
     ] {
         assert!(seen.contains(wanted), "never reached {wanted}: {seen:?}");
     }

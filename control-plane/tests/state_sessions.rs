@@ -145,6 +145,7 @@ fn duplicate_bad_name_and_open_sessions_are_refused() {
     create_session(&mut m, "s1", "flmrun");
     let r = m.apply(Command::UnregisterApplication {
         name: "flmrun".into(),
+        now_ms: 50,
     });
     let err = error(r);
     assert!(
@@ -158,6 +159,7 @@ fn duplicate_bad_name_and_open_sessions_are_refused() {
     assert!(error(r).to_string().contains("open sessions"));
     let r = m.apply(Command::UnregisterApplication {
         name: "nope".into(),
+        now_ms: 50,
     });
     assert!(matches!(error(r), FlameError::NotFound(m) if m.contains("not found")));
 }
@@ -201,7 +203,10 @@ fn unregister_after_close_removes_sessions_and_tasks() {
             now_ms: 50,
         }));
     }
-    let r = m.apply(Command::UnregisterApplication { name: "app".into() });
+    let r = m.apply(Command::UnregisterApplication {
+        name: "app".into(),
+        now_ms: 50,
+    });
     assert_eq!(r.outcome, Outcome::Done(Ok(())));
     for id in ["s1", "s2"] {
         let removed = Effect::SessionRemoved {

@@ -32,6 +32,10 @@
 //! - `task_timeout` (`--task-timeout`, `FLAME_TASK_TIMEOUT`) is a duration text such as `30s`
 //!   or `2m` (`none` or `0`: no timeout). It is only the default: an application's
 //!   `flame.task-timeout` label wins over it (see [`crate::task_timeout`]).
+//! - The node's object cache ([`AgentConfig::cache`], sent in every RegisterNode) comes only from
+//!   the flags `--cache-flight-endpoint` and `--cache-peer-addr`, given together, for a cache
+//!   running beside the agent; a program that embeds the cache sets the field itself. With such
+//!   a cache and no `cache_endpoint`, instances get its Flight URL as `FLAME_CACHE_ENDPOINT`.
 
 mod detect;
 #[cfg(test)]
@@ -39,7 +43,7 @@ mod tests;
 
 pub use detect::{cpu_count, gpu_count, hostname, mem_total, total_memory};
 
-use flame_proto::model::{ResourceRequirement, parse_memory};
+use flame_proto::model::{CacheEndpoint, ResourceRequirement, parse_memory};
 use serde::Deserialize;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -118,6 +122,9 @@ pub struct AgentConfig {
     pub flame_endpoint: String,
     /// `FLAME_CACHE_ENDPOINT` given to instances, when a cache exists.
     pub cache_endpoint: Option<String>,
+    /// The node's object cache, sent to the leader in every RegisterNode; `None` when the node
+    /// runs none (a registration without it clears a cache registered before).
+    pub cache: Option<CacheEndpoint>,
     /// Bound on an instance's start plus socket readiness.
     pub startup_timeout: Duration,
     /// Wait between SIGTERM and SIGKILL when an instance is stopped.
@@ -317,9 +324,16 @@ pub struct Overrides {
     /// FLAME_ENDPOINT for instances (default: the first endpoint).
     #[arg(long)]
     pub flame_endpoint: Option<String>,
-    /// FLAME_CACHE_ENDPOINT for instances.
+    /// FLAME_CACHE_ENDPOINT for instances (default: --cache-flight-endpoint, if given).
     #[arg(long)]
     pub cache_endpoint: Option<String>,
+    /// Flight URL of an object cache running beside the agent, such as grpc://10.0.0.5:9090,
+    /// registered as the node's cache; needs --cache-peer-addr.
+    #[arg(long)]
+    pub cache_flight_endpoint: Option<String>,
+    /// host:port of that cache's QUIC peer endpoint; needs --cache-flight-endpoint.
+    #[arg(long)]
+    pub cache_peer_addr: Option<String>,
     /// Bound on instance start plus socket readiness, in milliseconds.
     #[arg(long)]
     pub instance_startup_timeout_ms: Option<u64>,
@@ -342,6 +356,37 @@ pub struct Overrides {
 }
 
 impl Overrides {
+    /// The sidecar cache the two cache flags describe: both or neither must be given, and the
+    /// addresses must pass [`CacheEndpoint::validate`].
+    fn cache(&self) -> Result<Option<CacheEndpoint>, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            key: "`cache` (--cache-flight-endpoint, --cache-peer-addr)".into(),
+            message,
+        };
+        fn given(v: &Option<String>) -> Option<&str> {
+            v.as_deref().map(str::trim).filter(|v| !v.is_empty())
+        }
+        let cache = match (
+            given(&self.cache_flight_endpoint),
+            given(&self.cache_peer_addr),
+        ) {
+            (None, None) => return Ok(None),
+            (Some(flight), Some(peer)) => CacheEndpoint {
+                flight_endpoint: flight.to_owned(),
+                peer_addr: peer.to_owned(),
+            },
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(invalid(
+                    "--cache-flight-endpoint and --cache-peer-addr must be given together \
+                     (a cache beside the agent needs both addresses)"
+                        .into(),
+                ));
+            }
+        };
+        cache.validate().map_err(|e| invalid(e.to_string()))?;
+        Ok(Some(cache))
+    }
+
     /// The flags as a layer; sizes are parsed here so their errors name the flag.
     fn layer(&self) -> Result<Layer, ConfigError> {
         let size = |key: &str, text: &Option<String>| -> Result<Option<Size>, ConfigError> {
@@ -478,7 +523,14 @@ impl AgentConfig {
             layer = layer.or(file_layer(path)?);
         }
         let layer = layer.or(env_layer(&env)?);
-        resolve(layer, &env)
+        let mut config = resolve(layer, &env)?;
+        if let Some(cache) = overrides.cache()? {
+            config
+                .cache_endpoint
+                .get_or_insert_with(|| cache.flight_endpoint.clone());
+            config.cache = Some(cache);
+        }
+        Ok(config)
     }
 }
 
@@ -534,6 +586,7 @@ fn resolve(layer: Layer, env: &dyn Fn(&str) -> Option<String>) -> Result<AgentCo
         flame_home: dirs.home,
         flame_endpoint,
         cache_endpoint: layer.cache_endpoint.filter(|c| !c.trim().is_empty()),
+        cache: None,
         startup_timeout,
         stop_grace: ms(
             layer.instance_stop_grace_ms,

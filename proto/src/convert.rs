@@ -16,10 +16,13 @@
 //! - Node agents (`flame.agent.v1`): [`model::Node::from_registration`] is RegisterNode's
 //!   request side (validated: hostname-like name, bounded fields, allocatable within capacity);
 //!   the leader builds assignments from model executors, tasks, applications and sessions.
+//! - The object cache (`flame.cluster.v1` and RegisterNode's `cache`): see the `cache` submodule.
 //!
 //! Caveats: Unix-millisecond heartbeats are truncated to whole seconds on the wire, so only
 //! whole-second values round-trip. Counters above `i32::MAX` are clamped. A wire `Node` carries
-//! no separate host name, so the model's `hostname` reads back as the node name.
+//! no separate host name, so the model's `hostname` reads back as the node name; nor a cache
+//! (that travels in RegisterNode and the cache directory), so a node read from `flame.v1` has
+//! `cache: None`.
 #![warn(missing_docs)]
 
 use crate::agent;
@@ -558,6 +561,7 @@ impl TryFrom<v1::Node> for model::Node {
                 })
                 .collect(),
             last_heartbeat_ms: status.last_heartbeat_time.saturating_mul(1000),
+            cache: None,
         })
     }
 }
@@ -651,7 +655,8 @@ impl model::Node {
     /// `spec.hostname` defaults to the name. `status.capacity` is required; an absent
     /// `allocatable` means the whole capacity. The wire state and heartbeat time are ignored
     /// (the state machine decides them). Text fields and the address list are bounded. Every
-    /// failure is `InvalidArgument`.
+    /// failure is `InvalidArgument`. The node's cache is not part of `flame.v1.Node`: it is
+    /// `None` here, and the caller sets it from the request (`model::CacheEndpoint::try_from`).
     pub fn from_registration(node: v1::Node) -> Result<Self, FlameError> {
         let name = object_id(node.metadata, "node")?;
         validate_node_name(&name)?;
@@ -696,6 +701,7 @@ impl model::Node {
             os: info.os,
             addresses,
             last_heartbeat_ms: 0,
+            cache: None,
         })
     }
 }
@@ -870,5 +876,6 @@ mod agent_tests {
     }
 }
 
+mod cache;
 #[cfg(test)]
 mod tests;

@@ -25,8 +25,9 @@ mod state;
 
 pub use event::Event;
 pub use objects::{
-    Application, ApplicationSchema, ApplicationSpec, DEFAULT_DELAY_RELEASE_SECS,
-    DEFAULT_MAX_INSTANCES, Environment, Executor, ExecutorSpec, Node, NodeAddress,
+    Application, ApplicationSchema, ApplicationSpec, CACHE_PEER_SERVER_NAME, CacheEndpoint,
+    DEFAULT_DELAY_RELEASE_SECS, DEFAULT_MAX_INSTANCES, Environment, Executor, ExecutorSpec,
+    MAX_CACHE_ADDR_LEN, Node, NodeAddress, ObjectDrop,
 };
 pub use resources::{ResourceRequirement, parse_memory};
 pub use session::{Session, SessionSpec, Task, TaskCounters};

@@ -12,7 +12,8 @@
 //! - [`policy`]: when to snapshot and how much log to keep afterwards.
 //!
 //! Every database records the cluster id it belongs to and its format version; opening another
-//! cluster's data or a newer format fails with a clear [`Error`].
+//! cluster's data or another format (newer, or older: there are no migrations) fails with a
+//! clear [`Error`].
 //!
 //! Caveat: raftlog assumes one process owns a data directory; redb's file lock enforces it.
 
@@ -35,8 +36,12 @@ pub use state_machine::StateMachineStore;
 use openraft::RaftTypeConfig;
 use std::path::PathBuf;
 
-/// The storage format version this binary writes, and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The storage format version this binary writes, and the only one it reads.
+///
+/// 2 (the control plane's object-cache support): nodes carry their cache endpoint,
+/// UnregisterApplication carries its time, and the `object_drops` and `cluster_meta` tables
+/// exist. Data of version 1 is not migrated.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The openraft type configurations raftlog can store: `u64` member ids, openraft's own
 /// `Entry`, and snapshots as files.

@@ -92,6 +92,13 @@ fn check_or_init(db: &Database, path: &Path, cluster_id: &str, tables: &[&str]) 
                 supported: FORMAT_VERSION,
             });
         }
+        Some((version, _)) if version < FORMAT_VERSION => {
+            return Err(Error::FormatTooOld {
+                path: path.into(),
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
         Some((_, found)) if found != cluster_id => {
             return Err(Error::ClusterMismatch {
                 path: path.into(),

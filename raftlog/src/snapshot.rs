@@ -252,6 +252,13 @@ impl<C: FlameRaft> SnapshotReader<C> {
                 supported: FORMAT_VERSION,
             });
         }
+        if version < FORMAT_VERSION {
+            return Err(Error::FormatTooOld {
+                path: path.into(),
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
         let header = reader.read_chunk()?;
         reader.header = decode(&header).map_err(|e| reader.corrupt(&format!("header: {e}")))?;
         if reader.header.cluster_id != cluster_id {

@@ -82,6 +82,36 @@ fn opening_a_newer_format_asks_for_a_newer_binary() -> anyhow::Result<()> {
 }
 
 #[test]
+fn opening_an_older_format_is_refused_instead_of_misread() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let storage = Storage::new(dir.path(), "alpha");
+    populate(&storage)?;
+    let old = raftlog::FORMAT_VERSION - 1;
+    for file in ["log.redb", "sm.redb"] {
+        let db = redb::Database::open(dir.path().join(file))?;
+        let txn = db.begin_write()?;
+        {
+            let mut meta = txn.open_table(redb::TableDefinition::<&str, &[u8]>::new("meta"))?;
+            meta.insert("format_version", postcard::to_stdvec(&old)?.as_slice())?;
+        }
+        txn.commit()?;
+    }
+    let err = LogStore::<KvConfig>::open_in(&storage)
+        .err()
+        .expect("the log must refuse");
+    assert!(
+        matches!(err, Error::FormatTooOld { found, .. } if found == old),
+        "{err}"
+    );
+    assert!(err.to_string().contains("does not migrate"), "{err}");
+    let err = StateMachineStore::open(&storage, KvApp)
+        .err()
+        .expect("the state machine must refuse");
+    assert!(matches!(err, Error::FormatTooOld { .. }), "{err}");
+    Ok(())
+}
+
+#[test]
 fn a_file_that_is_not_a_database_is_reported_corrupt() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     std::fs::write(

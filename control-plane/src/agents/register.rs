@@ -6,6 +6,10 @@
 //! - The node must pass `flame_proto::model::Node::from_registration` (INVALID_ARGUMENT
 //!   otherwise); `agent_id` must be non-empty and at most [`MAX_AGENT_ID_LEN`] characters; at
 //!   most [`MAX_HELD_EXECUTORS`] held executors may be listed.
+//! - A `cache`, when present, must pass `flame_proto::model::CacheEndpoint::validate` (a
+//!   `grpc://` or `grpcs://` Flight URL with host and port, a `host:port` peer address;
+//!   INVALID_ARGUMENT naming the field otherwise). It becomes part of the node description, which
+//!   a re-registration replaces whole: an agent that registers without a cache clears it.
 //! - The state machine refuses another agent for a live (Ready or Unknown) node; the refusal is
 //!   reworded here to name the node and both agents, and says when the node becomes free.
 //!
@@ -16,7 +20,7 @@ use crate::member::handle::MemberHandle;
 use crate::state::{Command, Outcome};
 use flame_proto::agent::{RegisterNodeRequest, RegisterNodeResponse};
 use flame_proto::error::FlameError;
-use flame_proto::model::Node;
+use flame_proto::model::{CacheEndpoint, Node};
 use std::time::Duration;
 use tracing::{debug, info};
 
@@ -35,8 +39,10 @@ pub async fn register(
     if super::stream::leading_term(handle).is_none() {
         return Err(super::stream::not_leader(handle));
     }
-    let (node, agent_id) = validate(request.node, request.agent_id, request.executors.len())?;
+    let held = request.executors.len();
+    let (node, agent_id) = validate(request.node, request.cache, request.agent_id, held)?;
     let name = node.name.clone();
+    let cache = node.cache.clone();
     let command = Command::RegisterNode {
         node,
         agent_id: agent_id.clone(),
@@ -55,20 +61,28 @@ pub async fn register(
         }
     }
     log_held(handle, &name, &request.executors);
-    info!(node = %name, agent_id = %agent_id, "node registered");
+    info!(
+        node = %name,
+        agent_id = %agent_id,
+        cache = ?cache.as_ref().map(|c| &c.flight_endpoint),
+        "node registered"
+    );
     Ok(RegisterNodeResponse {
         heartbeat_interval_ms: u64::try_from(heartbeat_interval.as_millis()).unwrap_or(u64::MAX),
     })
 }
 
-/// Checks the request's node, agent id and held-executor count.
+/// Checks the request's node, cache endpoint, agent id and held-executor count; the node it
+/// returns carries the cache.
 fn validate(
     node: Option<flame_proto::v1::Node>,
+    cache: Option<flame_proto::cluster::CacheEndpoint>,
     agent_id: String,
     held: usize,
 ) -> Result<(Node, String), FlameError> {
     let node = node.ok_or_else(|| FlameError::InvalidArgument("node is required".into()))?;
-    let node = Node::from_registration(node)?;
+    let mut node = Node::from_registration(node)?;
+    node.cache = cache.map(CacheEndpoint::try_from).transpose()?;
     if agent_id.is_empty() {
         return Err(FlameError::InvalidArgument(
             "agent_id must not be empty".into(),
@@ -147,19 +161,51 @@ mod tests {
         }
     }
 
+    fn wire_cache(flight: &str, peer: &str) -> Option<flame_proto::cluster::CacheEndpoint> {
+        Some(flame_proto::cluster::CacheEndpoint {
+            flight_endpoint: flight.into(),
+            peer_addr: peer.into(),
+        })
+    }
+
     #[test]
     fn registrations_need_a_node_and_a_bounded_agent_id() {
-        assert!(validate(Some(wire_node()), "agent-a".into(), 0).is_ok());
+        assert!(validate(Some(wire_node()), None, "agent-a".into(), 0).is_ok());
         let refused = [
-            validate(None, "a".into(), 0),
-            validate(Some(wire_node()), String::new(), 0),
-            validate(Some(wire_node()), "a".repeat(257), 0),
-            validate(Some(wire_node()), "a".into(), MAX_HELD_EXECUTORS + 1),
+            validate(None, None, "a".into(), 0),
+            validate(Some(wire_node()), None, String::new(), 0),
+            validate(Some(wire_node()), None, "a".repeat(257), 0),
+            validate(Some(wire_node()), None, "a".into(), MAX_HELD_EXECUTORS + 1),
         ];
         for result in refused {
             assert!(
                 matches!(result, Err(FlameError::InvalidArgument(_))),
                 "{result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_registered_cache_is_validated_and_kept_on_the_node() {
+        let cache = wire_cache("grpc://10.0.0.5:9090", "10.0.0.5:9091");
+        let (node, _) = validate(Some(wire_node()), cache, "a".into(), 0).expect("valid");
+        let cache = node.cache.expect("the node carries its cache");
+        assert_eq!(cache.flight_endpoint, "grpc://10.0.0.5:9090");
+        assert_eq!(cache.peer_addr, "10.0.0.5:9091");
+        for (bad, field) in [
+            (
+                wire_cache("http://10.0.0.5:9090", "h:1"),
+                "cache.flight_endpoint",
+            ),
+            (
+                wire_cache("grpc://10.0.0.5:9090", "10.0.0.5"),
+                "cache.peer_addr",
+            ),
+        ] {
+            let err = validate(Some(wire_node()), bad, "a".into(), 0).unwrap_err();
+            assert!(
+                matches!(&err, FlameError::InvalidArgument(m) if m.contains(field)),
+                "{err:?}"
             );
         }
     }

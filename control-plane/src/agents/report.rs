@@ -252,6 +252,7 @@ mod tests {
                 os: String::new(),
                 addresses: Vec::new(),
                 last_heartbeat_ms: 0,
+                cache: None,
             },
             agent_id: "a".into(),
             now_ms: 1,

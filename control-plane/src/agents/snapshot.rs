@@ -151,6 +151,7 @@ mod tests {
             os: "linux".into(),
             addresses: Vec::new(),
             last_heartbeat_ms: 0,
+            cache: None,
         }
     }
 

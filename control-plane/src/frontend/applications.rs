@@ -98,6 +98,7 @@ pub async fn unregister(
 ) -> Result<v1::Result, FlameError> {
     let command = Command::UnregisterApplication {
         name: req.name.clone(),
+        now_ms: 0,
     };
     let result = done_outcome(handle.write(command).await?);
     Ok(in_band(&req.name, "UnregisterApplication", result))

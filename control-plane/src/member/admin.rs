@@ -7,24 +7,57 @@
 //! deadline passes, since a single one loses whenever its log briefly trails the leader's.
 //! `TriggerSnapshot` snapshots the member it reaches.
 //!
+//! The object cache's calls are answered by any member from its own applied view, without the
+//! leader, so they keep working on a follower through a leader change: `CacheDirectory` lists
+//! every node that registered a cache and a page of the object-drop log
+//! ([`cache_directory_reply`]); `IssueCacheCertificate` signs a peer certificate with the
+//! replicated cluster CA ([`super::cache_ca`]). A follower's view may trail the leader's by the
+//! entries in flight, so a directory read just after a write may not show it yet.
+//!
 //! Caveat: openraft 0.9 does not publish the commit index; `committed` reports the applied
 //! index, which trails it by at most the entries in flight.
 
+use super::cache_ca;
 use super::handle::MemberHandle;
-use crate::state::Member;
+use crate::state::{Member, State};
 use flame_proto::cluster::cluster_server::{Cluster, ClusterServer};
 use flame_proto::cluster::{
-    AddLearnerRequest, ChangeMembershipRequest, Member as WireMember, MemberStatus,
-    MembershipReply, Replication, Role, StatusRequest, TransferLeaderReply, TransferLeaderRequest,
-    TriggerSnapshotReply, TriggerSnapshotRequest,
+    AddLearnerRequest, CacheDirectoryReply, CacheDirectoryRequest, ChangeMembershipRequest,
+    IssueCacheCertificateReply, IssueCacheCertificateRequest, Member as WireMember, MemberStatus,
+    MembershipReply, ObjectDrop, Replication, Role, StatusRequest, TransferLeaderReply,
+    TransferLeaderRequest, TriggerSnapshotReply, TriggerSnapshotRequest,
 };
 use flame_proto::error::FlameError;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{RaftMetrics, ServerState, StoredMembership};
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tonic::{Request, Response, Status};
 use tracing::info;
+
+/// Most object drops one `CacheDirectory` reply carries (also the default).
+pub const MAX_DROPS_PER_REPLY: usize = 4096;
+
+/// The `CacheDirectory` answer from `state`: every node with a cache (any state, by name) and
+/// the drops after `drops_after`, at most `max_drops` (0 or more than
+/// [`MAX_DROPS_PER_REPLY`]: that many).
+pub fn cache_directory_reply(
+    state: &State,
+    drops_after: u64,
+    max_drops: u32,
+) -> CacheDirectoryReply {
+    let max = match usize::try_from(max_drops) {
+        Ok(0) | Err(_) => MAX_DROPS_PER_REPLY,
+        Ok(n) => n.min(MAX_DROPS_PER_REPLY),
+    };
+    let page = state.object_drops(drops_after, max);
+    CacheDirectoryReply {
+        members: state.nodes().filter_map(|n| n.cache_member()).collect(),
+        drops: page.drops.iter().map(ObjectDrop::from).collect(),
+        first_seq: page.first_seq,
+        last_seq: page.last_seq,
+    }
+}
 
 /// How long a member keeps campaigning to take over leadership. It stays below the SDK's
 /// 10 s attempt limit, with room for the forwarding member to see the result.
@@ -253,6 +286,32 @@ impl Cluster for Admin {
             .ok()
             .and_then(|m| m.current_leader);
         Ok(Response::new(TransferLeaderReply { leader_id: leader }))
+    }
+
+    async fn cache_directory(
+        &self,
+        request: Request<CacheDirectoryRequest>,
+    ) -> Result<Response<CacheDirectoryReply>, Status> {
+        let r = request.into_inner();
+        let view = self.handle.local();
+        let reply = cache_directory_reply(&view.state, r.drops_after, r.max_drops);
+        Ok(Response::new(reply))
+    }
+
+    async fn issue_cache_certificate(
+        &self,
+        request: Request<IssueCacheCertificateRequest>,
+    ) -> Result<Response<IssueCacheCertificateReply>, Status> {
+        let r = request.into_inner();
+        let view = self.handle.local();
+        let ca = view.state.cluster_ca();
+        let cert_pem =
+            cache_ca::issue_peer_certificate(ca, &r.node, &r.csr_pem, SystemTime::now())?;
+        info!(node = %r.node, "issued a cache peer certificate");
+        Ok(Response::new(IssueCacheCertificateReply {
+            cert_pem,
+            ca_pem: ca.map(|c| c.cert_pem.clone()).unwrap_or_default(),
+        }))
     }
 
     async fn trigger_snapshot(

@@ -1,7 +1,9 @@
 //! Duties that only the leader performs, restarted by every new leader from replicated state.
 //!
 //! - On winning an election: make sure the built-in applications exist (`EnsureBuiltins`), so a
-//!   fresh cluster lists exactly `flmexec`, `flmping` and `flmrun`.
+//!   fresh cluster lists exactly `flmexec`, `flmping` and `flmrun`; and, when the applied state
+//!   has no cluster CA, generate one and propose `SetClusterCa` (the first applied wins, so two
+//!   leaders racing agree on one CA; see [`super::cache_ca`]).
 //! - Periodically: purge closed sessions beyond `cluster.limits` (retention), by proposing
 //!   `PurgeSessions` like any other write.
 //! - Every second: mark NotReady the nodes whose agent has been silent for `raft.node_timeout_ms`
@@ -13,15 +15,17 @@
 //! Caveat: a duty that fails (for example because leadership moved mid-way) is simply tried
 //! again by whichever member leads next; every duty is idempotent.
 
+use super::cache_ca;
 use super::handle::MemberHandle;
 use super::proposer::now_ms;
 use crate::config::Config;
-use crate::state::{Command, State, closed_sessions_to_purge};
+use crate::state::{Command, Outcome, State, closed_sessions_to_purge};
+use flame_proto::error::FlameError;
 use flame_proto::model::NodeState;
 use openraft::ServerState;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// How often the leader checks retention.
 const RETENTION_EVERY: Duration = Duration::from_secs(5);
@@ -64,9 +68,9 @@ pub async fn run(handle: MemberHandle, config: Config, mut stop: watch::Receiver
         }
         if leading && led_term != Some(term) {
             info!(term, "became leader");
-            match handle.write(Command::EnsureBuiltins { now_ms: 0 }).await {
-                Ok(_) => led_term = Some(term),
-                Err(e) => warn!(error = %e, "could not ensure the built-in applications"),
+            match on_election(&handle).await {
+                Ok(()) => led_term = Some(term),
+                Err(e) => warn!(term, error = %e, "an election duty failed; retrying"),
             }
         }
         tokio::select! {
@@ -79,6 +83,39 @@ pub async fn run(handle: MemberHandle, config: Config, mut stop: watch::Receiver
             }
         }
     }
+}
+
+/// The duties of a new leader: the built-in applications, then the cluster CA.
+async fn on_election(handle: &MemberHandle) -> Result<(), FlameError> {
+    handle.write(Command::EnsureBuiltins { now_ms: 0 }).await?;
+    ensure_cluster_ca(handle).await
+}
+
+/// Creates the cluster CA when the applied state has none. The check runs after this leader's
+/// EnsureBuiltins was applied, so the state includes everything committed before; a CA another
+/// leader proposed meanwhile makes ours a no-op.
+async fn ensure_cluster_ca(handle: &MemberHandle) -> Result<(), FlameError> {
+    if handle.local().state.cluster_ca().is_some() {
+        return Ok(());
+    }
+    let ca = tokio::task::spawn_blocking(|| cache_ca::generate_ca(SystemTime::now()))
+        .await
+        .map_err(|e| FlameError::Internal(format!("generating the cluster CA failed: {e}")))??;
+    let command = Command::SetClusterCa {
+        cert_pem: ca.cert_pem,
+        key_pem: ca.key_pem,
+    };
+    match handle.write(command).await?.outcome {
+        Outcome::ClusterCa(Ok(true)) => info!("created the cluster CA for cache peers"),
+        Outcome::ClusterCa(Ok(false)) => debug!("another leader created the cluster CA first"),
+        Outcome::ClusterCa(Err(e)) => return Err(e),
+        other => {
+            return Err(FlameError::Internal(format!(
+                "SetClusterCa was answered with {other:?}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 async fn mark_stale_nodes(handle: &MemberHandle, leader_since_ms: i64, timeout_ms: i64) {
@@ -131,6 +168,7 @@ mod tests {
             os: "linux".into(),
             addresses: Vec::new(),
             last_heartbeat_ms: 0,
+            cache: None,
         };
         m.apply(Command::RegisterNode {
             node,

@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod bootstrap;
+pub mod cache_ca;
 pub mod handle;
 pub mod leader;
 pub mod proposer;

@@ -12,16 +12,17 @@
 //! | UpdateApplication, UnregisterApplication | an Open session | `InvalidState`: `... open sessions ...` |
 //!
 //! UnregisterApplication removes the application and all of its (Closed) sessions with their
-//! tasks, events and request ids. UpdateApplication replaces every spec field, shim and image
-//! included (the specification's recommended improvement), and keeps the creation time.
+//! tasks, events and request ids, and appends the object drop `<name>/*` (see the cache
+//! module). UpdateApplication replaces every spec field, shim and image included (the
+//! specification's recommended improvement), and keeps the creation time.
 //!
 //! Caveat: the Frontend validates the spec (schemas, working directory) before proposing and
 //! reports those failures as INVALID_ARGUMENT; apply checks again so a malformed command cannot
 //! store a bad spec.
 
 use super::command::Outcome;
-use super::session;
 use super::tx::Tx;
+use super::{cache, session};
 use flame_proto::error::FlameError;
 use flame_proto::model::{
     Application, ApplicationSchema, ApplicationSpec, ApplicationState, validate_application_name,
@@ -156,8 +157,9 @@ pub(crate) fn update(
         .ok_or_else(|| not_found(name))
 }
 
-/// UnregisterApplication: removes the application and all of its sessions.
-pub(crate) fn unregister(tx: &mut Tx<'_>, name: &str) -> Result<(), FlameError> {
+/// UnregisterApplication: removes the application and all of its sessions; every cache drops
+/// its objects.
+pub(crate) fn unregister(tx: &mut Tx<'_>, name: &str, now_ms: i64) -> Result<(), FlameError> {
     if tx.state.application(name).is_none() {
         return Err(not_found(name));
     }
@@ -173,6 +175,7 @@ pub(crate) fn unregister(tx: &mut Tx<'_>, name: &str) -> Result<(), FlameError> 
     }
     tx.state.applications.remove(name);
     tx.log.application_removed(name);
+    cache::record_drop(tx, cache::application_prefix(name), now_ms);
     Ok(())
 }
 

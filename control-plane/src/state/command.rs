@@ -15,6 +15,7 @@
 //!   `Result{-1, message}`: `InvalidArgument` (bad name or spec), `AlreadyExists` (duplicate),
 //!   `NotFound` (unknown name) and `InvalidState` (the application has `open sessions`).
 
+use super::cache::{self, ClusterCa};
 use super::queue::DispatchPolicy;
 use super::tx::Tx;
 use super::{application, executor, node, queue, retention, session, task};
@@ -114,10 +115,12 @@ pub enum Command {
         spec: ApplicationSpec,
     },
     /// UnregisterApplication: refused with open sessions; removes the application and all its
-    /// sessions, tasks and events.
+    /// sessions, tasks and events, and appends the object drop `<name>/*`.
     UnregisterApplication {
         /// The application name.
         name: String,
+        /// Time of the object drop.
+        now_ms: i64,
     },
     /// CreateSession.
     CreateSession {
@@ -137,7 +140,7 @@ pub enum Command {
         /// Creation time if the session is created.
         now_ms: i64,
     },
-    /// CloseSession.
+    /// CloseSession; an Open session that closes also appends the object drop `<app>/<id>`.
     CloseSession {
         /// The session.
         id: String,
@@ -283,6 +286,13 @@ pub enum Command {
         /// The sessions; open or unknown ones are skipped.
         ids: Vec<String>,
     },
+    /// Stores the cluster CA the leader generated, unless one exists (the first one wins).
+    SetClusterCa {
+        /// The self-signed CA certificate, PEM.
+        cert_pem: String,
+        /// Its private key, PEM (PKCS#8).
+        key_pem: String,
+    },
 }
 
 impl Command {
@@ -308,6 +318,7 @@ impl Command {
         match self {
             C::EnsureBuiltins { now_ms }
             | C::RegisterApplication { now_ms, .. }
+            | C::UnregisterApplication { now_ms, .. }
             | C::CreateSession { now_ms, .. }
             | C::OpenSession { now_ms, .. }
             | C::CloseSession { now_ms, .. }
@@ -323,14 +334,14 @@ impl Command {
             | C::CompleteTasks { now_ms, .. }
             | C::RequeueTasks { now_ms, .. } => *now_ms = now,
             C::UpdateApplication { .. }
-            | C::UnregisterApplication { .. }
             | C::DeleteSession { .. }
             | C::NodeDisconnected { .. }
             | C::RegisterExecutor { .. }
             | C::BindExecutor { .. }
             | C::UnbindExecutor { .. }
             | C::ReleaseExecutor { .. }
-            | C::PurgeSessions { .. } => {}
+            | C::PurgeSessions { .. }
+            | C::SetClusterCa { .. } => {}
         }
     }
 }
@@ -359,6 +370,8 @@ pub enum Outcome {
     TaskUpdates(#[serde(with = "flame_results")] Vec<Result<Task, FlameError>>),
     /// PurgeSessions: the sessions removed.
     Purged(Vec<String>),
+    /// SetClusterCa: true when this command stored the CA, false when one existed already.
+    ClusterCa(#[serde(with = "flame_result")] Result<bool, FlameError>),
 }
 
 impl Outcome {
@@ -370,7 +383,8 @@ impl Outcome {
             | Outcome::Session(Err(e))
             | Outcome::Tasks(Err(e))
             | Outcome::Node(Err(e))
-            | Outcome::Executor(Err(e)) => Some(e),
+            | Outcome::Executor(Err(e))
+            | Outcome::ClusterCa(Err(e)) => Some(e),
             _ => None,
         }
     }
@@ -465,7 +479,9 @@ pub(crate) fn dispatch(tx: &mut Tx<'_>, command: Command) -> Outcome {
         C::UpdateApplication { name, spec } => {
             Outcome::Application(application::update(tx, &name, spec))
         }
-        C::UnregisterApplication { name } => Outcome::Done(application::unregister(tx, &name)),
+        C::UnregisterApplication { name, now_ms } => {
+            Outcome::Done(application::unregister(tx, &name, now_ms))
+        }
         C::CreateSession { id, spec, now_ms } => {
             Outcome::Session(session::create(tx, id, spec, now_ms))
         }
@@ -501,6 +517,9 @@ pub(crate) fn dispatch(tx: &mut Tx<'_>, command: Command) -> Outcome {
             now_ms,
         } => Outcome::TaskUpdates(task::requeue_tasks(tx, tasks, &reason, now_ms)),
         C::PurgeSessions { ids } => Outcome::Purged(retention::purge(tx, ids)),
+        C::SetClusterCa { cert_pem, key_pem } => {
+            Outcome::ClusterCa(cache::set_cluster_ca(tx, ClusterCa { cert_pem, key_pem }))
+        }
         cluster @ (C::RegisterNode { .. }
         | C::Heartbeat { .. }
         | C::NodeDisconnected { .. }

@@ -18,6 +18,9 @@
 //!   [`StateView`] after each durable batch through a [`StateReader`].
 //! - [`closed_sessions_to_purge`]: the retention policy the leader turns into
 //!   [`Command::PurgeSessions`].
+//! - [`cache`]: what the object cache needs: the bounded, sequenced object-drop log (appended
+//!   when a session closes or an application is unregistered) and the cluster CA
+//!   ([`Command::SetClusterCa`], first one wins).
 //!
 //! Why this shape: one pure apply function is what makes the members agree; keeping effects as
 //! data makes them testable and keeps wake-ups after the durable commit.
@@ -31,6 +34,7 @@
 //!   values, like any other part of the replicated code.
 
 mod application;
+pub mod cache;
 mod command;
 pub mod executor;
 mod model;
@@ -43,6 +47,7 @@ pub mod task;
 mod tx;
 
 pub use application::builtin_applications;
+pub use cache::{ClusterCa, MAX_OBJECT_DROPS, ObjectDropPage};
 pub use command::{
     Assignment, BindResult, Command, Effect, NewTask, Outcome, Response, TaskRef, TaskResult,
 };

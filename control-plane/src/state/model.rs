@@ -2,11 +2,12 @@
 //!
 //! What: applications, sessions (each with its tasks), executors and nodes, plus the bookkeeping
 //! the wire model lacks (request ids and requeue counts of tasks, bind failures of sessions, the
-//! task an executor runs, the agent that owns a node).
+//! task an executor runs, the agent that owns a node), and what the object cache needs (the
+//! object-drop log and the cluster CA; their queries are in the cache module).
 //!
 //! Why persistent maps: readers (Frontend handlers, watchers) get an immutable copy of the state
 //! after every durable batch. Every collection here is an `imbl` structure holding `Arc`s, so
-//! cloning a [`State`] costs four reference-count increments, and the first change after a clone
+//! cloning a [`State`] costs six reference-count increments, and the first change after a clone
 //! copies only the touched path: one session entry (a few strings and small vectors), the
 //! 64-slot chunks of its task vector that change, and O(log n) map nodes. A batch that touches
 //! k tasks therefore copies O(k + log n) small nodes, independent of the number of tasks held.
@@ -19,9 +20,12 @@
 //!   `restore` recomputes them from the tasks.
 //! - Every map is ordered, so iteration (and therefore apply) is deterministic.
 
+use super::cache::ClusterCa;
 use super::command::TaskRef;
 use flame_proto::error::FlameError;
-use flame_proto::model::{Application, Executor, Node, Session, Task, TaskCounters, TaskState};
+use flame_proto::model::{
+    Application, Executor, Node, ObjectDrop, Session, Task, TaskCounters, TaskState,
+};
 use imbl::{OrdMap, OrdSet, Vector};
 use std::sync::Arc;
 
@@ -189,6 +193,10 @@ pub struct State {
     pub(crate) sessions: OrdMap<String, Arc<SessionEntry>>,
     pub(crate) executors: OrdMap<String, Arc<ExecutorEntry>>,
     pub(crate) nodes: OrdMap<String, Arc<NodeEntry>>,
+    /// The retained object drops, oldest first, with consecutive seqs.
+    pub(crate) object_drops: Vector<ObjectDrop>,
+    /// The cluster CA, once the first SetClusterCa was applied.
+    pub(crate) cluster_ca: Option<Arc<ClusterCa>>,
 }
 
 /// `NotFound("session <id> not found")`.

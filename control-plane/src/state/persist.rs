@@ -17,6 +17,8 @@
 //! | `task_inputs` | task key | input and request id, written once at creation |
 //! | `executors` | id | `Executor`, the task it runs, creation time |
 //! | `nodes` | name | `Node` and its agent id |
+//! | `object_drops` | seq (u64, big-endian) | `ObjectDrop` |
+//! | `cluster_meta` | `cluster_ca` | `ClusterCa` (certificate and private key, PEM) |
 //!
 //! A task key is the session id's byte length (u32, big-endian), its bytes, then the task id
 //! (u64, big-endian), so one session's tasks are contiguous and in id order.
@@ -25,7 +27,7 @@
 //! recomputed from tasks on restore instead of rewriting the session row on every task change,
 //! and inputs are written once instead of on every state change.
 //!
-//! Publication cost per batch: cloning the [`State`] is four reference-count increments
+//! Publication cost per batch: cloning the [`State`] is six reference-count increments
 //! (persistent maps; see the model module), plus one `Arc` allocation for the view. The first
 //! change to a shared object afterwards copies only that object's path.
 //!
@@ -38,12 +40,15 @@
 //!   the effects of the newest batch only; a reader whose last seen `revision` is not exactly one
 //!   less must rescan the state instead of relying on them.
 
+use super::cache::ClusterCa;
 use super::command::{Effect, Response, TaskRef};
 use super::model::{ExecutorEntry, NodeEntry, SessionEntry, State, TaskEntry};
 use super::tx::Dirty;
 use super::{FlameTypeConfig, Proposal, StateConfig, StateMachine};
 use bytes::Bytes;
-use flame_proto::model::{Application, Event, Executor, Node, Session, Task, TaskState};
+use flame_proto::model::{
+    Application, Event, Executor, Node, ObjectDrop, Session, Task, TaskState,
+};
 use openraft::LogId;
 use raftlog::{App, Error};
 use redb::{ReadTransaction, ReadableTable, TableDefinition, TableError, WriteTransaction};
@@ -61,6 +66,11 @@ const TASK_INPUTS: Table = TableDefinition::new("task_inputs");
 const SESSION_STATS: Table = TableDefinition::new("session_stats");
 const EXECUTORS: Table = TableDefinition::new("executors");
 const NODES: Table = TableDefinition::new("nodes");
+const OBJECT_DROPS: Table = TableDefinition::new("object_drops");
+const CLUSTER_META: Table = TableDefinition::new("cluster_meta");
+
+/// The key of the cluster CA in `cluster_meta`.
+const KEY_CLUSTER_CA: &[u8] = b"cluster_ca";
 
 /// The redb tables holding the control plane's replicated state.
 pub const TABLES: &[&str] = &[
@@ -71,6 +81,8 @@ pub const TABLES: &[&str] = &[
     "task_inputs",
     "executors",
     "nodes",
+    "object_drops",
+    "cluster_meta",
 ];
 
 #[derive(Serialize)]
@@ -296,7 +308,25 @@ pub(crate) fn write_dirty(
             })
         };
         state.node_entry(name).map(row).transpose()
-    })
+    })?;
+    write_cache_rows(txn, state, dirty)
+}
+
+/// Writes the object drops `dirty` names (deleting trimmed ones) and the cluster CA.
+fn write_cache_rows(txn: &WriteTransaction, state: &State, dirty: &Dirty) -> Result<(), Error> {
+    if !dirty.object_drops.is_empty() {
+        let mut table = txn.open_table(OBJECT_DROPS)?;
+        for seq in &dirty.object_drops {
+            let value = state.object_drop(*seq).map(encode).transpose()?;
+            put(&mut table, &seq.to_be_bytes(), value)?;
+        }
+    }
+    if dirty.cluster_ca {
+        let mut table = txn.open_table(CLUSTER_META)?;
+        let value = state.cluster_ca().map(encode).transpose()?;
+        put(&mut table, KEY_CLUSTER_CA, value)?;
+    }
+    Ok(())
 }
 
 /// Calls `f` with every row of `def`; a missing table has no rows.
@@ -405,7 +435,31 @@ pub(crate) fn load(txn: &ReadTransaction) -> Result<State, Error> {
         state.nodes.insert(entry.node.name.clone(), Arc::new(entry));
         Ok(())
     })?;
+    load_cache_rows(txn, &mut state)?;
     Ok(state)
+}
+
+/// Loads the object drops (checking that their seqs are consecutive) and the cluster CA.
+fn load_cache_rows(txn: &ReadTransaction, state: &mut State) -> Result<(), Error> {
+    for_each_row(txn, OBJECT_DROPS, |key, value| {
+        let drop: ObjectDrop = decode(value)?;
+        let (_, last) = state.object_drop_range();
+        let consecutive = state.object_drops.is_empty() || drop.seq == last + 1;
+        if key != drop.seq.to_be_bytes() || !consecutive {
+            return Err(corrupt(format!(
+                "object drop {} follows {last} under key {key:?}",
+                drop.seq
+            )));
+        }
+        state.object_drops.push_back(drop);
+        Ok(())
+    })?;
+    for_each_row(txn, CLUSTER_META, |key, value| {
+        if key == KEY_CLUSTER_CA {
+            state.cluster_ca = Some(Arc::new(decode::<ClusterCa>(value)?));
+        }
+        Ok(())
+    })
 }
 
 /// An immutable view of the applied state, published after each durable batch.

@@ -9,9 +9,9 @@
 //! | Open | Open (OpenSession), AddTasks, Bind | stay Open | |
 //! | Closed | Open, Bind | — | `InvalidState`: `session <id> is not open` |
 //! | Closed | AddTasks | — | `InvalidState`: `Cannot create task in closed session <id>` |
-//! | Open | Close, no Running task | Closed: Pending tasks → Cancelled, executors unbind | |
+//! | Open | Close, no Running task | Closed: Pending tasks → Cancelled, executors unbind, object drop `<app>/<id>` | |
 //! | Open | Close, a Running task | — | `Internal`: `Cannot close session with running tasks` |
-//! | Closed | Close | stay Closed, first `completion_time` kept | |
+//! | Closed | Close | stay Closed, first `completion_time` kept, no second drop | |
 //! | Open | Delete, Remove | — | `InvalidState`: `session <id> is open ...` |
 //! | Closed | Delete, a non-terminal task | — | `InvalidState`: `... unfinished tasks` |
 //! | Closed | Delete (all tasks terminal), Remove | removed with tasks, events, request ids | |
@@ -22,10 +22,10 @@
 //! checked after the `not open` rule. A session may be Open yet paused: after
 //! `bind_retry_limit` bind failures it gets no new executors (see the executor module).
 
-use super::executor;
 use super::model::{SessionEntry, session_not_found};
 use super::task::{TaskEvent, task_transition};
 use super::tx::Tx;
+use super::{cache, executor};
 use flame_proto::error::FlameError;
 use flame_proto::model::{
     Event, Session, SessionSpec, SessionState, TaskCounters, TaskState, validate_session_id,
@@ -189,6 +189,7 @@ fn close_open_session(tx: &mut Tx<'_>, id: &str, now_ms: i64) {
     };
     entry.session.state = SessionState::Closed;
     entry.session.completion_time_ms = Some(now_ms);
+    let prefix = cache::session_prefix(&entry.session.spec.application, id);
     let pending: Vec<u64> = entry.pending_ids().collect();
     for task_id in pending {
         let label = format!("{id}/{task_id}");
@@ -204,6 +205,7 @@ fn close_open_session(tx: &mut Tx<'_>, id: &str, now_ms: i64) {
     }
     tx.log.session_closed(id);
     executor::session_closed(tx, id);
+    cache::record_drop(tx, prefix, now_ms);
 }
 
 /// DeleteSession: removes a Closed session whose tasks are all terminal; returns it.

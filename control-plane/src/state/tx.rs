@@ -35,6 +35,10 @@ pub struct Dirty {
     pub executors: BTreeSet<String>,
     /// Nodes written or removed.
     pub nodes: BTreeSet<String>,
+    /// Object drops appended or trimmed, by seq.
+    pub object_drops: BTreeSet<u64>,
+    /// The cluster CA was stored.
+    pub cluster_ca: bool,
 }
 
 impl Dirty {
@@ -160,6 +164,16 @@ impl ChangeLog<'_> {
         self.emit(Effect::NodeChanged {
             node: name.to_owned(),
         });
+    }
+
+    /// An object drop was appended or trimmed; no effect, caches poll the log.
+    pub(crate) fn object_drop_changed(&mut self, seq: u64) {
+        self.dirty.object_drops.insert(seq);
+    }
+
+    /// The cluster CA was stored; no effect, it is read when a certificate is requested.
+    pub(crate) fn cluster_ca_changed(&mut self) {
+        self.dirty.cluster_ca = true;
     }
 }
 

@@ -242,6 +242,7 @@ async fn register(
             node: Some(wire_node(&config.node)),
             executors: Vec::new(),
             agent_id: config.agent_id.clone(),
+            cache: None,
         };
         match client(&url_now)?.register_node(request).await {
             Ok(r) => {

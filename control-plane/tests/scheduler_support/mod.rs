@@ -131,6 +131,7 @@ impl World {
             os: "linux".into(),
             addresses: Vec::new(),
             last_heartbeat_ms: 0,
+            cache: None,
         };
         let agent_id = format!("agent-{name}");
         self.ok(Command::RegisterNode {

@@ -52,6 +52,7 @@ pub fn node(name: &str) -> Node {
         os: "linux".into(),
         addresses: Vec::new(),
         last_heartbeat_ms: 0,
+        cache: None,
     }
 }
 

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use flame_control_plane::state::queue::DispatchPolicy;
 use flame_control_plane::state::{
-    Assignment, BindResult, Command, NewTask, State, TaskRef, TaskResult,
+    Assignment, BindResult, Command, MAX_OBJECT_DROPS, NewTask, State, TaskRef, TaskResult,
 };
 use flame_proto::model::{
     ApplicationSpec, ExecutorState, ResourceRequirement, SessionSpec, Shim, TaskCounters, TaskState,
@@ -64,7 +64,25 @@ fn app_commands() -> impl Strategy<Value = Command> {
             name,
             spec: ApplicationSpec::default(),
         }),
-        pick(APPS).prop_map(|name| Command::UnregisterApplication { name }),
+        (pick(APPS), now())
+            .prop_map(|(name, now_ms)| Command::UnregisterApplication { name, now_ms }),
+        cluster_ca(),
+    ]
+}
+
+/// SetClusterCa with one of two well-formed CAs (the first applied wins) or a malformed one.
+fn cluster_ca() -> impl Strategy<Value = Command> {
+    let ca = |n: u8| Command::SetClusterCa {
+        cert_pem: format!("-----BEGIN CERTIFICATE-----\nCA{n}\n-----END CERTIFICATE-----\n"),
+        key_pem: format!("-----BEGIN PRIVATE KEY-----\nK{n}\n-----END PRIVATE KEY-----\n"),
+    };
+    prop_oneof![
+        Just(ca(1)),
+        Just(ca(2)),
+        Just(Command::SetClusterCa {
+            cert_pem: String::new(),
+            key_pem: "not a key".into(),
+        }),
     ]
 }
 
@@ -230,6 +248,24 @@ pub fn command() -> impl Strategy<Value = Command> {
 pub fn check_invariants(state: &State) {
     let running_on = check_executors(state);
     check_sessions(state, &running_on);
+    check_object_drops(state);
+}
+
+/// The object-drop log holds at most its maximum, with consecutive seqs and well-formed
+/// prefixes.
+fn check_object_drops(state: &State) {
+    let page = state.object_drops(0, usize::MAX);
+    assert!(page.drops.len() <= MAX_OBJECT_DROPS);
+    for (i, d) in page.drops.iter().enumerate() {
+        assert_eq!(
+            d.seq,
+            page.first_seq + i as u64,
+            "drop seqs are consecutive"
+        );
+        let (app, rest) = d.prefix.split_once('/').expect("<app>/<rest>");
+        assert!(!app.is_empty() && !rest.is_empty(), "prefix {}", d.prefix);
+    }
+    assert_eq!(page.drops.last().map_or(0, |d| d.seq), page.last_seq);
 }
 
 /// Executor invariants; returns which executor runs each task.

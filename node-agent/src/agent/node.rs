@@ -1,7 +1,9 @@
 //! The node as the agent describes it to the leader: the registration request and heartbeats.
 //!
 //! What: [`NodeInfo`] is built once from the configuration (name, host identity, capacity,
-//! arch, os, addresses) and stamps out `RegisterNodeRequest`s and `Heartbeat`s.
+//! arch, os, addresses, the node's object cache) and stamps out `RegisterNodeRequest`s and
+//! `Heartbeat`s. Every registration carries the cache, because the leader replaces the whole
+//! node description with each one.
 //!
 //! Caveats: allocatable equals capacity (as upstream; cgroups are ignored); the only address
 //! reported is the host name, since the agent serves nothing itself.
@@ -10,6 +12,7 @@ use crate::config::AgentConfig;
 use flame_proto::agent::{
     AgentMessage, Heartbeat, HeldExecutor, RegisterNodeRequest, agent_message,
 };
+use flame_proto::cluster::CacheEndpoint;
 use flame_proto::v1;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -22,6 +25,8 @@ pub struct NodeInfo {
     agent_id: String,
     /// The status without the heartbeat time.
     status: v1::NodeStatus,
+    /// The node's object cache, if it runs one.
+    cache: Option<CacheEndpoint>,
 }
 
 impl NodeInfo {
@@ -46,6 +51,7 @@ impl NodeInfo {
                 }],
                 last_heartbeat_time: 0,
             },
+            cache: config.cache.as_ref().map(CacheEndpoint::from),
         }
     }
 
@@ -80,6 +86,7 @@ impl NodeInfo {
             }),
             executors: held,
             agent_id: self.agent_id.clone(),
+            cache: self.cache.clone(),
         }
     }
 
@@ -91,5 +98,43 @@ impl NodeInfo {
                 status: Some(self.status_now()),
             })),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+
+    fn config(cache: Option<(&str, &str)>) -> AgentConfig {
+        let overrides = Overrides {
+            endpoints: vec!["127.0.0.1:8080".into()],
+            node_name: Some("n1".into()),
+            cpu: Some(2),
+            memory: Some("1g".into()),
+            gpu: Some(0),
+            flame_home: Some("/opt/flame".into()),
+            cache_flight_endpoint: cache.map(|c| c.0.to_owned()),
+            cache_peer_addr: cache.map(|c| c.1.to_owned()),
+            ..Overrides::default()
+        };
+        AgentConfig::load(None, |_| None, &overrides).expect("a valid configuration")
+    }
+
+    #[test]
+    fn registrations_carry_the_configured_cache() {
+        let with = NodeInfo::new(&config(Some(("grpc://10.0.0.5:9090", "10.0.0.5:9091"))));
+        let expected = CacheEndpoint {
+            flight_endpoint: "grpc://10.0.0.5:9090".into(),
+            peer_addr: "10.0.0.5:9091".into(),
+        };
+        for _ in 0..2 {
+            assert_eq!(
+                with.register_request(Vec::new()).cache,
+                Some(expected.clone())
+            );
+        }
+        let without = NodeInfo::new(&config(None));
+        assert_eq!(without.register_request(Vec::new()).cache, None);
     }
 }

@@ -206,3 +206,57 @@ fn a_malformed_task_timeout_names_the_key_flag_and_variable() {
         "{text}"
     );
 }
+
+#[test]
+fn the_sidecar_cache_flags_set_the_node_cache_and_the_instances_endpoint() -> Result<(), ConfigError>
+{
+    let flags = Overrides {
+        cache_flight_endpoint: Some("grpc://10.0.0.5:9090".into()),
+        cache_peer_addr: Some("10.0.0.5:9091".into()),
+        ..minimal()
+    };
+    let c = AgentConfig::load(None, env(&[]), &flags)?;
+    let cache = c.cache.expect("a cache");
+    assert_eq!(cache.flight_endpoint, "grpc://10.0.0.5:9090");
+    assert_eq!(cache.peer_addr, "10.0.0.5:9091");
+    assert_eq!(c.cache_endpoint.as_deref(), Some("grpc://10.0.0.5:9090"));
+    let explicit = Overrides {
+        cache_endpoint: Some("grpc://other:1".into()),
+        ..flags
+    };
+    let c = AgentConfig::load(None, env(&[]), &explicit)?;
+    assert_eq!(c.cache_endpoint.as_deref(), Some("grpc://other:1"));
+    assert!(
+        AgentConfig::load(None, env(&[]), &minimal())?
+            .cache
+            .is_none()
+    );
+    Ok(())
+}
+
+#[test]
+fn one_cache_flag_alone_or_a_bad_address_is_refused() {
+    let only_flight = Overrides {
+        cache_flight_endpoint: Some("grpc://10.0.0.5:9090".into()),
+        ..minimal()
+    };
+    let only_peer = Overrides {
+        cache_peer_addr: Some("10.0.0.5:9091".into()),
+        ..minimal()
+    };
+    for flags in [only_flight, only_peer] {
+        let err = AgentConfig::load(None, env(&[]), &flags).unwrap_err();
+        assert!(err.to_string().contains("must be given together"), "{err}");
+    }
+    let bad = Overrides {
+        cache_flight_endpoint: Some("http://10.0.0.5:9090".into()),
+        cache_peer_addr: Some("10.0.0.5:9091".into()),
+        ..minimal()
+    };
+    let err = AgentConfig::load(None, env(&[]), &bad).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("--cache-flight-endpoint") && text.contains("cache.flight_endpoint"),
+        "{text}"
+    );
+}

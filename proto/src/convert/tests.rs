@@ -103,6 +103,7 @@ fn node() -> Node {
             address: "10.0.0.1".into(),
         }],
         last_heartbeat_ms: 1_700_000_000_000,
+        cache: None,
     }
 }
 

@@ -1,4 +1,5 @@
-//! Applications, executors and nodes (spec sections 3.4, 3.5, 5.1 and 5.5).
+//! Applications, executors and nodes (spec sections 3.4, 3.5, 5.1 and 5.5), and what the
+//! object cache needs of them: a node's [`CacheEndpoint`] and the [`ObjectDrop`] log.
 //!
 //! Caveats: `max_instances` and `delay_release_secs` are stored resolved, because every
 //! response must carry them; every other optional field of [`ApplicationSpec`] stays an
@@ -201,11 +202,153 @@ pub struct Node {
     pub addresses: Vec<NodeAddress>,
     /// Last heartbeat, in Unix milliseconds; 0 if none yet.
     pub last_heartbeat_ms: i64,
+    /// The node's object cache, as its agent last registered it; `None` when it runs none.
+    pub cache: Option<CacheEndpoint>,
+}
+
+/// The TLS server name every cache peer certificate carries (a DNS SAN), so peers verify each
+/// other by this one name whatever address they dialled.
+pub const CACHE_PEER_SERVER_NAME: &str = "flame-cache";
+
+/// Longest accepted cache address (`flight_endpoint` or `peer_addr`), in bytes.
+pub const MAX_CACHE_ADDR_LEN: usize = 512;
+
+/// Where a node's object cache listens, as the cache advertises it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CacheEndpoint {
+    /// Arrow Flight URL clients and instances use, such as `grpc://10.0.0.5:9090`.
+    pub flight_endpoint: String,
+    /// `host:port` of the cache's QUIC peer endpoint (UDP), such as `10.0.0.5:9091`.
+    pub peer_addr: String,
+}
+
+impl CacheEndpoint {
+    /// Checks both addresses: `flight_endpoint` must be a `grpc://` or `grpcs://` URL with a
+    /// host and a non-zero port (and no path beyond `/`), `peer_addr` a `host:port` with a
+    /// non-zero port (an IPv6 host in brackets). Each is at most [`MAX_CACHE_ADDR_LEN`] bytes.
+    /// The error is `InvalidArgument` naming the field.
+    pub fn validate(&self) -> Result<(), FlameError> {
+        let invalid = |field: &str, value: &str, why: &str| {
+            FlameError::InvalidArgument(format!("cache.{field} {value:?} is invalid: {why}"))
+        };
+        check_flight_endpoint(&self.flight_endpoint)
+            .map_err(|why| invalid("flight_endpoint", &self.flight_endpoint, &why))?;
+        check_peer_addr(&self.peer_addr).map_err(|why| invalid("peer_addr", &self.peer_addr, &why))
+    }
+}
+
+/// Checks a Flight URL; see [`CacheEndpoint::validate`].
+fn check_flight_endpoint(url: &str) -> Result<(), String> {
+    if url.len() > MAX_CACHE_ADDR_LEN {
+        return Err(format!("it is longer than {MAX_CACHE_ADDR_LEN} bytes"));
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err("expected grpc://host:port or grpcs://host:port".into());
+    };
+    if scheme != "grpc" && scheme != "grpcs" {
+        return Err(format!("the scheme must be grpc or grpcs, not {scheme:?}"));
+    }
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.contains(['/', '?', '#', '@']) {
+        return Err("expected only host:port after the scheme".into());
+    }
+    check_peer_addr(authority)
+}
+
+/// Checks a `host:port`; see [`CacheEndpoint::validate`].
+fn check_peer_addr(addr: &str) -> Result<(), String> {
+    if addr.len() > MAX_CACHE_ADDR_LEN {
+        return Err(format!("it is longer than {MAX_CACHE_ADDR_LEN} bytes"));
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err("expected host:port".into());
+    };
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => {}
+        _ => return Err(format!("the port {port:?} is not a number from 1 to 65535")),
+    }
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return inner
+            .parse::<std::net::Ipv6Addr>()
+            .map(|_| ())
+            .map_err(|_| format!("{host} is not an IPv6 address"));
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+    if host.is_empty() || !host.chars().all(allowed) {
+        return Err(format!(
+            "the host {host:?} is not a host name or IP address (an IPv6 address needs [brackets])"
+        ));
+    }
+    Ok(())
+}
+
+/// One entry of the replicated object-drop log: every cache deletes the objects under
+/// `prefix`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ObjectDrop {
+    /// Position in the log: increases by one with every drop, from 1.
+    pub seq: u64,
+    /// `<application>/<session id>` for a closed session, `<application>/*` for an
+    /// unregistered application.
+    pub prefix: String,
+    /// When the drop was decided (the leader's clock), in Unix milliseconds.
+    pub at_ms: i64,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cache(flight: &str, peer: &str) -> CacheEndpoint {
+        CacheEndpoint {
+            flight_endpoint: flight.into(),
+            peer_addr: peer.into(),
+        }
+    }
+
+    #[test]
+    fn cache_endpoints_need_a_grpc_url_and_a_host_port() {
+        for (flight, peer) in [
+            ("grpc://10.0.0.5:9090", "10.0.0.5:9091"),
+            ("grpcs://cache-1.example:443/", "cache-1.example:9091"),
+            ("grpc://[::1]:9090", "[fe80::1]:9091"),
+        ] {
+            assert_eq!(cache(flight, peer).validate(), Ok(()), "{flight} {peer}");
+        }
+        let bad_flight = [
+            "10.0.0.5:9090",
+            "http://10.0.0.5:9090",
+            "grpc://10.0.0.5",
+            "grpc://10.0.0.5:0",
+            "grpc://:9090",
+            "grpc://h:9090/path",
+            "grpc://::1:9090",
+        ];
+        for flight in bad_flight {
+            let err = cache(flight, "h:1").validate();
+            assert!(
+                matches!(&err, Err(FlameError::InvalidArgument(m))
+                    if m.contains("cache.flight_endpoint")),
+                "{flight}: {err:?}"
+            );
+        }
+        for peer in [
+            "h",
+            "h:",
+            "h:70000",
+            ":9091",
+            "a b:1",
+            "[zz]:1",
+            "grpc://h:1",
+        ] {
+            let err = cache("grpc://h:1", peer).validate();
+            assert!(
+                matches!(&err, Err(FlameError::InvalidArgument(m))
+                    if m.contains("cache.peer_addr")),
+                "{peer}: {err:?}"
+            );
+        }
+    }
 
     #[test]
     fn default_application_spec_carries_the_stored_defaults() {

@@ -314,6 +314,7 @@ fn rust_node() -> model::Node {
             address: "10.0.0.9".into(),
         }],
         last_heartbeat_ms: 1_700_000_000_999,
+        cache: None,
     }
 }
 
