@@ -1,6 +1,35 @@
-//! The Flame object cache.
+//! The Flame object cache: one per node, an Arrow Flight face for flamepy and any Flight
+//! client, objects replicated across nodes and moved between them over QUIC.
 //!
-//! This crate will hold the object cache that moves large task inputs, outputs and session data
-//! peer-to-peer between nodes over QUIC (quinn), so they never travel through the Raft log.
+//! # Layout
 //!
-//! Caveat: nothing is implemented here yet; a later issue fills it in.
+//! Client side (always built; what SDKs need):
+//! - [`key`]: object keys, put targets and delete patterns, and the rules they obey.
+//! - [`objref`]: flamepy's BSON `ObjectRef`.
+//! - [`wire`]: the Flight conventions (descriptors, tickets, schemas) in both directions.
+//! - [`client`]: [`client::CacheClient`], a Flight client of the cache.
+//! - [`error`]: [`error::CacheError`], every failure by meaning.
+//!
+//! Server side (feature `server`, on by default):
+//! - [`object`]: objects as hashed, versioned records; what a get sends.
+//! - [`store`]: this node's objects: memory LRU over a disk directory, tombstones.
+//!
+//! See `docs/cache.md` for placement, replication and what happens when nodes join and leave.
+
+pub mod client;
+pub mod error;
+pub mod key;
+pub mod objref;
+pub mod wire;
+
+#[cfg(feature = "server")]
+pub mod object;
+#[cfg(feature = "server")]
+pub mod store;
+#[cfg(feature = "server")]
+pub mod stripes;
+
+pub use client::{CacheClient, Fetched, ObjectInfo};
+pub use error::{CacheError, CacheResult};
+pub use key::{KeyPattern, ObjectKey, PutTarget};
+pub use objref::ObjectRef;

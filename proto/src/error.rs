@@ -90,6 +90,10 @@ pub enum FlameError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// A resource the server needs is used up, for example a full disk. gRPC RESOURCE_EXHAUSTED.
+    /// Retrying after the operator frees space may succeed.
+    #[error("{0}")]
+    Exhausted(String),
     /// A bug or an unexpected failure; also upstream's code for "Cannot close session with
     /// running tasks". gRPC INTERNAL.
     #[error("{0}")]
@@ -120,7 +124,7 @@ impl FlameError {
             FlameError::AlreadyExists(_) => Code::AlreadyExists,
             FlameError::InvalidArgument(_) | FlameError::InvalidState(_) => Code::InvalidArgument,
             FlameError::NotLeader { .. } | FlameError::Unavailable(_) => Code::Unavailable,
-            FlameError::TooLarge { .. } => Code::ResourceExhausted,
+            FlameError::TooLarge { .. } | FlameError::Exhausted(_) => Code::ResourceExhausted,
             FlameError::Internal(_) => Code::Internal,
             FlameError::Cancelled(_) => Code::Cancelled,
             FlameError::DeadlineExceeded(_) => Code::DeadlineExceeded,
@@ -137,6 +141,7 @@ impl FlameError {
             FlameError::NotLeader { .. } => "not-leader",
             FlameError::Unavailable(_) => "unavailable",
             FlameError::TooLarge { .. } => "too-large",
+            FlameError::Exhausted(_) => "exhausted",
             FlameError::Internal(_) => "internal",
             FlameError::Cancelled(_) => "cancelled",
             FlameError::DeadlineExceeded(_) => "deadline-exceeded",
@@ -214,6 +219,7 @@ fn from_kind(status: &Status) -> Option<FlameError> {
         },
         "unavailable" => FlameError::Unavailable(msg),
         "too-large" => too_large(status),
+        "exhausted" => FlameError::Exhausted(msg),
         "internal" => FlameError::Internal(msg),
         "cancelled" => FlameError::Cancelled(msg),
         "deadline-exceeded" => FlameError::DeadlineExceeded(msg),
@@ -280,6 +286,7 @@ mod tests {
             FlameError::Internal("Cannot close session with running tasks".into()),
             FlameError::Cancelled("client went away".into()),
             FlameError::DeadlineExceeded("bind timed out".into()),
+            FlameError::Exhausted("no space left on the cache's disk".into()),
         ]
     }
 

@@ -594,6 +594,7 @@ enum WireError {
     Internal(String),
     Cancelled(String),
     DeadlineExceeded(String),
+    Exhausted(String),
 }
 
 impl From<&FlameError> for WireError {
@@ -612,6 +613,7 @@ impl From<&FlameError> for WireError {
             F::Internal(m) => WireError::Internal(m),
             F::Cancelled(m) => WireError::Cancelled(m),
             F::DeadlineExceeded(m) => WireError::DeadlineExceeded(m),
+            F::Exhausted(m) => WireError::Exhausted(m),
         }
     }
 }
@@ -637,6 +639,7 @@ impl From<WireError> for FlameError {
             WireError::Internal(m) => FlameError::Internal(m),
             WireError::Cancelled(m) => FlameError::Cancelled(m),
             WireError::DeadlineExceeded(m) => FlameError::DeadlineExceeded(m),
+            WireError::Exhausted(m) => FlameError::Exhausted(m),
         }
     }
 }
