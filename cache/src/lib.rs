@@ -10,6 +10,8 @@
 //! - [`client`]: [`client::CacheClient`], a Flight client of the cache.
 //! - [`error`]: [`error::CacheError`], every failure by meaning.
 //!
+//! Peer certificates (feature `ca`, part of `server`): [`ca`], the cluster CA and signing.
+//!
 //! Server side (feature `server`, on by default):
 //! - [`object`]: objects as hashed, versioned records; what a get sends.
 //! - [`store`]: this node's objects: memory LRU over a disk directory, tombstones.
@@ -22,6 +24,8 @@ pub mod key;
 pub mod objref;
 pub mod wire;
 
+#[cfg(feature = "ca")]
+pub mod ca;
 #[cfg(feature = "server")]
 pub mod object;
 #[cfg(feature = "server")]
