@@ -197,7 +197,9 @@ impl From<&CacheError> for PeerError {
     fn from(err: &CacheError) -> Self {
         let text = err.to_string();
         match err {
-            CacheError::InvalidKey { .. } | CacheError::InvalidArgument(_) => PeerError::InvalidArgument(text),
+            CacheError::InvalidKey { .. } | CacheError::InvalidArgument(_) => {
+                PeerError::InvalidArgument(text)
+            }
             CacheError::NotFound(key) => PeerError::NotFound(key.clone()),
             CacheError::TooLarge { what, size, limit } => PeerError::TooLarge {
                 what: what.clone(),
@@ -218,7 +220,11 @@ impl From<PeerError> for CacheError {
         match err {
             PeerError::InvalidArgument(m) => CacheError::InvalidArgument(m),
             PeerError::NotFound(key) => CacheError::NotFound(key),
-            PeerError::TooLarge { what, size: s, limit } => CacheError::TooLarge {
+            PeerError::TooLarge {
+                what,
+                size: s,
+                limit,
+            } => CacheError::TooLarge {
                 what,
                 size: size(s),
                 limit: size(limit),
@@ -233,10 +239,17 @@ impl From<PeerError> for CacheError {
 
 /// Encodes a frame: length, then the postcard message.
 pub fn encode<T: Serialize>(message: &T) -> CacheResult<Vec<u8>> {
-    let body = postcard::to_allocvec(message).map_err(|e| CacheError::Internal(format!("encoding a peer message: {e}")))?;
-    let len = u32::try_from(body.len()).ok().filter(|l| *l <= MAX_FRAME).ok_or_else(|| {
-        CacheError::InvalidArgument(format!("a peer message of {} bytes exceeds the frame limit of {MAX_FRAME} bytes", body.len()))
-    })?;
+    let body = postcard::to_allocvec(message)
+        .map_err(|e| CacheError::Internal(format!("encoding a peer message: {e}")))?;
+    let len = u32::try_from(body.len())
+        .ok()
+        .filter(|l| *l <= MAX_FRAME)
+        .ok_or_else(|| {
+            CacheError::InvalidArgument(format!(
+                "a peer message of {} bytes exceeds the frame limit of {MAX_FRAME} bytes",
+                body.len()
+            ))
+        })?;
     let mut frame = Vec::with_capacity(4 + body.len());
     frame.extend_from_slice(&len.to_le_bytes());
     frame.extend_from_slice(&body);
@@ -245,7 +258,59 @@ pub fn encode<T: Serialize>(message: &T) -> CacheResult<Vec<u8>> {
 
 /// Decodes a frame's body.
 pub fn decode<T: for<'de> Deserialize<'de>>(body: &[u8]) -> CacheResult<T> {
-    postcard::from_bytes(body).map_err(|e| CacheError::InvalidArgument(format!("a malformed peer message: {e}")))
+    postcard::from_bytes(body)
+        .map_err(|e| CacheError::InvalidArgument(format!("a malformed peer message: {e}")))
+}
+
+/// A broken stream or connection: the peer is unreachable for this request.
+pub fn stream_error(e: impl std::fmt::Display) -> CacheError {
+    CacheError::Unavailable(format!("peer stream failed: {e}"))
+}
+
+/// Writes one frame.
+pub async fn write_frame<T: Serialize>(
+    send: &mut quinn::SendStream,
+    message: &T,
+) -> CacheResult<()> {
+    send.write_all(&encode(message)?)
+        .await
+        .map_err(stream_error)
+}
+
+/// Reads one frame.
+pub async fn read_frame<T: for<'de> Deserialize<'de>>(
+    recv: &mut quinn::RecvStream,
+) -> CacheResult<T> {
+    let mut len = [0_u8; 4];
+    recv.read_exact(&mut len).await.map_err(stream_error)?;
+    let len = u32::from_le_bytes(len);
+    if len > MAX_FRAME {
+        return Err(CacheError::InvalidArgument(format!(
+            "a peer frame of {len} bytes exceeds the limit of {MAX_FRAME} bytes"
+        )));
+    }
+    let mut body = vec![0_u8; len as usize];
+    recv.read_exact(&mut body).await.map_err(stream_error)?;
+    decode(&body)
+}
+
+/// Reads exactly `len` raw bytes into `out`.
+pub async fn read_into(recv: &mut quinn::RecvStream, out: &mut [u8]) -> CacheResult<()> {
+    recv.read_exact(out).await.map_err(stream_error)
+}
+
+/// Reads exactly `len` raw bytes.
+pub async fn read_bytes(recv: &mut quinn::RecvStream, len: u64) -> CacheResult<bytes::Bytes> {
+    let len = usize::try_from(len)
+        .map_err(|_| CacheError::InvalidArgument("a peer payload does not fit in memory".into()))?;
+    let mut out = vec![0_u8; len];
+    read_into(recv, &mut out).await?;
+    Ok(bytes::Bytes::from(out))
+}
+
+/// Writes raw bytes without copying them.
+pub async fn write_bytes(send: &mut quinn::SendStream, bytes: bytes::Bytes) -> CacheResult<()> {
+    send.write_chunk(bytes).await.map_err(stream_error)
 }
 
 #[cfg(test)]
@@ -266,7 +331,11 @@ mod tests {
         ];
         for err in errors {
             let back = CacheError::from(PeerError::from(&err));
-            assert_eq!(std::mem::discriminant(&back), std::mem::discriminant(&err), "{err:?} -> {back:?}");
+            assert_eq!(
+                std::mem::discriminant(&back),
+                std::mem::discriminant(&err),
+                "{err:?} -> {back:?}"
+            );
         }
     }
 
@@ -278,7 +347,10 @@ mod tests {
         let frame = encode(&request).unwrap();
         let len = u32::from_le_bytes(frame[..4].try_into().unwrap()) as usize;
         assert_eq!(len, frame.len() - 4);
-        assert!(matches!(decode::<Request>(&frame[4..]).unwrap(), Request::Head { .. }));
+        assert!(matches!(
+            decode::<Request>(&frame[4..]).unwrap(),
+            Request::Head { .. }
+        ));
         assert!(decode::<Request>(&[0xff, 0xff, 0xff]).is_err());
     }
 }

@@ -196,6 +196,11 @@ impl Store {
         self.index.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The storage directory, if any.
+    pub fn dir(&self) -> Option<&std::path::Path> {
+        self.config.dir.as_deref()
+    }
+
     /// Whether objects outlive the process.
     pub fn is_durable(&self) -> bool {
         self.disk.is_some()
@@ -514,10 +519,10 @@ impl Store {
     pub async fn drop_copy(&self, key: &ObjectKey, version: u64) -> bool {
         let entry = {
             let mut index = self.index();
-            if !index
+            if index
                 .objects
                 .get(key)
-                .is_some_and(|e| e.meta.version() == version)
+                .is_none_or(|e| e.meta.version() != version)
             {
                 return false;
             }
