@@ -31,6 +31,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tonic::transport::server::TcpIncoming;
 use tracing::{error, info, warn};
 
 /// The sockets a cache serves on.
@@ -244,12 +245,13 @@ fn serve_flight(
             let _ = stopped.wait_for(|s| *s).await;
         };
         let result = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .initial_stream_window_size(Some(8 << 20))
             .initial_connection_window_size(Some(32 << 20))
             .add_service(service)
+            // `Server::tcp_nodelay` only applies to listeners tonic binds itself; without this a
+            // get's messages wait about 40 ms each for the client's delayed ACK.
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
                 shutdown,
             )
             .await;

@@ -134,11 +134,14 @@ impl CacheNode {
             return Err(CacheError::NotFound(key.to_string()));
         };
         let mut failures = Vec::new();
-        for member in directory
+        let mut candidates: Vec<_> = directory
             .ranked(key)
             .into_iter()
             .filter(|m| !directory.is_me(m))
-        {
+            .collect();
+        // Caches that failed a moment ago are asked last, so a dead holder costs one timeout.
+        candidates.sort_by_key(|m| peers.is_down(&m.peer_addr));
+        for member in candidates {
             let meta = match peers.head(&member.peer_addr, key).await {
                 Ok(Some(meta)) => meta,
                 Ok(None) => continue,

@@ -50,7 +50,7 @@ impl Default for PeerTuning {
     fn default() -> Self {
         PeerTuning {
             connect_timeout: Duration::from_secs(3),
-            request_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(3),
             min_transfer_rate: 16 << 20,
             fetch_chunk_bytes: 8 << 20,
             fetch_streams: 8,

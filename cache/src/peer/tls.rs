@@ -147,8 +147,9 @@ fn transport() -> Arc<TransportConfig> {
         .stream_receive_window(VarInt::from_u32(32 << 20))
         .receive_window(VarInt::from_u32(256 << 20))
         .send_window(256 << 20)
-        .keep_alive_interval(Some(Duration::from_secs(5)))
-        .max_idle_timeout(Some(VarInt::from_u32(30_000).into()));
+        // A peer killed without closing its connection is noticed within the idle timeout.
+        .keep_alive_interval(Some(Duration::from_secs(2)))
+        .max_idle_timeout(Some(VarInt::from_u32(10_000).into()));
     let mut mtu = MtuDiscoveryConfig::default();
     mtu.upper_bound(65_000);
     transport.mtu_discovery_config(Some(mtu));
