@@ -2,12 +2,14 @@
 //!
 //! Counters: client gets that found the object on this node (hits) or had to fetch it from a
 //! peer (misses), objects and bytes put and served, peer fetches and their bytes, replica
-//! writes, evictions from memory, and errors answered to clients. Gauges, read from the store
-//! at each scrape: objects held, objects and bytes resident in memory, bytes on disk,
-//! tombstones.
+//! writes, evictions from memory, reloads from disk, and errors answered to clients. Gauges,
+//! read at each scrape: objects held, objects and bytes resident in memory, bytes on disk,
+//! tombstones, and the peers this cache can reach (other caches in its view, 0 until its QUIC
+//! endpoint is up).
 //!
 //! Caveat: hits and misses count gets by clients of this cache, not peer reads.
 
+use crate::node::CacheNode;
 use crate::store::Store;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -35,11 +37,13 @@ pub struct CacheMetrics {
     /// Requests answered to clients with an error.
     pub errors: Counter,
     evictions: Counter,
+    disk_loads: Counter,
     objects: Gauge,
     resident_objects: Gauge,
     resident_bytes: Gauge,
     disk_bytes: Gauge,
     tombstones: Gauge,
+    peers: Gauge,
 }
 
 impl Default for CacheMetrics {
@@ -63,13 +67,15 @@ impl CacheMetrics {
             replica_writes: Counter::default(),
             errors: Counter::default(),
             evictions: Counter::default(),
+            disk_loads: Counter::default(),
             objects: Gauge::default(),
             resident_objects: Gauge::default(),
             resident_bytes: Gauge::default(),
             disk_bytes: Gauge::default(),
             tombstones: Gauge::default(),
+            peers: Gauge::default(),
         };
-        let counters: [(&str, &str, &Counter); 9] = [
+        let counters: [(&str, &str, &Counter); 10] = [
             (
                 "hits",
                 "Client gets served from this node's own copy",
@@ -115,11 +121,16 @@ impl CacheMetrics {
                 "Objects dropped from memory by LRU eviction",
                 &metrics.evictions,
             ),
+            (
+                "disk_loads",
+                "Objects read back into memory from the storage directory",
+                &metrics.disk_loads,
+            ),
         ];
         for (name, help, counter) in counters {
             registry.register(name, help, counter.clone());
         }
-        let gauges: [(&str, &str, &Gauge); 5] = [
+        let gauges: [(&str, &str, &Gauge); 6] = [
             ("objects", "Objects held by this cache", &metrics.objects),
             (
                 "resident_objects",
@@ -133,6 +144,11 @@ impl CacheMetrics {
             ),
             ("disk_bytes", "Object bytes on disk", &metrics.disk_bytes),
             ("tombstones", "Delete tombstones held", &metrics.tombstones),
+            (
+                "peers",
+                "Other caches this cache can reach (0 until its QUIC endpoint is up)",
+                &metrics.peers,
+            ),
         ];
         for (name, help, gauge) in gauges {
             registry.register(name, help, gauge.clone());
@@ -143,8 +159,9 @@ impl CacheMetrics {
         }
     }
 
-    /// The text exposition, with the store's gauges read now.
-    pub fn render(&self, store: &Store) -> String {
+    /// The text exposition, with the store's gauges and the count of reachable `peers` read
+    /// now.
+    pub fn render(&self, store: &Store, peers: usize) -> String {
         let stats = store.stats();
         let gauge = |g: &Gauge, v: u64| {
             g.set(i64::try_from(v).unwrap_or(i64::MAX));
@@ -154,9 +171,13 @@ impl CacheMetrics {
         gauge(&self.resident_bytes, stats.resident_bytes);
         gauge(&self.disk_bytes, stats.disk_bytes);
         gauge(&self.tombstones, stats.tombstones);
+        gauge(&self.peers, peers as u64);
         self.evictions
             .inner()
             .store(stats.evictions, std::sync::atomic::Ordering::Relaxed);
+        self.disk_loads
+            .inner()
+            .store(stats.disk_loads, std::sync::atomic::Ordering::Relaxed);
         let mut out = String::new();
         // Encoding into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -167,14 +188,13 @@ impl CacheMetrics {
 /// Serves `/metrics` on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    metrics: Arc<CacheMetrics>,
-    store: Arc<Store>,
+    node: Arc<CacheNode>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let text = metrics.render(&store);
+            let text = node.metrics().render(node.store(), node.reachable_peers());
             async move { text }
         }),
     );

@@ -172,13 +172,13 @@ pub async fn start(config: CacheConfig, listeners: CacheListeners) -> CacheResul
     background.spawn(repair_loop(node.clone(), config.repair_interval));
     background.spawn(expire_loop(node.clone(), config.store.tombstone_ttl_ms));
     if let Some(listener) = listeners.metrics {
-        let (metrics, store) = (metrics, node.store().clone());
+        let node = node.clone();
         let mut stopped = stopped.clone();
         background.spawn(async move {
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            if let Err(e) = metrics::serve(listener, metrics, store, shutdown).await {
+            if let Err(e) = metrics::serve(listener, node, shutdown).await {
                 error!(error = %e, "the cache's metrics endpoint failed");
             }
         });

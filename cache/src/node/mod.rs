@@ -110,6 +110,15 @@ impl CacheNode {
         }
     }
 
+    /// How many other caches this one can reach now: those in its view, once its QUIC peer
+    /// endpoint is up (0 before).
+    pub fn reachable_peers(&self) -> usize {
+        match self.peers.get() {
+            Some(_) => self.directory().others().count(),
+            None => 0,
+        }
+    }
+
     /// A receiver that sees every change of the cluster view.
     pub fn watch_directory(&self) -> watch::Receiver<Arc<Directory>> {
         self.directory.clone()
