@@ -59,6 +59,9 @@ pub enum AgentError {
         /// Why.
         source: std::io::Error,
     },
+    /// The node's embedded object cache could not start.
+    #[error("the node's object cache cannot start: {0}")]
+    Cache(#[from] flame_cache::CacheError),
 }
 
 /// Counters of one agent, for tests and metrics; all are totals since the agent started.

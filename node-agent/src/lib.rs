@@ -7,6 +7,7 @@
 //!
 //! - [`config`]: flags, YAML file and `FLAME_*` variables, with detected capacity.
 //! - [`agent`]: the runtime: leader discovery, the assignment stream, executor workers.
+//! - [`cache`]: the node's object cache, which the agent runs unless told not to.
 //! - [`instance`]: the host shim (launch, the three instance calls, stop).
 //! - [`reaper`]: the agent as child subreaper, reaping orphaned grandchildren.
 //! - [`task_timeout`]: the optional task timeout (application label and agent default).
@@ -15,6 +16,7 @@
 //! `docs/agent-protocol.md`.
 
 pub mod agent;
+pub mod cache;
 pub mod config;
 pub mod instance;
 pub mod reaper;

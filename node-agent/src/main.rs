@@ -2,12 +2,14 @@
 //!
 //! Parses the configuration (flags over a `--config` YAML file over `FLAME_*` variables), sets
 //! up logging (`RUST_LOG`, default `info`, to stderr) and runs
-//! [`flame_node_agent::agent::run`] until SIGINT or SIGTERM, which leave and stop every
-//! instance before the process exits. A configuration error or a refused registration exits
-//! non-zero with one clear message.
+//! [`flame_node_agent::cache::run`] until SIGINT or SIGTERM, which leave and stop every
+//! instance before the process exits. The node's object cache runs in the same process unless
+//! `--no-cache` is given or a cache beside the agent is named (`--cache-flight-endpoint`). A
+//! configuration error or a refused registration exits non-zero with one clear message.
 
 use anyhow::Context;
 use clap::Parser;
+use flame_node_agent::cache::EmbeddedCacheArgs;
 use flame_node_agent::config::{AgentConfig, Overrides};
 use std::path::PathBuf;
 
@@ -21,6 +23,8 @@ struct Cli {
     config: Option<PathBuf>,
     #[command(flatten)]
     overrides: Overrides,
+    #[command(flatten)]
+    cache: EmbeddedCacheArgs,
 }
 
 fn main() -> std::process::ExitCode {
@@ -48,11 +52,17 @@ fn run() -> anyhow::Result<()> {
         |k| std::env::var(k).ok(),
         &cli.overrides,
     )?;
+    let cache = cli.cache.config(&config)?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
-        .block_on(flame_node_agent::agent::run(config, shutdown_signal()))?;
+        .block_on(flame_node_agent::cache::run(
+            config,
+            cache,
+            shutdown_signal(),
+            Default::default(),
+        ))?;
     Ok(())
 }
 
