@@ -7,6 +7,11 @@
 //! Ctrl-C (SIGINT or SIGTERM) shuts every member down cleanly, keeping the data so the next start
 //! resumes where this one stopped.
 //!
+//! The node's object cache runs too (unless `--no-cache`): Flight on `127.0.0.1:<cache port>`
+//! (default 9090, flamepy's default), QUIC peers on the next port, storage under
+//! `<data dir>/cache`. Instances get its URL as `FLAME_CACHE_ENDPOINT`, and the command writes
+//! `<data dir>/flame.yaml`, a flamepy/flmctl client configuration naming both endpoints.
+//!
 //! It also prepares `<data dir>/home/bin/{flmping-service,flmexec-service}` as links to this
 //! binary, which serves those built-in applications when run under their names.
 //!
@@ -16,6 +21,7 @@
 use anyhow::Context;
 use flame_control_plane::config::{Config, MemberConfig, Overrides};
 use flame_control_plane::{Listeners, serve, shutdown_signal};
+use flame_node_agent::cache::EmbeddedCacheArgs;
 use flame_node_agent::config::{AgentConfig, Overrides as AgentOverrides};
 use flame_proto::cluster::StatusRequest;
 use flame_proto::cluster::cluster_client::ClusterClient;
@@ -38,6 +44,12 @@ pub struct UpArgs {
     /// Cluster name (and id) written into the data.
     #[arg(long, default_value = "flame-local")]
     cluster_name: String,
+    /// Flight port of the object cache; its QUIC peer port is the next one.
+    #[arg(long, default_value_t = 9090)]
+    cache_port: u16,
+    /// Run no object cache.
+    #[arg(long)]
+    no_cache: bool,
 }
 
 const BUILTINS: [&str; 2] = ["flmping-service", "flmexec-service"];
@@ -162,15 +174,16 @@ async fn run(args: UpArgs, configs: Vec<Config>, home: PathBuf) -> anyhow::Resul
         };
         members.push(tokio::spawn(serve(config, listeners, shutdown)));
     }
+    let mut agent_config = agent_config(&args, &home)?;
+    let cache = cache_args(&args).config(&agent_config)?;
+    let cache = flame_node_agent::cache::start_embedded(&mut agent_config, cache).await?;
+    let cache_endpoint = agent_config.cache_endpoint.clone();
     let agent = {
         let mut stop = stop_rx.clone();
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        tokio::spawn(flame_node_agent::agent::run(
-            agent_config(&args, &home)?,
-            shutdown,
-        ))
+        tokio::spawn(flame_node_agent::agent::run(agent_config, shutdown))
     };
     let endpoint = format!("http://127.0.0.1:{}", args.api_port);
     // A member that fails to start (storage of another cluster, say) ends its task at once;
@@ -196,7 +209,15 @@ async fn run(args: UpArgs, configs: Vec<Config>, home: PathBuf) -> anyhow::Resul
         out!("  member {}: http://127.0.0.1:{}", i + 1, args.api_port + i);
     }
     out!("  leader: member {leader}");
+    if let Some(cache) = &cache_endpoint {
+        out!("  object cache: {cache}");
+    }
     out!("  FLAME_HOME for instances: {}", home.display());
+    let client_config = write_client_config(&args, &endpoint, cache_endpoint.as_deref())?;
+    out!(
+        "  client configuration: {} (copy it to ~/.flame/flame.yaml for flamepy)",
+        client_config.display()
+    );
     out!("");
     out!(
         "Try: FLAME_ENDPOINT={endpoint} python3 -c 'import flamepy; print([a.name for a in flamepy.list_applications()])'"
@@ -206,6 +227,9 @@ async fn run(args: UpArgs, configs: Vec<Config>, home: PathBuf) -> anyhow::Resul
     out!("Stopping…");
     let _ = stop_tx.send(true);
     agent.await??;
+    if let Some(cache) = cache {
+        cache.shutdown().await;
+    }
     for member in members {
         member.await??;
     }
@@ -227,4 +251,39 @@ async fn wait_for_leader(endpoint: &str, deadline: Duration) -> anyhow::Result<u
         }
     }
     anyhow::bail!("no leader was elected within {deadline:?}; see the log above")
+}
+
+/// The embedded cache's flags: loopback ports, storage under the data directory.
+fn cache_args(args: &UpArgs) -> EmbeddedCacheArgs {
+    let loopback = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    EmbeddedCacheArgs {
+        no_cache: args.no_cache,
+        cache_listen: Some(loopback(args.cache_port)),
+        cache_peer_listen: Some(loopback(args.cache_port.wrapping_add(1))),
+        cache_storage: Some(args.data_dir.join("cache")),
+        ..EmbeddedCacheArgs::default()
+    }
+}
+
+/// Writes `<data dir>/flame.yaml`: one context naming the cluster and the cache, in the format
+/// of `~/.flame/flame.yaml` (spec 8.1) that flamepy and flmctl read.
+fn write_client_config(
+    args: &UpArgs,
+    endpoint: &str,
+    cache: Option<&str>,
+) -> anyhow::Result<PathBuf> {
+    let mut context = serde_json::json!({
+        "name": args.cluster_name,
+        "cluster": { "endpoint": endpoint },
+    });
+    if let Some(cache) = cache {
+        context["cache"] = serde_json::json!({ "endpoint": cache });
+    }
+    let text = serde_yaml_ng::to_string(&serde_json::json!({
+        "current-context": args.cluster_name,
+        "contexts": [context],
+    }))?;
+    let path = std::path::absolute(args.data_dir.join("flame.yaml"))?;
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
 }

@@ -28,6 +28,8 @@ fn start(dir: &Path, base: u16, extra: &[&str]) -> Child {
             &base.to_string(),
             "--raft-port",
             &(base + 100).to_string(),
+            "--cache-port",
+            &(base + 200).to_string(),
         ])
         .args(extra)
         .env("RUST_BACKTRACE", "0")

@@ -14,18 +14,20 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_flmctl");
 
-/// A base port such that base..base+3 (API), base+100..base+103 (Raft) and base+50 (a port
-/// nobody listens on) are free now.
+/// A base port such that base..base+3 (API), base+100..base+103 (Raft), base+50 (a port
+/// nobody listens on) and base+200..base+202 (the cache's Flight and peer ports) are free now.
 pub fn free_base() -> u16 {
     for _ in 0..50 {
         let base = rand::random_range(12_000u16..32_000);
-        let ports = (0..3)
-            .flat_map(|i| [base + i, base + 100 + i])
-            .chain([base + 50]);
+        let ports = (0..3).flat_map(|i| [base + i, base + 100 + i]).chain([
+            base + 50,
+            base + 200,
+            base + 201,
+        ]);
         let held: Vec<_> = ports
             .filter_map(|p| TcpListener::bind(("127.0.0.1", p)).ok())
             .collect();
-        if held.len() == 7 {
+        if held.len() == 9 {
             return base;
         }
     }
@@ -43,6 +45,7 @@ impl Up {
             .arg(dir.join("data"))
             .args(["--api-port", &base.to_string()])
             .args(["--raft-port", &(base + 100).to_string()])
+            .args(["--cache-port", &(base + 200).to_string()])
             .env("RUST_BACKTRACE", "0")
             .stdout(Stdio::piped())
             .stderr(log)
