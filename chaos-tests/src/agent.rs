@@ -12,13 +12,19 @@
 //! number of instance launches, and the number of `.out` files the number of distinct
 //! executors launched; see [`Agent::launches`].
 //!
+//! Every agent runs its node's object cache (unless [`AgentOptions::cache`] is off) on two
+//! loopback ports the harness picks once per agent name, so a restarted agent's cache comes
+//! back on the same addresses with the same storage (`work/cache`); see [`Agent::cache_endpoint`].
+//!
 //! Caveat: instances run in their own process group, so a SIGKILLed agent leaves them
 //! running. [`Cluster::kill_agent`] and drop therefore also SIGKILL every process whose
 //! working directory lies under the agent's work directory (found through `/proc`, Linux
 //! only), as a lost machine would lose them; an application whose `working_directory` lies
 //! elsewhere is not reaped.
 
-use crate::{Binaries, Cluster, HarnessError, Member};
+use crate::prometheus::Scrape;
+use crate::{Binaries, Cluster, HarnessError, Member, free_port, scrape};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -35,6 +41,8 @@ pub struct AgentOptions {
     pub memory: String,
     /// Further flags, appended as given.
     pub extra_flags: Vec<String>,
+    /// Run the node's object cache in the agent (the agent's default); off adds `--no-cache`.
+    pub cache: bool,
 }
 
 impl AgentOptions {
@@ -46,6 +54,7 @@ impl AgentOptions {
             cpu: 4,
             memory: "8g".to_owned(),
             extra_flags: Vec::new(),
+            cache: true,
         }
     }
 }
@@ -62,6 +71,14 @@ pub struct Agent {
     pub flame_home: PathBuf,
     /// The agent's own log (stdout and stderr).
     pub log: PathBuf,
+    /// The Flight address of the node's cache (when the agent runs one).
+    pub cache_flight: SocketAddr,
+    /// The QUIC peer address (UDP) of the node's cache.
+    pub cache_peer: SocketAddr,
+    /// Where the node's cache serves Prometheus `/metrics`.
+    pub cache_metrics: SocketAddr,
+    /// Whether the agent was started with its cache.
+    pub cache: bool,
     child: Option<Child>,
 }
 
@@ -88,6 +105,21 @@ impl Agent {
             }
         }
         Ok((launches, executors))
+    }
+
+    /// The Flight URL of the node's cache, `grpc://127.0.0.1:<port>`, when it runs one.
+    pub fn cache_endpoint(&self) -> Option<String> {
+        self.cache.then(|| format!("grpc://{}", self.cache_flight))
+    }
+
+    /// A scrape of the node cache's metrics (`flame_cache_*`).
+    pub async fn cache_metrics(&self) -> Result<Scrape, HarnessError> {
+        Ok(Scrape::parse(&scrape(self.cache_metrics).await?))
+    }
+
+    /// The node cache's storage directory.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.work_dir.join("cache")
     }
 
     /// The last `lines` lines of the agent's log, for failure messages.
@@ -167,33 +199,34 @@ impl Cluster {
         }
         let log = dir.join("agent.log");
         let agent_id = format!("{name}-id");
+        let index = match existing {
+            Some(index) => index,
+            None => {
+                self.agents.push(Agent {
+                    name: name.to_owned(),
+                    agent_id,
+                    work_dir,
+                    flame_home,
+                    log,
+                    cache_flight: free_port()?,
+                    cache_peer: free_port()?,
+                    cache_metrics: free_port()?,
+                    cache: options.cache,
+                    child: None,
+                });
+                self.agents.len() - 1
+            }
+        };
+        self.agents[index].cache = options.cache;
         let child = self
-            .spawn_agent(name, &agent_id, &work_dir, &flame_home, &log, options)
+            .spawn_agent(&self.agents[index], options)
             .map_err(|e| error(format!("cannot start {}: {e}", options.binary.display())))?;
-        match existing {
-            Some(index) => self.agents[index].child = Some(child),
-            None => self.agents.push(Agent {
-                name: name.to_owned(),
-                agent_id,
-                work_dir,
-                flame_home,
-                log,
-                child: Some(child),
-            }),
-        }
+        self.agents[index].child = Some(child);
         Ok(())
     }
 
     /// Spawns one `flame-node-agent` process, its output appended to `log`.
-    fn spawn_agent(
-        &self,
-        name: &str,
-        agent_id: &str,
-        work_dir: &Path,
-        flame_home: &Path,
-        log: &Path,
-        options: &AgentOptions,
-    ) -> std::io::Result<Child> {
+    fn spawn_agent(&self, agent: &Agent, options: &AgentOptions) -> std::io::Result<Child> {
         let endpoints = self
             .members
             .iter()
@@ -203,11 +236,23 @@ impl Cluster {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(log)?;
-        Command::new(&options.binary)
+            .open(&agent.log)?;
+        let mut command = Command::new(&options.binary);
+        if options.cache {
+            command
+                .arg("--cache-listen")
+                .arg(agent.cache_flight.to_string())
+                .arg("--cache-peer-listen")
+                .arg(agent.cache_peer.to_string())
+                .arg("--cache-metrics-addr")
+                .arg(agent.cache_metrics.to_string());
+        } else {
+            command.arg("--no-cache");
+        }
+        command
             .arg("--endpoint")
             .arg(endpoints)
-            .args(["--node-name", name, "--agent-id", agent_id])
+            .args(["--node-name", &agent.name, "--agent-id", &agent.agent_id])
             .args([
                 "--cpu",
                 &options.cpu.to_string(),
@@ -215,9 +260,9 @@ impl Cluster {
                 &options.memory,
             ])
             .arg("--work-dir")
-            .arg(work_dir)
+            .arg(&agent.work_dir)
             .arg("--flame-home")
-            .arg(flame_home)
+            .arg(&agent.flame_home)
             .args(&options.extra_flags)
             .env(
                 "RUST_LOG",

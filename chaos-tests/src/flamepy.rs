@@ -43,10 +43,10 @@ fn make_venv() -> Result<PathBuf, String> {
     }
 }
 
-/// A path under `chaos-tests/tests/support/`.
-pub fn support_file(name: &str) -> PathBuf {
+/// A script under `chaos-tests/python/`.
+pub fn python_script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/support")
+        .join("python")
         .join(name)
 }
 

@@ -29,6 +29,7 @@ use tonic::transport::Channel;
 
 mod agent;
 mod binaries;
+pub mod flamepy;
 pub mod prometheus;
 mod wait;
 
@@ -113,7 +114,7 @@ pub struct Cluster {
 /// checks it and the moment a member binds it; and a port is handed out once per process.
 const PORT_RANGE: std::ops::Range<u16> = 12_000..32_000;
 
-fn free_port() -> Result<SocketAddr, HarnessError> {
+pub(crate) fn free_port() -> Result<SocketAddr, HarnessError> {
     static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     // Start at a per-process offset so parallel test binaries rarely probe the same ports.
@@ -314,15 +315,7 @@ impl Cluster {
 
     /// Member `id`'s Prometheus metrics text, fetched with a plain HTTP/1.0 GET.
     pub async fn metrics(&self, id: u64) -> Result<String, HarnessError> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let addr = self.member(id)?.metrics_addr;
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .await?;
-        let mut body = String::new();
-        stream.read_to_string(&mut body).await?;
-        Ok(body)
+        scrape(self.member(id)?.metrics_addr).await
     }
 
     /// Member `id`'s status, if it answers.
@@ -400,4 +393,16 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// `GET /metrics` from `addr`: the raw response, head included (see [`prometheus::Scrape`]).
+pub(crate) async fn scrape(addr: SocketAddr) -> Result<String, HarnessError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await?;
+    Ok(body)
 }

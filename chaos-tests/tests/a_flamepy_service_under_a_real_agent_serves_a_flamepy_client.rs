@@ -2,8 +2,8 @@
 //! serves an unmodified flamepy 0.6.0 client talking to a follower of three real members.
 //!
 //! How: three members and one agent (`node-a`) start as OS processes. The client script
-//! (`support/flamepy_echo_client.py`, run with `HOME` pointed at an empty directory) registers
-//! an application whose command is the venv's python running `support/flamepy_echo_service.py`
+//! (`python/flamepy_echo_client.py`, run with `HOME` pointed at an empty directory) registers
+//! an application whose command is the venv's python running `python/flamepy_echo_service.py`
 //! (a `flamepy.FlameService` subclass served by `flamepy.run`), with the leave-marker path in the
 //! application's environment and a working directory under the agent's work directory (so a
 //! failed run's instance is still reaped with the agent). It creates a session with common data
@@ -20,8 +20,8 @@
 mod support;
 
 use anyhow::{Context, bail, ensure};
+use chaos_tests::flamepy::{ScriptRun, flamepy_python, python_script, run_client_script};
 use std::time::Duration;
-use support::flamepy::{ScriptRun, flamepy_python, run_client_script, support_file};
 use support::*;
 
 const APP: &str = "py-echo";
@@ -48,14 +48,14 @@ async fn a_flamepy_service_under_a_real_agent_serves_a_flamepy_client() -> anyho
         ("ECHO_PYTHON", path_text(&python)?),
         (
             "ECHO_SERVICE",
-            path_text(&support_file("flamepy_echo_service.py"))?,
+            path_text(&python_script("flamepy_echo_service.py"))?,
         ),
         ("ECHO_LEAVE_MARKER", path_text(&marker)?),
         ("ECHO_WORKDIR", path_text(&workdir)?),
         ("ECHO_APP", APP.to_owned()),
         ("ECHO_SESSION", SESSION.to_owned()),
     ];
-    let client = support_file("flamepy_echo_client.py");
+    let client = python_script("flamepy_echo_client.py");
     let script = run_client_script(&python, &client, &endpoint, &env, SCRIPT_DEADLINE).await;
     let script = match script {
         Ok(script) if script.passed(PASSED) => script,

@@ -1,12 +1,10 @@
 //! Shared steps of the whole-cluster tests: three members and real node agents, a `flmping`
 //! session, batch task creation through `flame.cluster.v1.Tasks/CreateTasks`, and bounded
-//! polls of the session's counters; [`flamepy`] runs flamepy 0.6.0 client scripts.
+//! polls of the session's counters. `chaos_tests::flamepy` runs flamepy 0.6.0 client scripts.
 //!
 //! Every wait polls a condition until a deadline; nothing sleeps and then asserts.
 
 #![allow(dead_code)] // Each test binary uses a part of this module.
-
-pub mod flamepy;
 
 use anyhow::{Context, bail};
 use chaos_tests::{AgentOptions, Binaries, Cluster, build_binaries, ping_session_spec};
@@ -232,4 +230,32 @@ pub fn task_count(default: usize) -> anyhow::Result<usize> {
         Ok(v) => v.parse().context("FLAME_CHAOS_TASKS must be a number"),
         Err(_) => Ok(default),
     }
+}
+
+/// Waits until every agent's cache reaches `peers` other caches (its `flame_cache_peers`
+/// gauge): each has its peer certificate from the cluster CA and the others in its view.
+pub async fn wait_for_cache_peers(run: &Running, peers: usize) -> anyhow::Result<()> {
+    for agent in run.cluster.agents() {
+        let what = format!("{}'s cache reaching {peers} peers", agent.name);
+        poll(&what, STARTUP, || async move {
+            let reached = match agent.cache_metrics().await {
+                Ok(scrape) => scrape.sum("flame_cache_peers", &[]) as usize,
+                Err(_) => 0,
+            };
+            Ok((reached >= peers).then_some(()))
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n--- agent log:\n{}", agent.log_tail(30)))?;
+    }
+    Ok(())
+}
+
+/// Every agent's log tail, for failure messages.
+pub fn agent_logs(run: &Running) -> String {
+    let mut text = String::new();
+    for agent in run.cluster.agents() {
+        let tail = agent.log_tail(30);
+        text.push_str(&format!("\n--- agent {} log:\n{tail}", agent.name));
+    }
+    text
 }
