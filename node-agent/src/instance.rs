@@ -23,6 +23,7 @@
 
 mod archive;
 mod connect;
+mod download;
 mod error;
 mod expand;
 pub mod install;

@@ -2,7 +2,9 @@
 //! the python installer without a url exports flamepy's site-packages and the Python
 //! version; the binary installer unpacks a `file://` `.tar.gz` into a release whose `src/bin`
 //! is on `PATH` and which later bindings reuse; a corrupt archive and an unsupported scheme
-//! are code-10 bind failures naming the problem, with nothing started.
+//! are code-10 bind failures naming the problem, with nothing started. A `grpc://` url of an
+//! in-process cache installs the object, and a new release follows when the object is put
+//! again.
 //!
 //! Python packages with a url run a fake `uv` (a script in `$FLAME_HOME/bin`), so the flow,
 //! the arguments, the failure text and the timeout are tested without a package index; a
@@ -127,6 +129,82 @@ async fn binary_installer_from_file_tar_gz_puts_src_bin_on_path_and_reuses_the_r
     again.stop().await;
     assert_eq!(out.trim(), format!("hello from {app_dir}"));
     assert!(sentinel.exists(), "the release was rebuilt");
+    Ok(())
+}
+
+/// A single in-process cache on a loopback port (memory only, no peers).
+async fn start_cache() -> anyhow::Result<flame_cache::serve::RunningCache> {
+    use flame_cache::config::{CacheConfig, PeerTls};
+    let mut config = CacheConfig::new("install-test");
+    config.flight_addr = "127.0.0.1:0".parse()?;
+    config.peer_addr = "127.0.0.1:0".parse()?;
+    config.replicas = 1;
+    config.tls = PeerTls::None;
+    let listeners = flame_cache::serve::CacheListeners::bind(&config).await?;
+    Ok(flame_cache::serve::start(config, listeners).await?)
+}
+
+#[tokio::test]
+async fn binary_installer_from_a_grpc_cache_url_runs_the_package_and_follows_updates()
+-> anyhow::Result<()> {
+    let fx = Fixture::new()?;
+    let cache = start_cache().await?;
+    let client = flame_cache::CacheClient::connect(cache.flight_endpoint()).await?;
+    let pkg = fx.root.path().join("pkg.tar.gz");
+    write_package(&pkg)?;
+    // Under a generated id: no suffix, so the archive is recognised by its content.
+    let put = client
+        .put("flmexec/pkg", bytes::Bytes::from(std::fs::read(&pkg)?))
+        .await?;
+    let url = format!("{}/{}", put.endpoint, put.key);
+    let mut instance =
+        Instance::launch(fx.spec(installed_app("binary", Some(url.clone())), "exec-grpc1")).await?;
+    instance.enter(session(None)).await?;
+    let out = run_shell(&mut instance, 1, "hello-flame").await?;
+    let app_dir = run_shell(&mut instance, 2, r#"printf %s "$FLAME_APP_DIR""#).await?;
+    instance.leave().await?;
+    instance.stop().await;
+    assert_eq!(out.trim(), format!("hello from {app_dir}"));
+    assert!(app_dir.starts_with(&*fx.work.join("releases").to_string_lossy()));
+
+    // The object is put again with another script: the next binding gets a new release.
+    let gz = flate2::write::GzEncoder::new(Vec::new(), Default::default());
+    let mut builder = tar::Builder::new(gz);
+    let script = b"#!/bin/sh\necho updated\n";
+    let mut header = tar::Header::new_gnu();
+    header.set_size(script.len() as u64);
+    header.set_mode(0o755);
+    builder.append_data(&mut header, "bin/hello-flame", &script[..])?;
+    let updated = builder.into_inner()?.finish()?;
+    client.put(&put.key, updated.into()).await?;
+    let mut again =
+        Instance::launch(fx.spec(installed_app("binary", Some(url.clone())), "exec-grpc2")).await?;
+    again.enter(session(None)).await?;
+    let out = run_shell(&mut again, 1, "hello-flame").await?;
+    let new_dir = run_shell(&mut again, 2, r#"printf %s "$FLAME_APP_DIR""#).await?;
+    again.leave().await?;
+    again.stop().await;
+    assert_eq!(out.trim(), "updated");
+    assert_ne!(new_dir, app_dir);
+
+    // A missing key is a code-10 failure naming the url and the key.
+    let missing = format!("{}/flmexec/pkg/absent.tgz", put.endpoint);
+    let err = install_failure(
+        &fx,
+        installed_app("binary", Some(missing.clone())),
+        "exec-grpc3",
+    )
+    .await?;
+    assert_eq!(err.code.value(), 10);
+    assert!(
+        err.message.contains(&missing)
+            && err
+                .message
+                .contains("no object at key flmexec/pkg/absent.tgz"),
+        "{}",
+        err.message
+    );
+    cache.shutdown().await;
     Ok(())
 }
 

@@ -4,7 +4,13 @@
 //! What: [`unpack`] fills an empty destination directory from a package path, refusing any
 //! entry that could land outside it, and [`hoist_single_dir`] makes `dst/<top>/...` into
 //! `dst/...` when a package wraps everything in one top directory (as `tar czf pkg-1.0/`
-//! and source distributions do).
+//! and source distributions do). [`unpack_named`] does the same for a file whose name says
+//! nothing (a download), judging it by the name it came under (a url).
+//!
+//! The kind is picked from the name's suffix (`.tar.gz`, `.tgz`, `.zip`, case-insensitive),
+//! else from the file's first bytes (gzip `1f 8b`, zip `PK\x03\x04`), so a package whose name
+//! has no suffix still unpacks; a suffix wins over the content (a `.zip` holding gzip is a
+//! corrupt zip, not a tar).
 //!
 //! Why by hand: the crates' whole-archive helpers skip or sanitise unsafe entries silently;
 //! a package with `../x` or an absolute path is refused here with a message naming the entry.
@@ -15,7 +21,7 @@
 //! entries declare, against decompression bombs.
 
 use std::fs::File;
-use std::io::{self, BufReader};
+use std::io::{self, BufReader, Read};
 use std::path::{Component, Path, PathBuf};
 
 /// Most bytes a package may unpack to, by its entries' declared sizes.
@@ -35,35 +41,46 @@ enum Kind {
 /// Unpacks the package at `src` into the existing, empty directory `dst`. The error text
 /// names the package and what is wrong with it.
 pub fn unpack(src: &Path, dst: &Path) -> Result<(), String> {
-    let kind = kind_of(src)?;
+    unpack_named(src, &src.display().to_string(), dst)
+}
+
+/// Unpacks the package at `src`, known to its user as `name` (a path or a url), into the
+/// existing, empty directory `dst`. `name`'s suffix, else `src`'s first bytes, pick the kind;
+/// the error text names `name` and what is wrong.
+pub fn unpack_named(src: &Path, name: &str, dst: &Path) -> Result<(), String> {
+    let kind = kind_of(src, name)?;
     let outcome = match kind {
         Kind::TarGz => untar(src, dst),
         Kind::Zip => unzip(src, dst),
         Kind::Dir => copy_dir(src, dst).map_err(|e| e.to_string()),
     };
-    outcome.map_err(|why| format!("cannot unpack {}: {why}", src.display()))
+    outcome.map_err(|why| format!("cannot unpack {name}: {why}"))
 }
 
-/// Which kind of package `src` is, from its type and name.
-fn kind_of(src: &Path) -> Result<Kind, String> {
-    let meta = std::fs::metadata(src)
-        .map_err(|e| format!("package {} cannot be read: {e}", src.display()))?;
+/// Which kind of package `src` is: a directory, else by `name`'s suffix, else by its magic
+/// bytes.
+fn kind_of(src: &Path, name: &str) -> Result<Kind, String> {
+    let meta = std::fs::metadata(src).map_err(|e| format!("package {name} cannot be read: {e}"))?;
     if meta.is_dir() {
         return Ok(Kind::Dir);
     }
-    let name = src
-        .file_name()
-        .map(|n| n.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
-    if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
-        Ok(Kind::TarGz)
-    } else if name.ends_with(".zip") {
-        Ok(Kind::Zip)
-    } else {
-        Err(format!(
-            "package {} is not a .tar.gz, .tgz or .zip archive nor a directory",
-            src.display()
-        ))
+    let lower = name.to_ascii_lowercase();
+    if lower.ends_with(".tar.gz") || lower.ends_with(".tgz") {
+        return Ok(Kind::TarGz);
+    }
+    if lower.ends_with(".zip") {
+        return Ok(Kind::Zip);
+    }
+    let mut magic = Vec::with_capacity(4);
+    File::open(src)
+        .and_then(|f| f.take(4).read_to_end(&mut magic))
+        .map_err(|e| format!("package {name} cannot be read: {e}"))?;
+    match magic.as_slice() {
+        [0x1f, 0x8b, ..] => Ok(Kind::TarGz),
+        b"PK\x03\x04" => Ok(Kind::Zip),
+        _ => Err(format!(
+            "package {name} is not a .tar.gz, .tgz or .zip archive (by name or content) nor a directory"
+        )),
     }
 }
 
@@ -305,6 +322,50 @@ mod tests {
         write_zip(&bad, "../evil").map_err(io::Error::other)?;
         let err = unpack(&bad, &dst).err().unwrap_or_default();
         assert!(err.contains("escapes the release directory"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn names_without_a_suffix_are_unpacked_by_their_magic_bytes() -> io::Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let tgz = tmp.path().join("blob-a");
+        tar_gz(&tgz, &[("pyproject.toml", b"[project]\n")])?;
+        let dst = tmp.path().join("a");
+        std::fs::create_dir(&dst)?;
+        assert_eq!(unpack_named(&tgz, "grpc://h:1/app/pkg/demo", &dst), Ok(()));
+        assert!(dst.join("pyproject.toml").is_file());
+
+        let zipped = tmp.path().join("blob-b");
+        let mut w = zip::ZipWriter::new(File::create(&zipped)?);
+        w.start_file("bin/tool", zip::write::SimpleFileOptions::default())
+            .map_err(io::Error::other)?;
+        w.write_all(b"#!/bin/sh\n")?;
+        w.finish().map_err(io::Error::other)?;
+        let dst = tmp.path().join("b");
+        std::fs::create_dir(&dst)?;
+        assert_eq!(
+            unpack_named(&zipped, "grpc://h:1/app/pkg/tool", &dst),
+            Ok(())
+        );
+        assert!(dst.join("bin/tool").is_file());
+
+        // The suffix wins over the content, and errors name the url, not the file.
+        let err = unpack_named(&tgz, "grpc://h:1/app/pkg/x.zip", &dst)
+            .err()
+            .unwrap_or_default();
+        assert!(
+            err.starts_with("cannot unpack grpc://h:1/app/pkg/x.zip: corrupt zip"),
+            "{err}"
+        );
+        let plain = tmp.path().join("blob-c");
+        std::fs::write(&plain, b"PK")?;
+        let err = unpack_named(&plain, "grpc://h:1/app/pkg/c", &dst)
+            .err()
+            .unwrap_or_default();
+        assert!(
+            err.contains("grpc://h:1/app/pkg/c is not a .tar.gz, .tgz or .zip archive"),
+            "{err}"
+        );
         Ok(())
     }
 

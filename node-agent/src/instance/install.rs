@@ -6,9 +6,11 @@
 //! - `python` without `url`: `PYTHONPATH` gets flamepy's `$FLAME_HOME/lib/python<ver>/site-packages`
 //!   and `FLAME_PYTHON_VERSION=<ver>`, which makes `flmrun`'s `python${FLAME_PYTHON_VERSION}`
 //!   argument resolvable;
-//! - `python` or `binary` with a `file://` url: the package (`.tar.gz`, `.tgz`, `.zip` or a
-//!   directory) becomes a release under `<work_dir>/releases` ([`super::release`]); python
-//!   packages get their dependencies from `uv pip install --target <release>/deps .`.
+//! - `python` or `binary` with a `file://` url, or a `grpc://host:port/<key>` url of an object
+//!   of the cache ([`super::download`]): the package (`.tar.gz`, `.tgz`, `.zip`, or a
+//!   directory for `file://`) becomes a release under `<work_dir>/releases`
+//!   ([`super::release`]); python packages get their dependencies from
+//!   `uv pip install --target <release>/deps .`.
 //!
 //! `<ver>` is the launch environment's `FLAME_PYTHON_VERSION` (the application's, else the
 //! agent's; it would win as an "already set" variable anyway), else the newest `python<ver>`
@@ -19,8 +21,8 @@
 //! [`BindError`] that the executor loop retries with its bind backoff (the spec's recommended
 //! improvement over caching a failure until restart).
 //!
-//! Caveats: `http(s)://` and `grpc(s)://` packages are refused with a message naming the
-//! scheme (not implemented yet). `LD_LIBRARY_PATH` is not set for python packages (wheels
+//! Caveats: `http(s)://` packages are refused with a message naming the scheme (not
+//! implemented yet), and `grpcs://` ones because the cache serves no TLS yet. `LD_LIBRARY_PATH` is not set for python packages (wheels
 //! carry their libraries via RPATH). `uv` is looked up as `$FLAME_HOME/bin/uv`, then on `PATH`.
 
 use super::error::{BindCode, BindError};

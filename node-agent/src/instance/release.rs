@@ -2,18 +2,31 @@
 //! version), reused by every binding that asks for the same (spec section 7.6).
 //!
 //! What: [`obtain`] returns the complete release for a [`Request`], building it when missing:
-//! the package is unpacked into `<tmp>/src` ([`super::archive`]); a python package must hold
-//! `pyproject.toml`, `setup.py` or `setup.cfg` and gets `uv pip install --target <tmp>/deps .`;
-//! then a marker file is written and `<tmp>` is renamed to
-//! `<work_dir>/releases/<name>-<hash>`.
+//! the package (a `file://` path, or a `grpc://` object of the cache fetched by
+//! [`super::download`] and written to `<tmp>/.package`) is unpacked into `<tmp>/src`
+//! ([`super::archive`]); a python package must hold `pyproject.toml`, `setup.py` or
+//! `setup.cfg` and gets `uv pip install --target <tmp>/deps .`; then a marker file is written
+//! and `<tmp>` is renamed to `<work_dir>/releases/<name>-<hash>`.
+//!
+//! Cache packages: an object at a key can be put again, so its release is keyed by the
+//! object's version and content too: `<name>-<hash>-v<version>-<content hash>`. A pointer file
+//! `<name>-<hash>.current` (`<version>` and the release's directory name, replaced by rename)
+//! names the release installed last for the url; each binding sends that version in its
+//! `do_get`, and the cache answers "not modified" without sending the package when it is still
+//! current. A changed object is downloaded, hashed and installed as a new release (or an
+//! existing one with the same version and content is reused), and the pointer moves to it.
 //!
 //! Why the rename: a crash or a cancelled bind never leaves a directory under the final name,
 //! so a release that exists (with its marker) is complete; two bindings installing the same
 //! package race harmlessly, the loser discards its copy and uses the winner's.
 //!
-//! Caveats: only `file://` urls are supported; `http(s)://` and `grpc(s)://` fail with a
-//! message naming the scheme. The hash is FNV-1a (stable across builds), not a cryptographic
-//! digest: keys come from the replicated application spec, not from an adversary. Temporary
+//! Caveats: `file://` and `grpc://` urls are supported; `http(s)://` and `grpcs://` fail with
+//! a message naming the scheme ([`super::download`]). The hash is FNV-1a (stable across
+//! builds), not a cryptographic digest: keys come from the replicated application spec, not
+//! from an adversary, and the content hash only tells versions of one object apart. An object
+//! deleted and put again at exactly the version installed last is taken as unchanged (the
+//! cache's versions restart after a delete); releases of older versions are not removed. An
+//! unreachable cache fails the binding even when a release of the url is installed. Temporary
 //! directories (`.tmp-*`) are removed on failure and on cancellation, but those of an agent
 //! that crashed mid-install are left for an operator to remove; `uv` runs in the temporary
 //! directory, so anything it records with an absolute `--target` path names that directory. `uv` runs
@@ -21,8 +34,11 @@
 //! cancelled.
 
 use super::archive;
+use super::download::{self, Fresh, Source};
 use super::error::BindError;
 use super::install::{Installer, fail};
+use bytes::Bytes;
+use flame_cache::ObjectKey;
 use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -31,6 +47,10 @@ use std::time::Duration;
 
 /// The file whose presence marks a release complete.
 pub const MARKER: &str = ".flame-installed";
+/// Suffix of the file naming the release a cache url installed last.
+const CURRENT_SUFFIX: &str = ".current";
+/// Where a downloaded package is written inside a temporary release directory.
+const DOWNLOADED: &str = ".package";
 /// How much of `uv`'s output a failure quotes, in bytes.
 const UV_OUTPUT_TAIL: usize = 2048;
 /// Names temporary directories apart within one agent process.
@@ -72,19 +92,45 @@ impl Release {
     pub fn deps(&self) -> PathBuf {
         self.root.join("deps")
     }
+
+    /// Whether the release is complete (it has its marker).
+    fn is_complete(&self) -> bool {
+        self.root.join(MARKER).is_file()
+    }
+}
+
+/// A package to unpack: a local path, or downloaded bytes.
+enum Package {
+    /// A file or directory named by a `file://` url.
+    Path(PathBuf),
+    /// An object's bytes, written to [`DOWNLOADED`] before unpacking.
+    Bytes(Bytes),
+}
+
+/// FNV-1a's offset basis.
+const FNV_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Feeds `bytes` to the 64-bit FNV-1a state `h`.
+fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 /// 64-bit FNV-1a over length-prefixed fields, as 16 hex digits.
 pub fn key_hash(fields: &[&str]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for field in fields {
-        let len = (field.len() as u64).to_le_bytes();
-        for b in len.iter().chain(field.as_bytes()) {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
+    let h = fields.iter().fold(FNV_BASIS, |h, field| {
+        let h = fnv1a(h, &(field.len() as u64).to_le_bytes());
+        fnv1a(h, field.as_bytes())
+    });
     format!("{h:016x}")
+}
+
+/// 64-bit FNV-1a of a package's bytes, as 16 hex digits.
+pub fn content_hash(data: &[u8]) -> String {
+    format!("{:016x}", fnv1a(FNV_BASIS, data))
 }
 
 /// The release directory's name: a readable prefix of the application name and the hash.
@@ -104,46 +150,112 @@ fn release_name(req: &Request) -> String {
     format!("{prefix}-{hash}")
 }
 
-/// The local path of a `file://` url; any other scheme is an install failure naming it.
-pub fn local_path(url: &str) -> Result<PathBuf, BindError> {
-    if let Some(path) = url.strip_prefix("file://") {
-        let path = Path::new(path);
-        if !path.is_absolute() {
-            return Err(fail(format!("url {url:?} does not name an absolute path")));
-        }
-        return Ok(path.to_owned());
-    }
-    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-    Err(fail(match scheme.as_deref() {
-        Some(s @ ("http" | "https" | "grpc" | "grpcs")) => {
-            format!("url {url:?}: scheme {s}:// is not supported by this agent yet (use file://)")
-        }
-        Some(s) => format!("url {url:?}: unknown scheme {s}:// (use file://)"),
-        None => format!("url {url:?} has no scheme (use file://<absolute path>)"),
-    }))
-}
-
 /// Returns the complete release for `req`, installing it first when needed.
 pub async fn obtain(req: Request) -> Result<Release, BindError> {
-    let source = local_path(&req.url)?;
-    let releases = req.work_dir.join("releases");
-    let release = Release {
-        root: releases.join(release_name(&req)),
-    };
-    if release.root.join(MARKER).is_file() {
-        return Ok(release);
+    match Source::parse(&req.url)? {
+        Source::File(path) => {
+            let release = Release {
+                root: releases_dir(&req).join(release_name(&req)),
+            };
+            if !release.is_complete() {
+                install(&req, &release, Package::Path(path)).await?;
+            }
+            Ok(release)
+        }
+        Source::Cache { endpoint, key } => obtain_cached(&req, &endpoint, &key).await,
     }
+}
+
+/// `<work_dir>/releases`.
+fn releases_dir(req: &Request) -> PathBuf {
+    req.work_dir.join("releases")
+}
+
+/// The release of a cache url: the one installed last when the object is unchanged, else
+/// the release of the object's current version and content, installed when missing.
+async fn obtain_cached(
+    req: &Request,
+    endpoint: &str,
+    key: &ObjectKey,
+) -> Result<Release, BindError> {
+    let releases = releases_dir(req);
+    let base = release_name(req);
+    let current = read_current(&releases, &base);
+    let have = current.as_ref().map(|(version, _)| *version);
+    let (version, data) = match download::fetch(&req.url, endpoint, key, have).await? {
+        Fresh::Object { version, data } => (version, data),
+        Fresh::Unchanged => {
+            return current.map(|(_, release)| release).ok_or_else(|| {
+                fail(format!(
+                    "package {}: the cache answered not modified",
+                    req.url
+                ))
+            });
+        }
+    };
+    let hashed = data.clone();
+    let digest = tokio::task::spawn_blocking(move || content_hash(&hashed))
+        .await
+        .map_err(|e| fail(format!("hashing the package stopped: {e}")))?;
+    let name = format!("{base}-v{version}-{digest}");
+    let release = Release {
+        root: releases.join(&name),
+    };
+    if !release.is_complete() {
+        install(req, &release, Package::Bytes(data)).await?;
+    }
+    write_current(&releases, &base, version, &name);
+    Ok(release)
+}
+
+/// The version and release a cache url installed last, when that release is complete.
+fn read_current(releases: &Path, base: &str) -> Option<(u64, Release)> {
+    let text = std::fs::read_to_string(releases.join(format!("{base}{CURRENT_SUFFIX}"))).ok()?;
+    let mut lines = text.lines();
+    let version = lines.next()?.parse().ok()?;
+    let name = lines.next()?;
+    if !name.starts_with(base) || name.contains('/') {
+        return None;
+    }
+    let release = Release {
+        root: releases.join(name),
+    };
+    release.is_complete().then_some((version, release))
+}
+
+/// Records `name` at `version` as the release `base`'s url installed last (write, then
+/// rename). A failure only costs the next binding a download, so it is logged.
+fn write_current(releases: &Path, base: &str, version: u64, name: &str) {
+    let path = releases.join(format!("{base}{CURRENT_SUFFIX}"));
     let tmp = releases.join(format!(
-        ".tmp-{}-{}-{}",
-        release_name(&req),
+        ".tmp-{base}{CURRENT_SUFFIX}-{}-{}",
+        std::process::id(),
+        TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = std::fs::write(&tmp, format!("{version}\n{name}\n"))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        tracing::warn!(file = %path.display(), error = %e, "cannot record the current release");
+    }
+}
+
+/// Builds `release` from `package` in a temporary directory and renames it into place.
+async fn install(req: &Request, release: &Release, package: Package) -> Result<(), BindError> {
+    let name = release
+        .root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = releases_dir(req).join(format!(
+        ".tmp-{name}-{}-{}",
         std::process::id(),
         TMP_SEQ.fetch_add(1, Ordering::Relaxed)
     ));
     // Removes the temporary directory however this ends: failure, or a cancelled bind.
     let _cleanup = TmpDir(tmp.clone());
-    build(&req, &source, &tmp).await?;
-    publish(&tmp, &release.root)?;
-    Ok(release)
+    build(req, package, &tmp).await?;
+    publish(&tmp, &release.root)
 }
 
 /// A temporary release directory, removed (when still there) on drop.
@@ -160,29 +272,19 @@ impl Drop for TmpDir {
 }
 
 /// Builds a release in `tmp`: unpack, check, install dependencies, write the marker.
-async fn build(req: &Request, source: &Path, tmp: &Path) -> Result<(), BindError> {
+async fn build(req: &Request, package: Package, tmp: &Path) -> Result<(), BindError> {
     let src = tmp.join("src");
-    let (source_owned, src_owned) = (source.to_owned(), src.clone());
-    let unpacked = tokio::task::spawn_blocking(move || {
-        std::fs::create_dir_all(&src_owned).map_err(|e| {
-            format!(
-                "cannot create release directory {}: {e}",
-                src_owned.display()
-            )
-        })?;
-        archive::unpack(&source_owned, &src_owned)?;
-        archive::hoist_single_dir(&src_owned)
-            .map_err(|e| format!("cannot arrange {}: {e}", src_owned.display()))
-    })
-    .await
-    .map_err(|e| fail(format!("unpacking stopped: {e}")))?;
+    let (url, tmp_owned) = (req.url.clone(), tmp.to_owned());
+    let unpacked = tokio::task::spawn_blocking(move || unpack(package, &url, &tmp_owned))
+        .await
+        .map_err(|e| fail(format!("unpacking stopped: {e}")))?;
     unpacked.map_err(fail)?;
     if req.installer == Installer::Python {
         let project = ["pyproject.toml", "setup.py", "setup.cfg"];
         if !project.iter().any(|f| src.join(f).is_file()) {
             return Err(fail(format!(
                 "package {} has no pyproject.toml, setup.py or setup.cfg",
-                source.display()
+                req.url
             )));
         }
         let uv = find_uv(
@@ -193,6 +295,26 @@ async fn build(req: &Request, source: &Path, tmp: &Path) -> Result<(), BindError
     }
     std::fs::write(tmp.join(MARKER), req.url.as_bytes())
         .map_err(|e| fail(format!("cannot write {}: {e}", tmp.join(MARKER).display())))
+}
+
+/// Unpacks `package` (from `url`) into `<tmp>/src` and hoists a single top directory; a
+/// downloaded package is written to `<tmp>/.package` first and removed after. Blocking.
+fn unpack(package: Package, url: &str, tmp: &Path) -> Result<(), String> {
+    let src = tmp.join("src");
+    std::fs::create_dir_all(&src)
+        .map_err(|e| format!("cannot create release directory {}: {e}", src.display()))?;
+    match package {
+        Package::Path(path) => archive::unpack(&path, &src)?,
+        Package::Bytes(data) => {
+            let file = tmp.join(DOWNLOADED);
+            std::fs::write(&file, &data)
+                .map_err(|e| format!("cannot write package {url} to {}: {e}", file.display()))?;
+            archive::unpack_named(&file, url, &src)?;
+            std::fs::remove_file(&file)
+                .map_err(|e| format!("cannot remove {}: {e}", file.display()))?;
+        }
+    }
+    archive::hoist_single_dir(&src).map_err(|e| format!("cannot arrange {}: {e}", src.display()))
 }
 
 /// Renames the built `tmp` to `root`; if another install won the race, keeps its release.
@@ -297,28 +419,10 @@ mod tests {
     }
 
     #[test]
-    fn only_file_urls_are_installed_and_other_schemes_are_named() {
-        assert_eq!(
-            local_path("file:///opt/p.tgz").ok(),
-            Some(PathBuf::from("/opt/p.tgz"))
-        );
-        for (url, says) in [
-            (
-                "https://example.com/p.tgz",
-                "scheme https:// is not supported",
-            ),
-            ("grpc://cache:9090/key", "scheme grpc:// is not supported"),
-            ("ftp://x/p.tgz", "unknown scheme ftp://"),
-            ("/opt/p.tgz", "has no scheme"),
-            ("file://relative/p.tgz", "absolute path"),
-        ] {
-            let e = local_path(url).err();
-            assert!(
-                e.as_ref()
-                    .is_some_and(|e| e.code.value() == 10 && e.message.contains(says)),
-                "{url}: {e:?}"
-            );
-        }
+    fn content_hashes_tell_bytes_apart() {
+        assert_eq!(content_hash(b""), "cbf29ce484222325");
+        assert_eq!(content_hash(b"abc"), content_hash(b"abc"));
+        assert_ne!(content_hash(b"abc"), content_hash(b"abd"));
     }
 
     #[test]
@@ -367,3 +471,6 @@ mod tests {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod cache_tests;
