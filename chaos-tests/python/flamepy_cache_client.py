@@ -1,7 +1,8 @@
 """flamepy 0.6.0, unmodified, using the object cache of a Flame cluster through a follower.
 
 Run by chaos-tests (against the multi-process harness) and by flmctl's local-up test with:
-- FLAME_ENDPOINT: a follower's client API; FLAME_CACHE_ENDPOINT: one node's cache;
+- FLAME_ENDPOINT: a follower's client API; FLAME_CACHE_ENDPOINT: one node's cache (unset:
+  flamepy finds it in ~/.flame/flame.yaml);
 - CACHE_OTHER_ENDPOINT: another node's cache (the same one on a one-node cluster);
 - CACHE_PYTHON, CACHE_SERVICE, CACHE_WORKDIR: the venv's python, flamepy_context_service.py and
   the application's working directory;
@@ -47,7 +48,8 @@ def objects(app, other):
     step("put an object through one node's cache and read it back")
     ref = put_object(f"{app}/objects", {"n": 1, "text": "first"})
     assert ref.key.startswith(f"{app}/objects/") and ref.version == 1, ref
-    assert ref.endpoint == os.environ["FLAME_CACHE_ENDPOINT"], ref
+    expected = os.environ.get("FLAME_CACHE_ENDPOINT", os.environ["CACHE_OTHER_ENDPOINT"])
+    assert ref.endpoint == expected, ref
     assert get_object(ref) == {"n": 1, "text": "first"}
 
     step("read it through another node's cache")

@@ -92,6 +92,7 @@ pub async fn run_client_script(
         .env("FLAME_ENDPOINT", endpoint)
         .env("HOME", home.path())
         .env_remove("FLAME_CA_FILE")
+        .env_remove("FLAME_CACHE_ENDPOINT")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
