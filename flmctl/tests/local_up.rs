@@ -168,3 +168,57 @@ async fn local_up_serves_stops_on_sigint_and_resumes_with_its_data() -> anyhow::
     );
     Ok(())
 }
+
+/// Claim: flamepy 0.6.0, unmodified, finds the local cluster's cache through the client
+/// configuration `local up` writes (`cache.endpoint` of `~/.flame/flame.yaml`) and, through a
+/// follower, does put/get/update/patch/delete with incremental gets, a 256 MiB round trip and
+/// a service session whose context a real instance reads and updates (the script is
+/// `chaos-tests/python/flamepy_cache_client.py`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flamepy_uses_the_local_cache_through_the_written_client_configuration()
+-> anyhow::Result<()> {
+    use chaos_tests::flamepy::{flamepy_python, python_script, run_client_script};
+    let python = flamepy_python()?;
+    let dir = tempfile::tempdir()?;
+    let base = free_base();
+    let mut child = start(dir.path(), base, &[]);
+    let banner = wait_up(&mut child);
+    let cache = format!("grpc://127.0.0.1:{}", base + 200);
+    assert!(
+        banner.contains(&format!("object cache: {cache}")),
+        "{banner}"
+    );
+    let home = tempfile::tempdir()?;
+    let home = home.path();
+    std::fs::create_dir_all(home.join(".flame"))?;
+    let written = std::fs::read_to_string(dir.path().join("flame.yaml"))?;
+    assert!(written.contains(&cache), "{written}");
+    std::fs::write(home.join(".flame/flame.yaml"), &written)?;
+    let text = |p: &Path| p.to_string_lossy().into_owned();
+    let env = [
+        ("HOME", text(home)),
+        ("CACHE_OTHER_ENDPOINT", cache.clone()),
+        ("CACHE_PYTHON", text(&python)),
+        (
+            "CACHE_SERVICE",
+            text(&python_script("flamepy_context_service.py")),
+        ),
+        ("CACHE_WORKDIR", text(&dir.path().join("py-context-app"))),
+        ("CACHE_APP", "localpy".to_owned()),
+        ("CACHE_BIG_MIB", "256".to_owned()),
+    ];
+    let follower = format!("http://127.0.0.1:{}", base + 1);
+    let script = python_script("flamepy_cache_client.py");
+    let deadline = Duration::from_secs(300);
+    let run = run_client_script(&python, &script, &follower, &env, deadline).await?;
+    let log = std::fs::read_to_string(dir.path().with_extension("log")).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(30).collect();
+    assert!(
+        run.passed("flamepy cache scenario passed"),
+        "{}\n--- local up log (last lines, newest first):\n{}",
+        run.describe(),
+        tail.join("\n")
+    );
+    interrupt(child);
+    Ok(())
+}
