@@ -13,8 +13,13 @@
 //! members and rides through failover, sessions, exactly-once task submission with client
 //! request ids, watches that resume on another member, typed (serde, JSON) task inputs and
 //! outputs, and administration of applications, nodes, executors and the Raft group.
+//!
+//! The object cache ([`cache`]): an [`cache::ObjectCache`] handle that puts, gets (in full or
+//! incrementally from a held version), updates, patches and deletes objects with flamepy's
+//! conventions (spec Annex A), typed through serde or as raw bytes.
 
 pub mod builtin;
+pub mod cache;
 pub mod client;
 pub mod logging;
 pub mod service;

@@ -3,9 +3,11 @@
 //! What: [`FlameConfig`] is the file of spec sections 8.1 and 12.2 (`current-context`,
 //! `contexts[].name`, `contexts[].cluster.endpoint`, plus the cache, package and runner
 //! sections kept for other tools); [`load`] reads one, [`FlameConfig::current_endpoint`] picks
-//! the current context's cluster endpoint. [`resolve_endpoints`] applies the precedence every
-//! Flame client uses: **explicit endpoints > `FLAME_ENDPOINT` > the current context of the
-//! config file > `http://127.0.0.1:8080`**.
+//! the current context's cluster endpoint and [`FlameConfig::current_cache_endpoint`] its
+//! `cache.endpoint`. [`resolve_endpoints`] applies the precedence every Flame client uses:
+//! **explicit endpoints > `FLAME_ENDPOINT` > the current context of the config file >
+//! `http://127.0.0.1:8080`**; `crate::cache::resolve_cache_endpoint` does the same for the
+//! object cache.
 //!
 //! Why: flamepy, flmctl and Rust clients must reach the same cluster from the same settings.
 //!
@@ -108,20 +110,26 @@ pub struct Runner {
 }
 
 impl FlameConfig {
-    /// The current context's cluster endpoints (normalised).
-    pub fn current_endpoint(&self) -> Result<Vec<String>, ClientError> {
+    /// The context named by `current-context`; a missing name or an unknown one is a
+    /// [`ClientError::Config`].
+    pub fn current(&self) -> Result<&Context, ClientError> {
         let name = self
             .current_context
             .as_deref()
             .filter(|n| !n.is_empty())
             .ok_or_else(|| ClientError::Config("current-context is not set".into()))?;
-        let context = self
-            .contexts
+        self.contexts
             .iter()
             .find(|c| c.name == name)
             .ok_or_else(|| {
                 ClientError::Config(format!("current-context {name:?} is not in contexts"))
-            })?;
+            })
+    }
+
+    /// The current context's cluster endpoints (normalised).
+    pub fn current_endpoint(&self) -> Result<Vec<String>, ClientError> {
+        let context = self.current()?;
+        let name = &context.name;
         let endpoint = context
             .cluster
             .as_ref()
@@ -130,6 +138,17 @@ impl FlameConfig {
                 ClientError::Config(format!("context {name:?} has no cluster.endpoint"))
             })?;
         parse_endpoints(endpoint).map_err(|e| ClientError::Config(format!("context {name:?}: {e}")))
+    }
+
+    /// The current context's `cache.endpoint`, as written; `None` when the context has no
+    /// cache section or it names no endpoint (the cache is optional).
+    pub fn current_cache_endpoint(&self) -> Result<Option<String>, ClientError> {
+        let context = self.current()?;
+        Ok(context
+            .cache
+            .as_ref()
+            .and_then(|c| c.endpoint.clone())
+            .filter(|e| !e.trim().is_empty()))
     }
 }
 

@@ -101,4 +101,22 @@ pub enum ClientError {
     /// A reply lacks something the protocol promises (a bug on one side).
     #[error("protocol: {0}")]
     Protocol(String),
+    /// A typed cache object could not be encoded, or a stored one decoded, as JSON
+    /// ([`crate::cache`]).
+    #[error("cannot {action} of object {key}: {message}")]
+    ObjectCodec {
+        /// The object's key, or the put target before the object exists.
+        key: String,
+        /// `encode the value`, `decode the base` or `decode a patch`.
+        action: &'static str,
+        /// serde's explanation.
+        message: String,
+    },
+}
+
+impl ClientError {
+    /// Whether the server said the thing asked for does not exist (gRPC NOT_FOUND).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ClientError::Flame(FlameError::NotFound(_)))
+    }
 }
