@@ -5,7 +5,10 @@
 //! executors and nodes (`flmctl list`); shows one session, task, application or node (`flmctl
 //! view`); creates and closes sessions (`flmctl create`, `flmctl close`); registers, updates and
 //! unregisters applications from YAML (`flmctl register|update|unregister`); and prints shell
-//! completions (`flmctl completion`). Every command works through any member: `--endpoint`,
+//! completions (`flmctl completion`); and lists, reads and deletes objects of the object cache
+//! (`flmctl cache list|get|rm`, which find the cache with `--cache-endpoint`, else
+//! `FLAME_CACHE_ENDPOINT`, else `cache.endpoint` of `--config`, else `grpc://127.0.0.1:9090`).
+//! Every other command works through any member: `--endpoint`,
 //! else `FLAME_ENDPOINT`, else the current context of `--config` (default
 //! `~/.flame/flame.yaml`), else `http://127.0.0.1:8080`. It is also a multi-call binary: run
 //! under the name `flmping-service` or `flmexec-service` (a symlink), it serves that built-in
@@ -25,6 +28,7 @@
 mod admin;
 mod application;
 mod bench;
+mod cache;
 mod client;
 mod cluster;
 mod list;
@@ -87,6 +91,8 @@ enum Command {
     },
     /// Run many tasks in a new session and report throughput and latency.
     Bench(bench::BenchArgs),
+    /// List, read and delete objects of the object cache.
+    Cache(cache::CacheArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -238,6 +244,7 @@ async fn execute(target: &Target, command: Command) -> anyhow::Result<String> {
         }
         Command::Local { .. } => anyhow::bail!("`local` runs in the foreground, not here"),
         Command::Bench(_) => anyhow::bail!("`bench` runs on its own runtime, not here"),
+        Command::Cache(_) => anyhow::bail!("`cache` writes its own output, not here"),
     }
 }
 
@@ -249,6 +256,9 @@ fn run(target: &Target, command: Command) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    if let Command::Cache(args) = command {
+        return runtime.block_on(cache::run(args, target.config.as_deref()));
+    }
     output::print(&runtime.block_on(execute(target, command))?);
     Ok(())
 }

@@ -91,13 +91,15 @@ pub fn flmctl(endpoint: &str, args: &[&str]) -> (bool, String, String) {
     flmctl_env(&all, &[])
 }
 
-/// Runs flmctl with `args` (no `--endpoint` added), without `FLAME_ENDPOINT` unless `env` sets
-/// it, and with the variables in `env`; returns (success, stdout, stderr).
+/// Runs flmctl with `args` (no `--endpoint` added), without `FLAME_ENDPOINT` or
+/// `FLAME_CACHE_ENDPOINT` unless `env` sets them, and with the variables in `env`; returns
+/// (success, stdout, stderr).
 pub fn flmctl_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let out = Command::new(BIN)
         .args(args)
         .env("RUST_BACKTRACE", "0")
         .env_remove("FLAME_ENDPOINT")
+        .env_remove("FLAME_CACHE_ENDPOINT")
         .envs(env.iter().copied())
         .output()
         .expect("flmctl runs");
