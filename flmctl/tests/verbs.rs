@@ -1,13 +1,15 @@
 //! flmctl's verbs end to end against one `flmctl local up` (three members and a node agent):
 //! `create` → `list -s` → `view -s` → a flmping task → `view -s -t` → `close`; `register -f`
 //! (two documents) → `view -a` → `update` → `unregister`; `view -n`; `--config` and its
-//! precedence; `cluster snapshot` and `cluster transfer-leader`; bad input giving one line on
+//! precedence; `cache list|get|rm` through the `flame.yaml` that `local up` writes; `cluster
+//! snapshot` and `cluster transfer-leader`; bad input giving one line on
 //! stderr and a failure status; `completion`. Output is compared
 //! with golden files under `tests/golden/` after masking volatile fields (session ids, ports,
 //! times, host facts). Set `UPDATE_GOLDEN=1` to rewrite them.
 
 mod support;
 
+use flame_sdk::cache::ObjectCache;
 use flame_sdk::client::Connection;
 use serde_json::Value;
 use std::path::Path;
@@ -290,6 +292,39 @@ fn snapshot_and_transfer(base: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `cache list|get|rm` against the cache `local up` runs, found through the `flame.yaml` it
+/// writes; the objects are put and patched with the SDK.
+async fn cache(dir: &Path, base: u16) -> anyhow::Result<()> {
+    let config = dir.join("data/flame.yaml");
+    let config = config.to_str().expect("utf-8 path");
+    let endpoint = format!("grpc://127.0.0.1:{}", base + 200);
+    let objects = ObjectCache::connect(&endpoint).await?;
+    let r = objects.put_object("verbs/ssn-1", &vec![1, 2]).await?;
+    objects.patch_object(&r, &3).await?;
+    let home = dir.join("home-cache");
+    std::fs::create_dir_all(&home)?;
+    let home = home.to_str().expect("utf-8 path");
+    let run = |args: &[&str]| {
+        let mut all = vec!["--config", config, "cache"];
+        all.extend_from_slice(args);
+        let (success, stdout, stderr) = flmctl_env(&all, &[("HOME", home)]);
+        assert!(success, "flmctl {all:?} failed: {stderr}");
+        (stdout, stderr)
+    };
+    let listed: Value = serde_json::from_str(&run(&["list", "verbs/", "-o", "json"]).0)?;
+    assert_eq!(listed[0]["key"], Value::from(r.key.clone()), "{listed}");
+    assert_eq!(listed[0]["version"], 2, "{listed}");
+    let (bytes, note) = run(&["get", &r.key]);
+    assert_eq!(bytes, "[1,2]3");
+    assert!(note.contains("its base and 1 patch"), "{note}");
+    assert_eq!(
+        run(&["rm", "verbs/*"]).0,
+        "Objects of application verbs/* were deleted.\n"
+    );
+    assert_eq!(run(&["list", "verbs/", "-o", "json"]).0.trim(), "[]");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_verb_against_a_local_cluster() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -300,6 +335,7 @@ async fn every_verb_against_a_local_cluster() -> anyhow::Result<()> {
     node(base)?;
     config(dir.path(), base)?;
     bad_input(base);
+    cache(dir.path(), base).await?;
     snapshot_and_transfer(base)?;
     drop(up);
     Ok(())
@@ -326,6 +362,7 @@ fn no_subcommand_prints_help_naming_every_verb() {
         "update",
         "unregister",
         "completion",
+        "cache",
     ] {
         assert!(help.contains(verb), "{verb} missing: {help}");
     }
