@@ -317,6 +317,7 @@ mod tests {
             Internal,
             Cancelled,
             DeadlineExceeded,
+            ResourceExhausted,
         ];
         assert_eq!(codes, expected);
     }
