@@ -152,6 +152,12 @@ impl CacheNode {
                 "object {key} already has {MAX_PATCHES} patches, the most an object may have; put it again to start over"
             )));
         }
+        // An object grows with every patch; the limit bounds the whole, so patches cannot
+        // build an object no put could have stored.
+        self.check_size(
+            format!("object {key} with this patch"),
+            current.size() + delta.len() as u64,
+        )?;
         let next = current.with_patch(delta);
         let (patch, bytes) = (
             next.meta.patches[next.meta.patches.len() - 1].clone(),
