@@ -32,10 +32,11 @@
 //! - `task_timeout` (`--task-timeout`, `FLAME_TASK_TIMEOUT`) is a duration text such as `30s`
 //!   or `2m` (`none` or `0`: no timeout). It is only the default: an application's
 //!   `flame.task-timeout` label wins over it (see [`crate::task_timeout`]).
-//! - The node's object cache ([`AgentConfig::cache`], sent in every RegisterNode) comes only from
-//!   the flags `--cache-flight-endpoint` and `--cache-peer-addr`, given together, for a cache
-//!   running beside the agent; a program that embeds the cache sets the field itself. With such
-//!   a cache and no `cache_endpoint`, instances get its Flight URL as `FLAME_CACHE_ENDPOINT`.
+//! - The node's object cache ([`AgentConfig::cache`], sent in every RegisterNode) is the one the
+//!   agent runs itself ([`crate::cache`], which sets the field), or, with the flags
+//!   `--cache-flight-endpoint` and `--cache-peer-addr` given together, a cache running beside
+//!   the agent. With a cache and no `cache_endpoint`, instances get its Flight URL as
+//!   `FLAME_CACHE_ENDPOINT`.
 
 mod detect;
 #[cfg(test)]
