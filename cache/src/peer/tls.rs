@@ -9,9 +9,16 @@
 //! certificate from the cluster CA cannot complete a handshake in either direction.
 //!
 //! Why these transport settings: caches move large objects between each other, so stream and
-//! connection windows are large (tens of MiB in flight), and MTU discovery may grow packets up
-//! to what the path carries (on loopback or jumbo-frame networks, far above 1500 bytes), which
-//! cuts per-packet cost. Keep-alives keep idle peer connections open across quiet periods.
+//! connection windows are large (tens of MiB in flight). Keep-alives keep idle peer connections
+//! open across quiet periods.
+//!
+//! Caveat on packet size: MTU discovery's upper bound is also capped by the peer's
+//! `max_udp_payload_size`, which [`quinn::EndpointConfig`] leaves at 1472, so packets stop at
+//! 1472 bytes even on loopback or jumbo-frame links; the 65,000 bound below does not apply.
+//! Raising `max_udp_payload_size` was tried (cache-bench, loopback): discovery then reaches
+//! 65,000, but the first loss bursts under load (socket buffer overflow, reordering) trip
+//! quinn's black-hole detector, which drops the connection to 1,200-byte packets for ten
+//! minutes, slower than staying at 1472.
 //!
 //! Caveat: certificates are read once at start; rotating them needs a restart.
 
