@@ -200,27 +200,13 @@ async fn run(args: UpArgs, configs: Vec<Config>, home: PathBuf) -> anyhow::Resul
             anyhow::bail!("member {} could not start: {reason}", index + 1);
         }
     };
-    out!(
-        "Flame local cluster {:?} is up (data in {}).",
-        args.cluster_name,
-        args.data_dir.display()
-    );
-    for i in 0..3u16 {
-        out!("  member {}: http://127.0.0.1:{}", i + 1, args.api_port + i);
-    }
-    out!("  leader: member {leader}");
-    if let Some(cache) = &cache_endpoint {
-        out!("  object cache: {cache}");
-    }
-    out!("  FLAME_HOME for instances: {}", home.display());
     let client_config = write_client_config(&args, &endpoint, cache_endpoint.as_deref())?;
-    out!(
-        "  client configuration: {} (copy it to ~/.flame/flame.yaml for flamepy)",
-        client_config.display()
-    );
-    out!("");
-    out!(
-        "Try: FLAME_ENDPOINT={endpoint} python3 -c 'import flamepy; print([a.name for a in flamepy.list_applications()])'"
+    print_banner(
+        &args,
+        leader,
+        &home,
+        cache_endpoint.as_deref(),
+        &client_config,
     );
     out!("Press Ctrl-C to stop; the data is kept for the next start.");
     shutdown_signal().await;
@@ -286,4 +272,36 @@ fn write_client_config(
     let path = std::path::absolute(args.data_dir.join("flame.yaml"))?;
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
+}
+
+/// Prints what is up and where: members, leader, cache, FLAME_HOME, the client configuration.
+fn print_banner(
+    args: &UpArgs,
+    leader: u64,
+    home: &std::path::Path,
+    cache_endpoint: Option<&str>,
+    client_config: &std::path::Path,
+) {
+    let endpoint = format!("http://127.0.0.1:{}", args.api_port);
+    out!(
+        "Flame local cluster {:?} is up (data in {}).",
+        args.cluster_name,
+        args.data_dir.display()
+    );
+    for i in 0..3u16 {
+        out!("  member {}: http://127.0.0.1:{}", i + 1, args.api_port + i);
+    }
+    out!("  leader: member {leader}");
+    if let Some(cache) = cache_endpoint {
+        out!("  object cache: {cache}");
+    }
+    out!("  FLAME_HOME for instances: {}", home.display());
+    out!(
+        "  client configuration: {} (copy it to ~/.flame/flame.yaml for flamepy)",
+        client_config.display()
+    );
+    out!("");
+    out!(
+        "Try: FLAME_ENDPOINT={endpoint} python3 -c 'import flamepy; print([a.name for a in flamepy.list_applications()])'"
+    );
 }
