@@ -176,7 +176,16 @@ async fn run(args: UpArgs, configs: Vec<Config>, home: PathBuf) -> anyhow::Resul
     }
     let mut agent_config = agent_config(&args, &home)?;
     let cache = cache_args(&args).config(&agent_config)?;
-    let cache = flame_node_agent::cache::start_embedded(&mut agent_config, cache).await?;
+    let cache = flame_node_agent::cache::start_embedded(&mut agent_config, cache)
+        .await
+        .with_context(|| {
+            format!(
+                "the object cache cannot start on ports {} and {} (choose others with \
+                 --cache-port, or run none with --no-cache)",
+                args.cache_port,
+                args.cache_port.wrapping_add(1)
+            )
+        })?;
     let cache_endpoint = agent_config.cache_endpoint.clone();
     let agent = {
         let mut stop = stop_rx.clone();

@@ -155,6 +155,26 @@ async fn local_up_serves_stops_on_sigint_and_resumes_with_its_data() -> anyhow::
         err.contains("cannot listen on 127.0.0.1:") && err.contains("in use"),
         "{err}"
     );
+    // Free member ports but the running cluster's cache port: the error names the way out.
+    let third = tempfile::tempdir()?;
+    let cache_port = (base + 200).to_string();
+    let other_base = free_base();
+    let log = std::fs::File::create(third.path().with_extension("log"))?;
+    let clash = Command::new(BIN)
+        .args(["local", "up", "--data-dir"])
+        .arg(third.path())
+        .args(["--api-port", &other_base.to_string()])
+        .args(["--raft-port", &(other_base + 100).to_string()])
+        .args(["--cache-port", &cache_port])
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?;
+    let err = failure_of(clash, third.path());
+    assert!(
+        err.contains(&format!("cannot start on ports {cache_port}")) && err.contains("--no-cache"),
+        "{err}"
+    );
     interrupt(child);
 
     // The data belongs to cluster "flame-local": another name is refused, naming both.
