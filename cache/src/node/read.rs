@@ -145,6 +145,7 @@ impl CacheNode {
             let meta = match peers.head(&member.peer_addr, key).await {
                 Ok(Some(meta)) => meta,
                 Ok(None) => continue,
+                Err(e) if e.is_not_found() => continue,
                 Err(e) => {
                     failures.push(format!("{}: {e}", member.node));
                     continue;
@@ -159,6 +160,9 @@ impl CacheNode {
                         .inc_by(records.iter().map(|r| r.len() as u64).sum());
                     return Ok((meta, records));
                 }
+                // The holder deleted it between the head and the fetch (a get racing a delete):
+                // it is simply not there any more, not unavailable.
+                Err(e) if e.is_not_found() => continue,
                 Err(e) => {
                     tracing::warn!(node = %member.node, %key, error = %e, "fetching from a holder failed; trying the next");
                     failures.push(format!("{}: {e}", member.node));
