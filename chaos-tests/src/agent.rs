@@ -12,9 +12,10 @@
 //! number of instance launches, and the number of `.out` files the number of distinct
 //! executors launched; see [`Agent::launches`].
 //!
-//! Every agent runs its node's object cache (unless [`AgentOptions::cache`] is off) on two
-//! loopback ports the harness picks once per agent name, so a restarted agent's cache comes
-//! back on the same addresses with the same storage (`work/cache`); see [`Agent::cache_endpoint`].
+//! Every agent runs its node's object cache (unless [`AgentOptions::cache`] is off) on loopback
+//! ports the harness picks once per agent name (Flight, QUIC peer, metrics), so a restarted
+//! agent's cache comes back on the same addresses with the same storage (`work/cache`); see
+//! [`Agent::cache_endpoint`] and [`Agent::cache_metrics`].
 //!
 //! Caveat: instances run in their own process group, so a SIGKILLed agent leaves them
 //! running. [`Cluster::kill_agent`] and drop therefore also SIGKILL every process whose
