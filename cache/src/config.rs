@@ -41,6 +41,23 @@ pub enum PeerTls {
     None,
 }
 
+impl PeerTls {
+    /// The certificates a set of settings asks for: the files when all three are given, else
+    /// the cluster CA when a control plane is configured, else none.
+    pub fn choose(
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+        ca: Option<PathBuf>,
+        has_cluster: bool,
+    ) -> PeerTls {
+        match (cert, key, ca) {
+            (Some(cert), Some(key), Some(ca)) => PeerTls::Files { cert, key, ca },
+            _ if has_cluster => PeerTls::Cluster,
+            _ => PeerTls::None,
+        }
+    }
+}
+
 /// One peer of a statically configured cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaticPeer {
@@ -275,11 +292,12 @@ impl CacheArgs {
         config.replicas = self.replicas;
         config.cluster = self.cluster.into_iter().filter(|e| !e.is_empty()).collect();
         config.static_peers = self.peers;
-        config.tls = match (self.peer_cert, self.peer_key, self.peer_ca) {
-            (Some(cert), Some(key), Some(ca)) => PeerTls::Files { cert, key, ca },
-            _ if !config.cluster.is_empty() => PeerTls::Cluster,
-            _ => PeerTls::None,
-        };
+        config.tls = PeerTls::choose(
+            self.peer_cert,
+            self.peer_key,
+            self.peer_ca,
+            !config.cluster.is_empty(),
+        );
         config.metrics_addr = self.metrics_addr;
         config.zstd_level = self.zstd_level;
         config.validate()?;

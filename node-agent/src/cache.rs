@@ -111,18 +111,12 @@ impl EmbeddedCacheArgs {
         }
         config.metrics_addr = self.cache_metrics_addr;
         config.cluster = agent.endpoints.clone();
-        config.tls = match (
-            &self.cache_peer_cert,
-            &self.cache_peer_key,
-            &self.cache_peer_ca,
-        ) {
-            (Some(cert), Some(key), Some(ca)) => PeerTls::Files {
-                cert: cert.clone(),
-                key: key.clone(),
-                ca: ca.clone(),
-            },
-            _ => PeerTls::Cluster,
-        };
+        config.tls = PeerTls::choose(
+            self.cache_peer_cert.clone(),
+            self.cache_peer_key.clone(),
+            self.cache_peer_ca.clone(),
+            !config.cluster.is_empty(),
+        );
         config.validate().map_err(|e| ConfigError::Invalid {
             key: "`cache` (--cache-* flags)".into(),
             message: e.to_string(),
