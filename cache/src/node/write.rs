@@ -211,12 +211,15 @@ impl CacheNode {
             return Ok(());
         };
         let key = &data.meta.key;
-        let candidates: Vec<&Member> = directory
+        let mut candidates: Vec<&Member> = directory
             .ranked(key)
             .into_iter()
             .filter(|m| m.ready && !directory.is_me(m))
             .collect();
-        let mut next = candidates.iter().filter(|m| !peers.is_down(&m.peer_addr));
+        // Caches that failed a moment ago go last rather than out: one transient failure must
+        // not make a put fail while that cache is the only other holder left.
+        candidates.sort_by_key(|m| peers.is_down(&m.peer_addr));
+        let mut next = candidates.iter();
         let (mut stored, mut failures) = (0, Vec::new());
         while stored < wanted {
             let wave: Vec<&&Member> = next.by_ref().take(wanted - stored).collect();
