@@ -21,6 +21,7 @@ use crate::peer::proto::{
     write_frame,
 };
 use crate::peer::tls::server_name;
+use crate::peer::treehash;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use std::collections::HashMap;
@@ -253,24 +254,37 @@ impl Peers {
         let len = usize::try_from(record.len)
             .map_err(|_| CacheError::Internal("a record does not fit in memory".into()))?;
         let mut buffer = vec![0_u8; len];
-        let chunk = usize::try_from(self.tuning.fetch_chunk_bytes)
-            .unwrap_or(usize::MAX)
-            .max(1);
+        let leaf = treehash::leaf_len(self.tuning.fetch_chunk_bytes);
+        let chunk = usize::try_from(leaf).unwrap_or(usize::MAX);
         let ranges: Vec<(u64, &mut [u8])> = buffer
             .chunks_mut(chunk)
             .enumerate()
             .map(|(i, s)| ((i * chunk) as u64, s))
             .collect();
+        let whole = ranges.len() <= 1;
         // Collected first: a lazily mapped stream of borrowing futures is not provably `Send`.
         let reads: Vec<_> = ranges
             .into_iter()
-            .map(|(offset, out)| self.read_range(addr, meta, index, offset, out))
+            .map(|(offset, out)| async move {
+                self.read_range(addr, meta, index, offset, &mut *out)
+                    .await?;
+                // Hashed as it lands, while other ranges are still in flight.
+                Ok::<_, CacheError>((offset, (!whole).then(|| treehash::range_value(offset, out))))
+            })
             .collect();
-        futures::stream::iter(reads)
+        let mut values: Vec<_> = futures::stream::iter(reads)
             .buffer_unordered(self.tuning.fetch_streams.max(1))
-            .try_collect::<Vec<()>>()
+            .try_collect::<Vec<_>>()
             .await?;
-        if hash(&buffer) != record.hash {
+        values.sort_unstable_by_key(|(offset, _)| *offset);
+        let values: Vec<_> = values.into_iter().filter_map(|(_, value)| value).collect();
+        let received = match whole {
+            true => hash(&buffer),
+            false => treehash::root(record.len, leaf, &values).ok_or_else(|| {
+                CacheError::Internal(format!("the ranges of {} do not cover it", meta.key))
+            })?,
+        };
+        if received != record.hash {
             return Err(CacheError::Corrupt(format!(
                 "cache peer {addr} sent record v{} of {} that does not match its hash",
                 record.version, meta.key
