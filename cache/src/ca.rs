@@ -201,6 +201,42 @@ pub fn issue_identity(ca: &CaPem, node: &str) -> CacheResult<(String, String)> {
     ))
 }
 
+/// A server identity for the Flight face made in one step: a fresh key, signed by `ca` for
+/// `hosts` (IP addresses become IP names, anything else DNS names). Returns
+/// `(cert_pem, key_pem)`. For tests and `flame-cache certs`.
+pub fn issue_server_identity(ca: &CaPem, hosts: &[&str]) -> CacheResult<(String, String)> {
+    let names = hosts
+        .iter()
+        .map(|host| match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => Ok(SanType::IpAddress(ip)),
+            Err(_) => (*host).to_owned().try_into().map(SanType::DnsName),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CacheError::InvalidArgument(format!("a Flight server name: {e}")))?;
+    let key = KeyPair::from_pem(&ca.key_pem).map_err(internal("the cluster CA cannot sign"))?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, key)
+        .map_err(internal("the cluster CA cannot sign"))?;
+    let mut params = CertificateParams::default();
+    params.subject_alt_names = names;
+    params.distinguished_name.push(
+        DnType::CommonName,
+        hosts.first().copied().unwrap_or("flame-cache"),
+    );
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    (params.not_before, params.not_after) =
+        validity(SystemTime::now(), CLOCK_SKEW, PEER_CERT_VALIDITY);
+    params.serial_number = Some(random_serial());
+    let leaf_key =
+        KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(internal("cannot create a key"))?;
+    let cert = params
+        .signed_by(&leaf_key, &issuer)
+        .map_err(internal("cannot sign the Flight certificate"))?;
+    Ok((cert.pem(), leaf_key.serialize_pem()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

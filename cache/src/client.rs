@@ -10,7 +10,11 @@
 //! Why a client of our own over `arrow_flight::FlightClient`: every caller needs the same
 //! descriptor, ticket and schema conventions and the same lifted message-size limits.
 //!
-//! Caveats: `grpcs://` (TLS) endpoints are refused until the cache serves TLS. Payload bytes
+//! TLS: `grpcs://` and `grpc+tls://` endpoints verify the cache against a CA file
+//! ([`ClientTls`], `FLAME_CA_FILE` by default) or the system's roots; there are no client
+//! certificates (spec section 5).
+//!
+//! Caveats: payload bytes
 //! are opaque here; flamepy pickles its objects, so an object put by flamepy reads back as
 //! pickle bytes and the other way round.
 
@@ -26,8 +30,9 @@ use arrow_flight::{Action, Criteria, FlightClient, FlightDescriptor};
 use arrow_schema::SchemaRef;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use std::path::PathBuf;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 /// What a get returned.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,27 +80,73 @@ pub struct CacheClient {
     channel: Channel,
 }
 
-/// The gRPC URL for a cache endpoint (`grpc://` is plaintext HTTP/2).
-pub fn grpc_url(endpoint: &str) -> CacheResult<String> {
-    let unsupported = |why: &str| CacheError::Connect {
-        endpoint: endpoint.to_owned(),
-        reason: why.to_owned(),
-    };
-    if let Some(rest) = endpoint.strip_prefix("grpc://") {
-        return Ok(format!("http://{rest}"));
+/// The environment variable naming the CA that TLS clients trust (spec section 7.2).
+pub const CA_FILE_ENV: &str = "FLAME_CA_FILE";
+
+/// How a client trusts a TLS cache (`grpcs://` or `grpc+tls://`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    /// The CA the server's certificate must chain to; `None` trusts the system's roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl ClientTls {
+    /// Trust the CA in `FLAME_CA_FILE` when it is set, else the system's roots.
+    pub fn from_env() -> ClientTls {
+        ClientTls {
+            ca_file: std::env::var_os(CA_FILE_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+        }
     }
-    if endpoint.starts_with("http://") {
-        return Ok(endpoint.to_owned());
+
+    /// The tonic client TLS settings for `host`.
+    fn tonic_config(&self, endpoint: &str, host: &str) -> CacheResult<ClientTlsConfig> {
+        let config = ClientTlsConfig::new().domain_name(host);
+        let Some(path) = &self.ca_file else {
+            return Ok(config.with_native_roots());
+        };
+        let pem = std::fs::read(path).map_err(|e| CacheError::Connect {
+            endpoint: endpoint.to_owned(),
+            reason: format!("cannot read the CA file {}: {e}", path.display()),
+        })?;
+        Ok(config.ca_certificate(Certificate::from_pem(pem)))
     }
-    if ["grpcs://", "grpc+tls://", "https://"]
-        .iter()
-        .any(|s| endpoint.starts_with(s))
-    {
-        return Err(unsupported(
-            "TLS cache endpoints are not supported yet; use grpc://",
-        ));
+}
+
+/// The gRPC URL for a cache endpoint and whether it uses TLS: `grpc://` (and `http://`) is
+/// plaintext HTTP/2, `grpcs://`, `grpc+tls://` (flamepy's and upstream's spelling) and
+/// `https://` are TLS.
+pub fn grpc_url(endpoint: &str) -> CacheResult<(String, bool)> {
+    let (scheme, rest) = endpoint
+        .split_once("://")
+        .ok_or_else(|| CacheError::Connect {
+            endpoint: endpoint.to_owned(),
+            reason: "expected a grpc://host:port or grpcs://host:port URL".to_owned(),
+        })?;
+    match scheme {
+        "grpc" | "grpc+tcp" | "http" => Ok((format!("http://{rest}"), false)),
+        "grpcs" | "grpc+tls" | "https" => Ok((format!("https://{rest}"), true)),
+        other => Err(CacheError::Connect {
+            endpoint: endpoint.to_owned(),
+            reason: format!(
+                "the scheme {other}:// is not a cache endpoint; use grpc:// or grpcs:// (TLS)"
+            ),
+        }),
     }
-    Err(unsupported("expected a grpc://host:port URL"))
+}
+
+/// An error with its sources: tonic's "transport error" alone does not say that a
+/// certificate was refused.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn flight_error(err: FlightError) -> CacheError {
@@ -106,20 +157,37 @@ fn flight_error(err: FlightError) -> CacheError {
 }
 
 impl CacheClient {
-    /// Connects to the cache at `endpoint` (`grpc://host:port`), within 10 s.
+    /// Connects to the cache at `endpoint` within 10 s; a TLS endpoint trusts
+    /// [`ClientTls::from_env`].
     pub async fn connect(endpoint: &str) -> CacheResult<CacheClient> {
-        let url = grpc_url(endpoint)?;
+        Self::connect_with(endpoint, &ClientTls::from_env()).await
+    }
+
+    /// Connects to the cache at `endpoint` (`grpc://host:port`, or `grpcs://host:port` trusting
+    /// `tls`), within 10 s.
+    pub async fn connect_with(endpoint: &str, tls: &ClientTls) -> CacheResult<CacheClient> {
+        let (url, secure) = grpc_url(endpoint)?;
         let connect_error = |reason: String| CacheError::Connect {
             endpoint: endpoint.to_owned(),
             reason,
         };
-        let channel = Endpoint::from_shared(url)
-            .map_err(|e| connect_error(e.to_string()))?
+        let mut target = Endpoint::from_shared(url).map_err(|e| connect_error(e.to_string()))?;
+        if secure {
+            let host = target.uri().host().unwrap_or_default().to_owned();
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            target = target
+                .tls_config(tls.tonic_config(endpoint, &host)?)
+                .map_err(|e| connect_error(e.to_string()))?;
+        }
+        let channel = target
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10))
             .connect()
             .await
-            .map_err(|e| connect_error(e.to_string()))?;
+            .map_err(|e| connect_error(error_chain(&e)))?;
         Ok(CacheClient {
             endpoint: endpoint.to_owned(),
             channel,
@@ -339,15 +407,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn grpc_endpoints_become_http_urls_and_tls_is_refused_clearly() {
+    fn cache_endpoints_map_to_plain_or_tls_urls_and_other_schemes_are_refused() {
+        let url = |e: &str| grpc_url(e).unwrap();
         assert_eq!(
-            grpc_url("grpc://10.0.0.1:9090").unwrap(),
-            "http://10.0.0.1:9090"
+            url("grpc://10.0.0.1:9090"),
+            ("http://10.0.0.1:9090".into(), false)
         );
-        assert_eq!(grpc_url("http://h:1").unwrap(), "http://h:1");
-        let err = grpc_url("grpcs://h:1").unwrap_err();
-        assert!(err.to_string().contains("TLS"), "{err}");
-        assert!(grpc_url("ftp://h").is_err());
+        assert_eq!(url("http://h:1"), ("http://h:1".into(), false));
+        assert_eq!(url("grpcs://h:1"), ("https://h:1".into(), true));
+        assert_eq!(url("grpc+tls://h:1"), ("https://h:1".into(), true));
+        let err = grpc_url("ftp://h").unwrap_err();
+        assert!(err.to_string().contains("ftp://"), "{err}");
+        assert!(grpc_url("h:1").is_err());
     }
 
     #[test]

@@ -58,6 +58,25 @@ impl PeerTls {
     }
 }
 
+/// Server TLS of the Flight face (spec `cache.tls.cert_file` / `key_file`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlightTls {
+    /// The server certificate chain (PEM); its names must cover the advertised host.
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+}
+
+impl FlightTls {
+    /// TLS when both files are given (clap makes each flag require the other).
+    pub fn from_flags(cert: Option<PathBuf>, key: Option<PathBuf>) -> Option<FlightTls> {
+        Some(FlightTls {
+            cert: cert?,
+            key: key?,
+        })
+    }
+}
+
 /// One peer of a statically configured cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaticPeer {
@@ -94,6 +113,8 @@ pub struct CacheConfig {
     pub static_peers: Vec<StaticPeer>,
     /// Where peer certificates come from.
     pub tls: PeerTls,
+    /// TLS of the Flight face; `None` serves plaintext `grpc://`.
+    pub flight_tls: Option<FlightTls>,
     /// Where `/metrics` is served, if anywhere.
     pub metrics_addr: Option<SocketAddr>,
     /// ZSTD level of get responses (1 is fastest).
@@ -124,6 +145,7 @@ impl CacheConfig {
             cluster: Vec::new(),
             static_peers: Vec::new(),
             tls: PeerTls::None,
+            flight_tls: None,
             metrics_addr: None,
             zstd_level: 1,
             repair_interval: Duration::from_secs(30),
@@ -163,6 +185,14 @@ impl CacheConfig {
                 "a cache with peers needs peer certificates (files, or the cluster CA)".into(),
             );
         }
+        if let Some(advertise) = &self.advertise
+            && crate::client::grpc_url(advertise).is_ok_and(|(_, tls)| tls)
+                != self.flight_tls.is_some()
+        {
+            return bad(format!(
+                "advertise {advertise:?} must use grpc+tls:// (or grpcs://) exactly when the Flight face serves TLS (tls_cert)"
+            ));
+        }
         if !(1..=22).contains(&self.zstd_level) {
             return bad(format!("zstd_level {} is outside 1..=22", self.zstd_level));
         }
@@ -201,7 +231,8 @@ pub fn parse_static_peer(text: &str) -> Result<StaticPeer, String> {
     let (peer_addr, flight_endpoint) = rest
         .split_once('@')
         .ok_or("expected node=host:port@grpc://host:port")?;
-    if node.is_empty() || peer_addr.is_empty() || !flight_endpoint.starts_with("grpc://") {
+    if node.is_empty() || peer_addr.is_empty() || crate::client::grpc_url(flight_endpoint).is_err()
+    {
         return Err(format!(
             "{text:?}: expected node=host:port@grpc://host:port"
         ));
@@ -222,7 +253,8 @@ pub struct CacheArgs {
     /// Flight listen address.
     #[arg(long, default_value = "0.0.0.0:9090", env = "FLAME_CACHE_LISTEN")]
     pub listen: SocketAddr,
-    /// Flight URL given to clients, e.g. grpc://cache.example:9090 (default: from --listen).
+    /// Flight URL given to clients, e.g. grpc://cache.example:9090, or grpc+tls://… with
+    /// --tls-cert (default: from --listen).
     #[arg(long, env = "FLAME_CACHE_ADVERTISE")]
     pub advertise: Option<String>,
     /// QUIC peer listen address (UDP).
@@ -267,6 +299,13 @@ pub struct CacheArgs {
     /// The CA of every peer certificate (PEM).
     #[arg(long)]
     pub peer_ca: Option<PathBuf>,
+    /// Serve the Flight face over TLS with this certificate (PEM); with --tls-key. Clients
+    /// then use grpcs:// or grpc+tls:// and a CA file (FLAME_CA_FILE).
+    #[arg(long, env = "FLAME_CACHE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The Flight certificate's private key (PEM).
+    #[arg(long, env = "FLAME_CACHE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Serve Prometheus /metrics here.
     #[arg(long)]
     pub metrics_addr: Option<SocketAddr>,
@@ -298,6 +337,7 @@ impl CacheArgs {
             self.peer_ca,
             !config.cluster.is_empty(),
         );
+        config.flight_tls = FlightTls::from_flags(self.tls_cert, self.tls_key);
         config.metrics_addr = self.metrics_addr;
         config.zstd_level = self.zstd_level;
         config.validate()?;

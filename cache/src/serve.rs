@@ -14,7 +14,7 @@
 //! write itself (the directory holds only itself too), so a node whose control plane is down
 //! at start still serves as a standalone cache.
 
-use crate::config::{CacheConfig, PeerTls, reachable};
+use crate::config::{CacheConfig, FlightTls, PeerTls, reachable};
 use crate::directory::{self, ControlPlane};
 use crate::error::{CacheError, CacheResult};
 use crate::flight::FlightFace;
@@ -119,10 +119,14 @@ pub async fn start(config: CacheConfig, listeners: CacheListeners) -> CacheResul
         .map_err(|e| CacheError::io("reading the peer address", e))?;
     let me = Member {
         node: config.node.clone(),
-        flight_endpoint: config
-            .advertise
-            .clone()
-            .unwrap_or_else(|| format!("grpc://{}", reachable(flight_local))),
+        flight_endpoint: config.advertise.clone().unwrap_or_else(|| {
+            // upstream's and flamepy's spelling of TLS Flight; package URLs use grpcs://.
+            let scheme = match config.flight_tls {
+                Some(_) => "grpc+tls",
+                None => "grpc",
+            };
+            format!("{scheme}://{}", reachable(flight_local))
+        }),
         peer_addr: config
             .peer_advertise
             .clone()
@@ -153,8 +157,7 @@ pub async fn start(config: CacheConfig, listeners: CacheListeners) -> CacheResul
     let flight = tokio::spawn(serve_flight(
         listeners.flight,
         node.clone(),
-        config.zstd_level,
-        config.max_object_size,
+        &config,
         stopped.clone(),
     )?);
     let mut background = JoinSet::new();
@@ -228,13 +231,18 @@ async fn open_store(config: &CacheConfig) -> CacheResult<Arc<Store>> {
 fn serve_flight(
     listener: TcpListener,
     node: Arc<CacheNode>,
-    zstd_level: i32,
-    max_object_size: u64,
+    config: &CacheConfig,
     mut stopped: watch::Receiver<bool>,
 ) -> CacheResult<impl Future<Output = ()> + Send + 'static> {
-    let face = FlightFace::new(node, zstd_level)?;
+    let face = FlightFace::new(node, config.zstd_level)?;
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &config.flight_tls {
+        server = server
+            .tls_config(server_tls(tls)?)
+            .map_err(|e| CacheError::Config(format!("the Flight TLS settings: {e}")))?;
+    }
     // Room for the largest object in one message, as upstream's cache allows.
-    let limit = usize::try_from(max_object_size)
+    let limit = usize::try_from(config.max_object_size)
         .unwrap_or(usize::MAX)
         .saturating_add(1 << 20);
     let service = FlightServiceServer::new(face)
@@ -244,7 +252,7 @@ fn serve_flight(
         let shutdown = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
-        let result = tonic::transport::Server::builder()
+        let result = server
             .initial_stream_window_size(Some(8 << 20))
             .initial_connection_window_size(Some(32 << 20))
             .add_service(service)
@@ -259,6 +267,23 @@ fn serve_flight(
             error!(error = %e, "the cache's Flight server failed");
         }
     })
+}
+
+/// The Flight face's TLS identity, read from its files.
+fn server_tls(tls: &FlightTls) -> CacheResult<tonic::transport::ServerTlsConfig> {
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path).map_err(|e| {
+            CacheError::Config(format!(
+                "cannot read the Flight TLS {what} {}: {e}",
+                path.display()
+            ))
+        })
+    };
+    let identity = tonic::transport::Identity::from_pem(
+        read(&tls.cert, "certificate")?,
+        read(&tls.key, "key")?,
+    );
+    Ok(tonic::transport::ServerTlsConfig::new().identity(identity))
 }
 
 /// Starts the peer endpoint now (certificate files) or once the cluster CA issued a

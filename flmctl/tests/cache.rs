@@ -203,7 +203,7 @@ async fn bad_input_is_one_clear_error_line_and_a_failure_status() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_or_tls_endpoint_fails_with_a_hint() {
+async fn a_dead_or_foreign_endpoint_fails_with_a_hint() {
     let cache = TestCache::start().await;
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -221,8 +221,15 @@ async fn a_dead_or_tls_endpoint_fails_with_a_hint() {
     let args = ["cache", "list", "--cache-endpoint", &dead];
     let err = flmctl_env(&args, &env).2;
     assert!(err.contains("cannot reach the cache at"), "{err}");
-    let err = flmctl_env(&["cache", "list", "--cache-endpoint", "grpcs://h:1"], &env).2;
-    assert!(err.contains("TLS"), "{err}");
+    let err = flmctl_env(&["cache", "list", "--cache-endpoint", "ftp://h:1"], &env).2;
+    assert!(err.contains("ftp:// is not a cache endpoint"), "{err}");
+    // A TLS endpoint is dialled (with TLS), so a dead one is unreachable, not refused.
+    let err = flmctl_env(
+        &["cache", "list", "--cache-endpoint", "grpcs://127.0.0.1:1"],
+        &env,
+    )
+    .2;
+    assert!(err.contains("cannot reach the cache at grpcs://"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

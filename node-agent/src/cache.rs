@@ -17,13 +17,16 @@
 //! - Peer TLS defaults to a certificate from the cluster CA (the control plane signs the cache's
 //!   request), so the cache reaches its peers once a member answers; `--cache-peer-cert`,
 //!   `--cache-peer-key` and `--cache-peer-ca` use files instead.
+//! - The Flight face is plaintext `grpc://` unless `--cache-tls-cert` and `--cache-tls-key`
+//!   are given; clients and instances then verify it with the agent's `--ca-file`
+//!   (`FLAME_CA_FILE`).
 //! - The advertised addresses default to the listen addresses with an unspecified IP replaced by
 //!   one peers can reach; behind NAT, in compose or in Kubernetes, set `--cache-advertise` (a
 //!   Service name keeps refs valid when a node goes) and `--cache-peer-advertise`.
 
 use crate::agent::{AgentError, AgentMetrics};
 use crate::config::{AgentConfig, ConfigError};
-use flame_cache::config::{CacheConfig, PeerTls, parse_size};
+use flame_cache::config::{CacheConfig, FlightTls, PeerTls, parse_size};
 use flame_cache::serve::{CacheListeners, RunningCache, start};
 use flame_proto::model::CacheEndpoint;
 use std::net::SocketAddr;
@@ -76,6 +79,13 @@ pub struct EmbeddedCacheArgs {
     /// The CA of every peer certificate (PEM).
     #[arg(long)]
     pub cache_peer_ca: Option<PathBuf>,
+    /// Serve the cache's Flight face over TLS with this certificate (PEM); with
+    /// --cache-tls-key. The cache then advertises grpc+tls://.
+    #[arg(long, env = "FLAME_CACHE_TLS_CERT", requires = "cache_tls_key")]
+    pub cache_tls_cert: Option<PathBuf>,
+    /// The Flight certificate's private key (PEM).
+    #[arg(long, env = "FLAME_CACHE_TLS_KEY", requires = "cache_tls_cert")]
+    pub cache_tls_key: Option<PathBuf>,
 }
 
 impl EmbeddedCacheArgs {
@@ -117,6 +127,8 @@ impl EmbeddedCacheArgs {
             self.cache_peer_ca.clone(),
             !config.cluster.is_empty(),
         );
+        config.flight_tls =
+            FlightTls::from_flags(self.cache_tls_cert.clone(), self.cache_tls_key.clone());
         config.validate().map_err(|e| ConfigError::Invalid {
             key: "`cache` (--cache-* flags)".into(),
             message: e.to_string(),

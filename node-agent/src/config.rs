@@ -14,6 +14,7 @@
 //! flame_home: /usr/local/flame                      # default: <agent binary dir>/..
 //! flame_endpoint: http://cp.example:8080            # default: the first endpoint
 //! cache_endpoint: grpc://cache.example:9090
+//! ca_file: /etc/flame/ca.pem                       # FLAME_CA_FILE: trust for grpcs:// caches
 //! instance_startup_timeout_ms: 60000
 //! report_flush_ms: 0                              # 0: flush once queued events are handled
 //! max_task_output_bytes: 4m
@@ -123,6 +124,9 @@ pub struct AgentConfig {
     pub flame_endpoint: String,
     /// `FLAME_CACHE_ENDPOINT` given to instances, when a cache exists.
     pub cache_endpoint: Option<String>,
+    /// The CA that verifies TLS endpoints (`grpcs://` package downloads), given to instances as
+    /// `FLAME_CA_FILE`; `None` trusts the system's roots.
+    pub ca_file: Option<PathBuf>,
     /// The node's object cache, sent to the leader in every RegisterNode; `None` when the node
     /// runs none (a registration without it clears a cache registered before).
     pub cache: Option<CacheEndpoint>,
@@ -157,6 +161,7 @@ struct Layer {
     flame_home: Option<PathBuf>,
     flame_endpoint: Option<String>,
     cache_endpoint: Option<String>,
+    ca_file: Option<PathBuf>,
     instance_startup_timeout_ms: Option<u64>,
     instance_stop_grace_ms: Option<u64>,
     instance_leave_timeout_ms: Option<u64>,
@@ -221,6 +226,7 @@ impl Layer {
             flame_home: self.flame_home.or(lower.flame_home),
             flame_endpoint: self.flame_endpoint.or(lower.flame_endpoint),
             cache_endpoint: self.cache_endpoint.or(lower.cache_endpoint),
+            ca_file: self.ca_file.or(lower.ca_file),
             instance_startup_timeout_ms: self
                 .instance_startup_timeout_ms
                 .or(lower.instance_startup_timeout_ms),
@@ -249,6 +255,7 @@ const KEYS: &[(&str, &str, &str)] = &[
     ("flame_home", "--flame-home", "FLAME_HOME"),
     ("flame_endpoint", "--flame-endpoint", "FLAME_ENDPOINT"),
     ("cache_endpoint", "--cache-endpoint", "FLAME_CACHE_ENDPOINT"),
+    ("ca_file", "--ca-file", "FLAME_CA_FILE"),
     (
         "instance_startup_timeout_ms",
         "--instance-startup-timeout-ms",
@@ -328,6 +335,10 @@ pub struct Overrides {
     /// FLAME_CACHE_ENDPOINT for instances (default: --cache-flight-endpoint, if given).
     #[arg(long)]
     pub cache_endpoint: Option<String>,
+    /// CA file verifying grpcs:// caches, given to instances as FLAME_CA_FILE (default: the
+    /// system's roots).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
     /// Flight URL of an object cache running beside the agent, such as grpc://10.0.0.5:9090,
     /// registered as the node's cache; needs --cache-peer-addr.
     #[arg(long)]
@@ -414,6 +425,7 @@ impl Overrides {
             flame_home: self.flame_home.clone(),
             flame_endpoint: self.flame_endpoint.clone(),
             cache_endpoint: self.cache_endpoint.clone(),
+            ca_file: self.ca_file.clone(),
             instance_startup_timeout_ms: self.instance_startup_timeout_ms,
             instance_stop_grace_ms: self.instance_stop_grace_ms,
             instance_leave_timeout_ms: self.instance_leave_timeout_ms,
@@ -473,6 +485,7 @@ fn env_layer(env: &dyn Fn(&str) -> Option<String>) -> Result<Layer, ConfigError>
         flame_home: get("FLAME_HOME").map(PathBuf::from),
         flame_endpoint: get("FLAME_ENDPOINT"),
         cache_endpoint: get("FLAME_CACHE_ENDPOINT"),
+        ca_file: get("FLAME_CA_FILE").map(PathBuf::from),
         instance_startup_timeout_ms: parse("FLAME_INSTANCE_STARTUP_TIMEOUT_MS")?,
         instance_stop_grace_ms: parse("FLAME_INSTANCE_STOP_GRACE_MS")?,
         instance_leave_timeout_ms: parse("FLAME_INSTANCE_LEAVE_TIMEOUT_MS")?,
@@ -587,6 +600,7 @@ fn resolve(layer: Layer, env: &dyn Fn(&str) -> Option<String>) -> Result<AgentCo
         flame_home: dirs.home,
         flame_endpoint,
         cache_endpoint: layer.cache_endpoint.filter(|c| !c.trim().is_empty()),
+        ca_file: layer.ca_file.filter(|p| !p.as_os_str().is_empty()),
         cache: None,
         startup_timeout,
         stop_grace: ms(

@@ -249,7 +249,7 @@ async fn bad_keys_and_patterns_are_refused_before_any_call_naming_the_rule() {
 }
 
 #[tokio::test]
-async fn an_unreachable_cache_is_unavailable_and_a_tls_endpoint_is_invalid() {
+async fn an_unreachable_cache_is_unavailable_and_a_foreign_scheme_is_invalid() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -265,8 +265,43 @@ async fn an_unreachable_cache_is_unavailable_and_a_tls_endpoint_is_invalid() {
         matches!(&err, ClientError::Flame(FlameError::Unavailable(m)) if m.contains(&port.to_string())),
         "{err:?}"
     );
-    let err = ObjectCache::connect("grpcs://h:1").await.unwrap_err();
+    let err = ObjectCache::connect("ftp://h:1").await.unwrap_err();
     assert!(matches!(err, ClientError::InvalidEndpoint(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_tls_cache_is_reached_with_the_ca_of_the_config_files_cache_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = flame_cache::ca::generate_ca(std::time::SystemTime::now()).unwrap();
+    let (cert, key) = flame_cache::ca::issue_server_identity(&ca, &["127.0.0.1"]).unwrap();
+    let tls = flame_cache::config::FlightTls {
+        cert: dir.path().join("flight.pem"),
+        key: dir.path().join("flight.key"),
+    };
+    std::fs::write(&tls.cert, cert).unwrap();
+    std::fs::write(&tls.key, key).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
+    let mut config = CacheConfig::new("sdk-tls-test");
+    config.flight_addr = "127.0.0.1:0".parse().unwrap();
+    config.peer_addr = "127.0.0.1:0".parse().unwrap();
+    config.flight_tls = Some(tls);
+    let listeners = CacheListeners::bind(&config).await.unwrap();
+    let running = start(config, listeners).await.unwrap();
+    let endpoint = running.flight_endpoint().to_owned();
+    assert!(endpoint.starts_with("grpc+tls://"), "{endpoint}");
+    let file = dir.path().join("flame.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "current-context: c\ncontexts:\n  - name: c\n    cache:\n      endpoint: {endpoint}\n      tls:\n        ca_file: ca.pem\n"
+        ),
+    )
+    .unwrap();
+    let cache = ObjectCache::from_config(None, Some(&file)).await.unwrap();
+    let reference = cache.put_object("app/ssn", &context()).await.unwrap();
+    let back: Object<Context> = cache.get_object(&reference).await.unwrap();
+    assert_eq!(back.base, context());
+    running.shutdown().await;
 }
 
 #[tokio::test]

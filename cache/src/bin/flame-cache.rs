@@ -3,7 +3,10 @@
 //! `flame-cache [flags]` parses the flags (see `flame_cache::config::CacheArgs`), sets up
 //! logging (`RUST_LOG`, default `info`) and runs [`flame_cache::serve::serve`] until SIGINT or
 //! SIGTERM. `flame-cache certs --out <dir> --node <name>...` writes a CA and a certificate per
-//! node, for a cluster whose caches use certificate files instead of the control plane's CA.
+//! node, for a cluster whose caches use certificate files instead of the control plane's CA;
+//! with `--flight-host <name>...` it also writes `flight.pem` and `flight.key`, a server
+//! certificate for the Flight face's TLS (`--tls-cert`, `--tls-key`) that clients verify with
+//! `ca.pem` (`FLAME_CA_FILE`).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -31,6 +34,10 @@ enum Command {
         /// A node to issue a certificate for; repeatable.
         #[arg(long = "node", required = true)]
         nodes: Vec<String>,
+        /// A host name or IP address clients reach the Flight face at; repeatable. Writes
+        /// flight.pem and flight.key for it.
+        #[arg(long = "flight-host")]
+        flight_hosts: Vec<String>,
     },
 }
 
@@ -46,8 +53,13 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Certs { out, nodes }) = cli.command {
-        return write_certs(&out, &nodes);
+    if let Some(Command::Certs {
+        out,
+        nodes,
+        flight_hosts,
+    }) = cli.command
+    {
+        return write_certs(&out, &nodes, &flight_hosts);
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -67,8 +79,9 @@ fn run() -> anyhow::Result<()> {
         })
 }
 
-/// Writes `ca.pem` (and `ca.key`) and a certificate and key per node into `out`.
-fn write_certs(out: &Path, nodes: &[String]) -> anyhow::Result<()> {
+/// Writes `ca.pem` (and `ca.key`), a certificate and key per node, and the Flight server
+/// certificate when hosts are named, into `out`.
+fn write_certs(out: &Path, nodes: &[String], flight_hosts: &[String]) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let ca = flame_cache::ca::generate_ca(std::time::SystemTime::now())?;
     let write = |name: String, text: &str| {
@@ -81,6 +94,13 @@ fn write_certs(out: &Path, nodes: &[String]) -> anyhow::Result<()> {
         let (cert, key) = flame_cache::ca::issue_identity(&ca, node)?;
         write(format!("{node}.pem"), &cert)?;
         write(format!("{node}.key"), &key)?;
+    }
+    if !flight_hosts.is_empty() {
+        let hosts: Vec<&str> = flight_hosts.iter().map(String::as_str).collect();
+        let (cert, key) = flame_cache::ca::issue_server_identity(&ca, &hosts)?;
+        write("flight.pem".into(), &cert)?;
+        write("flight.key".into(), &key)?;
+        println!("wrote flight.pem and flight.key for {}", hosts.join(", "));
     }
     println!(
         "wrote ca.pem and {} node certificates to {}",

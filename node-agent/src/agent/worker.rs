@@ -45,6 +45,7 @@ pub struct LaunchTemplate {
     flame_endpoint: String,
     /// `FLAME_CACHE_ENDPOINT`.
     cache_endpoint: Option<String>,
+    ca_file: Option<PathBuf>,
     /// `FLAME_HOME`.
     flame_home: PathBuf,
     /// Scratch directories go under it.
@@ -71,6 +72,7 @@ impl LaunchTemplate {
         LaunchTemplate {
             flame_endpoint: config.flame_endpoint.clone(),
             cache_endpoint: config.cache_endpoint.clone(),
+            ca_file: config.ca_file.clone(),
             flame_home: config.flame_home.clone(),
             work_dir: config.work_dir.clone(),
             socket_dir: config.socket_dir.clone(),
@@ -94,6 +96,7 @@ impl LaunchTemplate {
             &self.socket_dir,
         );
         spec.cache_endpoint = self.cache_endpoint.clone();
+        spec.ca_file = self.ca_file.clone();
         spec.flame_home = Some(self.flame_home.clone());
         spec.log_dir = self.log_dir.clone();
         spec.startup_timeout = self.startup_timeout;

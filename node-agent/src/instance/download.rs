@@ -13,8 +13,10 @@
 //! asks every cache of the cluster), but a `do_get` with the caller's version costs one round
 //! trip and no payload when nothing changed, exactly flamepy's own cache check.
 //!
-//! Caveats: `grpcs://` (and `grpc+tls://`) are refused: the cache's Flight face serves no TLS
-//! yet. `http(s)://` are refused (not implemented). A package must be a plain object (a base
+//! TLS: `grpcs://` (and `grpc+tls://`) fetch over TLS, trusting the agent's `ca_file`
+//! (`FLAME_CA_FILE`), or the system's roots without it.
+//!
+//! Caveats: `http(s)://` are refused (not implemented). A package must be a plain object (a base
 //! without patches): a patched archive cannot be applied, so it is refused naming the key. The
 //! object is held in memory while it is written to disk (objects are at most the cache's
 //! `max_object_size`, 1 GiB by default). Each fetch opens a new connection to the cache.
@@ -22,6 +24,7 @@
 use super::error::BindError;
 use super::install::fail;
 use bytes::Bytes;
+use flame_cache::client::ClientTls;
 use flame_cache::{CacheClient, CacheError, Fetched, ObjectKey};
 use std::path::PathBuf;
 
@@ -30,9 +33,9 @@ use std::path::PathBuf;
 pub enum Source {
     /// A local file or directory (`file://<absolute path>`).
     File(PathBuf),
-    /// An object of the cache (`grpc://host:port/<key>`).
+    /// An object of the cache (`grpc://host:port/<key>` or `grpcs://host:port/<key>`).
     Cache {
-        /// The cache's endpoint, `grpc://host:port`.
+        /// The cache's endpoint, `grpc://host:port` or `grpcs://host:port`.
         endpoint: String,
         /// The object's key, validated.
         key: ObjectKey,
@@ -56,11 +59,8 @@ impl Source {
                 }
                 Ok(Source::File(path))
             }
-            "grpc" => cache_source(url, rest),
-            s @ ("grpcs" | "grpc+tls") => Err(fail(format!(
-                "url {url:?}: scheme {s}:// (TLS) is not served by this cluster's cache yet; \
-                 use grpc://host:port/<key>"
-            ))),
+            "grpc" => cache_source(url, "grpc", rest),
+            "grpcs" | "grpc+tls" => cache_source(url, "grpcs", rest),
             s @ ("http" | "https") => Err(fail(format!(
                 "url {url:?}: scheme {s}:// is not supported by this agent yet \
                  (use file:// or grpc://)"
@@ -72,8 +72,8 @@ impl Source {
     }
 }
 
-/// The cache endpoint and key of `grpc://<rest>`.
-fn cache_source(url: &str, rest: &str) -> Result<Source, BindError> {
+/// The cache endpoint and key of `<scheme>://<rest>`.
+fn cache_source(url: &str, scheme: &str, rest: &str) -> Result<Source, BindError> {
     let (authority, key) = rest.split_once('/').unwrap_or((rest, ""));
     if authority.is_empty() {
         return Err(fail(format!(
@@ -82,7 +82,7 @@ fn cache_source(url: &str, rest: &str) -> Result<Source, BindError> {
     }
     let key = ObjectKey::parse(key).map_err(|e| fail(format!("url {url:?}: {e}")))?;
     Ok(Source::Cache {
-        endpoint: format!("grpc://{authority}"),
+        endpoint: format!("{scheme}://{authority}"),
         key,
     })
 }
@@ -101,17 +101,21 @@ pub enum Fresh {
     },
 }
 
-/// Fetches the object at `key` from the cache at `endpoint` for the package `url`, unless
-/// it is still at version `have`. Failures are install failures naming the url and the cause.
+/// Fetches the object at `key` from the cache at `endpoint` (trusting `tls` when it is a
+/// `grpcs://` endpoint) for the package `url`, unless it is still at version `have`. Failures
+/// are install failures naming the url and the cause.
 pub async fn fetch(
     url: &str,
     endpoint: &str,
+    tls: &ClientTls,
     key: &ObjectKey,
     have: Option<u64>,
 ) -> Result<Fresh, BindError> {
     let key_text = key.to_string();
     let failed = |e: CacheError| fail(format!("package {url}: {}", describe(&e, &key_text)));
-    let client = CacheClient::connect(endpoint).await.map_err(failed)?;
+    let client = CacheClient::connect_with(endpoint, tls)
+        .await
+        .map_err(failed)?;
     let fetched = client
         .get(&key_text, have.unwrap_or(0))
         .await
@@ -162,7 +166,7 @@ mod tests {
     }
 
     #[test]
-    fn file_and_grpc_urls_are_sources() {
+    fn file_grpc_and_grpcs_urls_are_sources() {
         assert_eq!(
             Source::parse("file:///opt/p.tgz").ok(),
             Some(Source::File(PathBuf::from("/opt/p.tgz")))
@@ -176,6 +180,16 @@ mod tests {
                 key,
             })
         );
+        for url in ["grpcs://c:443/app/pkg/p", "grpc+tls://c:443/app/pkg/p"] {
+            assert_eq!(
+                Source::parse(url).ok(),
+                ObjectKey::parse("app/pkg/p").ok().map(|key| Source::Cache {
+                    endpoint: "grpcs://c:443".into(),
+                    key,
+                }),
+                "{url}"
+            );
+        }
     }
 
     #[test]
@@ -189,11 +203,7 @@ mod tests {
                 "http://example.com/p.tgz",
                 "scheme http:// is not supported",
             ),
-            (
-                "grpcs://cache:9090/a/pkg/p",
-                "grpcs:// (TLS) is not served by this cluster's cache yet",
-            ),
-            ("grpc+tls://cache:9090/a/pkg/p", "grpc+tls:// (TLS) is not"),
+            ("grpcs://cache:9090/a/pkg", "invalid object key"),
             ("ftp://x/p.tgz", "unknown scheme ftp://"),
             ("/opt/p.tgz", "has no scheme"),
             ("file://relative/p.tgz", "absolute path"),
@@ -218,7 +228,9 @@ mod tests {
         let endpoint = format!("grpc://{addr}");
         let url = format!("{endpoint}/app/pkg/p.tgz");
         let key = ObjectKey::parse("app/pkg/p.tgz")?;
-        let err = fetch(&url, &endpoint, &key, None).await.err();
+        let err = fetch(&url, &endpoint, &ClientTls::default(), &key, None)
+            .await
+            .err();
         assert!(
             err.as_ref().is_some_and(|e| e.code.value() == 10
                 && e.message.contains(&url)

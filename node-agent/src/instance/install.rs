@@ -177,6 +177,7 @@ pub async fn install(spec: &LaunchSpec) -> Result<Vec<InstallVar>, BindError> {
         python_version: version.clone(),
         work_dir: spec.work_dir.clone(),
         flame_home: home.clone(),
+        ca_file: spec.ca_file.clone(),
         timeout: spec.install_timeout,
     };
     let release = release::obtain(request).await?;

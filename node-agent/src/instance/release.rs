@@ -71,6 +71,8 @@ pub struct Request {
     pub work_dir: PathBuf,
     /// `FLAME_HOME`, where `bin/uv` is looked for first.
     pub flame_home: Option<PathBuf>,
+    /// The CA verifying a `grpcs://` cache; `None` trusts the system's roots.
+    pub ca_file: Option<PathBuf>,
     /// Bound on the `uv` run.
     pub timeout: Duration,
 }
@@ -182,7 +184,10 @@ async fn obtain_cached(
     let base = release_name(req);
     let current = read_current(&releases, &base);
     let have = current.as_ref().map(|(version, _)| *version);
-    let (version, data) = match download::fetch(&req.url, endpoint, key, have).await? {
+    let tls = flame_cache::client::ClientTls {
+        ca_file: req.ca_file.clone(),
+    };
+    let (version, data) = match download::fetch(&req.url, endpoint, &tls, key, have).await? {
         Fresh::Object { version, data } => (version, data),
         Fresh::Unchanged => {
             return current.map(|(_, release)| release).ok_or_else(|| {
@@ -462,6 +467,7 @@ mod tests {
             python_version: "3.12".into(),
             work_dir: tmp.path().join("work"),
             flame_home: None,
+            ca_file: None,
             timeout: Duration::from_secs(5),
         };
         let e = obtain(req).await.err();

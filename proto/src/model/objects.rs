@@ -245,8 +245,10 @@ fn check_flight_endpoint(url: &str) -> Result<(), String> {
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err("expected grpc://host:port or grpcs://host:port".into());
     };
-    if scheme != "grpc" && scheme != "grpcs" {
-        return Err(format!("the scheme must be grpc or grpcs, not {scheme:?}"));
+    if !matches!(scheme, "grpc" | "grpcs" | "grpc+tls") {
+        return Err(format!(
+            "the scheme must be grpc, or grpcs or grpc+tls for TLS, not {scheme:?}"
+        ));
     }
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     if authority.contains(['/', '?', '#', '@']) {
@@ -311,6 +313,7 @@ mod tests {
         for (flight, peer) in [
             ("grpc://10.0.0.5:9090", "10.0.0.5:9091"),
             ("grpcs://cache-1.example:443/", "cache-1.example:9091"),
+            ("grpc+tls://cache-1.example:443", "cache-1.example:9091"),
             ("grpc://[::1]:9090", "[fe80::1]:9091"),
         ] {
             assert_eq!(cache(flight, peer).validate(), Ok(()), "{flight} {peer}");

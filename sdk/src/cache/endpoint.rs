@@ -12,9 +12,12 @@
 //! Caveats: a context without a `cache` section falls back to the default (the cache is
 //! optional), but a config file that is named and missing, unparsable, or whose
 //! `current-context` is unset or unknown is a [`ClientError::Config`], as for the cluster. A
-//! source is read only when every higher one is absent. TLS endpoints (`grpcs://`,
-//! `grpc+tls://`) are refused with [`ClientError::InvalidEndpoint`] until the cache serves TLS;
-//! `cache.tls.ca_file` is parsed but not applied.
+//! source is read only when every higher one is absent.
+//!
+//! TLS: `grpcs://` and `grpc+tls://` endpoints are verified against
+//! [`resolve_cache_ca`]: `cache.tls.ca_file` of the current context, else `FLAME_CA_FILE`
+//! (which, as in flamepy, fills the CA only where the file leaves it unset), else the
+//! system's roots.
 
 use crate::client::ClientError;
 use crate::client::context::{default_config_path, load};
@@ -69,9 +72,37 @@ pub(crate) fn resolve_from(
     }
 }
 
+/// The CA file that verifies a TLS cache: `cache.tls.ca_file` of the current context of the
+/// file at `config` (or of `~/.flame/flame.yaml` when it exists), else `FLAME_CA_FILE`, else
+/// `None` (the system's roots). A relative path in the file is relative to the file.
+pub fn resolve_cache_ca(config: Option<&Path>) -> Result<Option<PathBuf>, ClientError> {
+    let env = std::env::var_os(flame_cache::client::CA_FILE_ENV).map(PathBuf::from);
+    resolve_ca_from(env, config, default_config_path())
+}
+
+/// [`resolve_cache_ca`] with the environment and the default path passed in.
+pub(crate) fn resolve_ca_from(
+    env: Option<PathBuf>,
+    config: Option<&Path>,
+    default_path: Option<PathBuf>,
+) -> Result<Option<PathBuf>, ClientError> {
+    let file = match config {
+        Some(path) => Some(path.to_path_buf()),
+        None => default_path.filter(|p| p.is_file()),
+    };
+    if let Some(path) = file
+        && let Some(ca) = load(&path)?.current_cache_ca_file()?
+    {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        return Ok(Some(dir.join(ca)));
+    }
+    Ok(env.filter(|p| !p.as_os_str().is_empty()))
+}
+
 /// One cache endpoint as a URL the cache client dials: `host:port` becomes
-/// `grpc://host:port`, a trailing `/` is dropped; `grpc://` and `http://` are accepted, TLS
-/// schemes and anything else are [`ClientError::InvalidEndpoint`].
+/// `grpc://host:port`, a trailing `/` is dropped; `grpc://`, `http://` and the TLS schemes
+/// `grpcs://` and `grpc+tls://` are accepted, anything else is
+/// [`ClientError::InvalidEndpoint`].
 pub fn normalise_cache_endpoint(text: &str) -> Result<String, ClientError> {
     let text = text.trim();
     let (scheme, rest) = text.split_once("://").unwrap_or(("grpc", text));
@@ -167,10 +198,10 @@ contexts:
             text.contains(&unknown.path().display().to_string()),
             "{text}"
         );
-        let tls = file(&CONFIG.replace("grpc://10.0.0.1", "grpcs://10.0.0.1"));
-        let err = resolve_from(None, None, Some(tls.path()), None).unwrap_err();
+        let foreign = file(&CONFIG.replace("grpc://10.0.0.1", "ftp://10.0.0.1"));
+        let err = resolve_from(None, None, Some(foreign.path()), None).unwrap_err();
         assert!(matches!(err, ClientError::Config(_)), "{err:?}");
-        assert!(err.to_string().contains("TLS"), "{err}");
+        assert!(err.to_string().contains("ftp://"), "{err}");
         // A higher source wins without reading the broken file.
         assert_eq!(
             resolve_from(None, Some("h:1"), Some(bad.path()), None).unwrap(),
@@ -189,21 +220,32 @@ contexts:
             normalise_cache_endpoint("http://h:9").unwrap(),
             "http://h:9"
         );
-        for bad in [
-            "",
-            "grpc://",
-            "ftp://h:1",
-            "grpcs://h:1",
-            "grpc://h:1/x",
-            "a b:1",
-        ] {
+        for bad in ["", "grpc://", "ftp://h:1", "grpc://h:1/x", "a b:1"] {
             let err = normalise_cache_endpoint(bad).unwrap_err();
             assert!(
                 matches!(err, ClientError::InvalidEndpoint(_)),
                 "{bad}: {err:?}"
             );
         }
-        let err = normalise_cache_endpoint("grpcs://h:1").unwrap_err();
-        assert!(err.to_string().contains("TLS"), "{err}");
+        for tls in ["grpcs://h:1", "grpc+tls://h:1/"] {
+            let want = tls.trim_end_matches('/');
+            assert_eq!(normalise_cache_endpoint(tls).unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn the_cache_ca_comes_from_the_file_before_flame_ca_file() {
+        let env = Some(PathBuf::from("/env/ca.pem"));
+        let plain = file(CONFIG);
+        let got = resolve_ca_from(env.clone(), Some(plain.path()), None).unwrap();
+        assert_eq!(got, env, "no cache.tls in the file: FLAME_CA_FILE fills it");
+        let with_ca = file(&CONFIG.replace(
+            "      endpoint: grpc://10.0.0.1:9090\n",
+            "      endpoint: grpcs://10.0.0.1:9090\n      tls:\n        ca_file: certs/ca.pem\n",
+        ));
+        let got = resolve_ca_from(env, Some(with_ca.path()), None).unwrap();
+        let dir = with_ca.path().parent().unwrap();
+        assert_eq!(got, Some(dir.join("certs/ca.pem")));
+        assert_eq!(resolve_ca_from(None, None, None).unwrap(), None);
     }
 }

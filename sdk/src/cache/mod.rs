@@ -43,13 +43,15 @@ pub mod endpoint;
 pub mod object;
 
 pub use endpoint::{
-    CACHE_ENDPOINT_ENV, DEFAULT_CACHE_ENDPOINT, normalise_cache_endpoint, resolve_cache_endpoint,
+    CACHE_ENDPOINT_ENV, DEFAULT_CACHE_ENDPOINT, normalise_cache_endpoint, resolve_cache_ca,
+    resolve_cache_endpoint,
 };
 pub use flame_cache::{ObjectInfo, ObjectRef};
 pub use object::{Object, Refresh};
 
 use crate::client::{ClientError, FlameError};
 use bytes::Bytes;
+use flame_cache::client::ClientTls;
 use flame_cache::{CacheClient, CacheError, KeyPattern, ObjectKey, PutTarget};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -118,12 +120,20 @@ pub struct ObjectCache {
 }
 
 impl ObjectCache {
-    /// Connects to the cache at `endpoint` (`grpc://host:port` or `host:port`), within 10 s.
-    /// A malformed or TLS endpoint is [`ClientError::InvalidEndpoint`]; an unreachable cache
-    /// is [`FlameError::Unavailable`].
+    /// Connects to the cache at `endpoint` (`grpc://host:port`, `host:port`, or `grpcs://`
+    /// trusting `FLAME_CA_FILE` or the system's roots), within 10 s. A malformed endpoint is
+    /// [`ClientError::InvalidEndpoint`]; an unreachable or untrusted cache is
+    /// [`FlameError::Unavailable`].
     pub async fn connect(endpoint: &str) -> Result<ObjectCache, ClientError> {
+        ObjectCache::connect_with(endpoint, &ClientTls::from_env()).await
+    }
+
+    /// [`ObjectCache::connect`] trusting `tls` for a TLS endpoint.
+    pub async fn connect_with(endpoint: &str, tls: &ClientTls) -> Result<ObjectCache, ClientError> {
         let endpoint = normalise_cache_endpoint(endpoint)?;
-        let client = CacheClient::connect(&endpoint).await.map_err(cache_error)?;
+        let client = CacheClient::connect_with(&endpoint, tls)
+            .await
+            .map_err(cache_error)?;
         Ok(ObjectCache { client })
     }
 
@@ -133,7 +143,10 @@ impl ObjectCache {
         explicit: Option<&str>,
         config: Option<&Path>,
     ) -> Result<ObjectCache, ClientError> {
-        ObjectCache::connect(&resolve_cache_endpoint(explicit, config)?).await
+        let tls = ClientTls {
+            ca_file: resolve_cache_ca(config)?,
+        };
+        ObjectCache::connect_with(&resolve_cache_endpoint(explicit, config)?, &tls).await
     }
 
     /// The endpoint this handle talks to.

@@ -150,6 +150,17 @@ impl FlameConfig {
             .and_then(|c| c.endpoint.clone())
             .filter(|e| !e.trim().is_empty()))
     }
+
+    /// The current context's `cache.tls.ca_file`, when set.
+    pub fn current_cache_ca_file(&self) -> Result<Option<String>, ClientError> {
+        let context = self.current()?;
+        Ok(context
+            .cache
+            .as_ref()
+            .and_then(|c| c.tls.as_ref())
+            .and_then(|t| t.ca_file.clone())
+            .filter(|f| !f.trim().is_empty()))
+    }
 }
 
 /// Reads and parses the config file at `path`.

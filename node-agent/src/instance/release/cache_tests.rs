@@ -56,6 +56,7 @@ fn request(installer: Installer, url: &str, work: &Path) -> Request {
         python_version: "3.12".into(),
         work_dir: work.to_owned(),
         flame_home: Some(work.join("home")),
+        ca_file: None,
         timeout: Duration::from_secs(10),
     }
 }
@@ -215,6 +216,56 @@ async fn missing_patched_and_non_archive_objects_are_install_failures_naming_url
     // Nothing was left behind.
     let entries = release_entries(tmp.path()).unwrap_or_default();
     assert!(entries.is_empty(), "{entries:?}");
+    running.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_grpcs_package_installs_from_a_tls_cache_trusting_the_agents_ca_file() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let ca = flame_cache::ca::generate_ca(std::time::SystemTime::now())?;
+    let (cert, key) = flame_cache::ca::issue_server_identity(&ca, &["127.0.0.1"])?;
+    let tls = flame_cache::config::FlightTls {
+        cert: tmp.path().join("flight.pem"),
+        key: tmp.path().join("flight.key"),
+    };
+    std::fs::write(&tls.cert, cert)?;
+    std::fs::write(&tls.key, key)?;
+    let ca_file = tmp.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.cert_pem)?;
+    let mut config = CacheConfig::new("tls-pkg-test");
+    config.flight_addr = "127.0.0.1:0".parse()?;
+    config.peer_addr = "127.0.0.1:0".parse()?;
+    config.replicas = 1;
+    config.flight_tls = Some(tls);
+    let running = start(config.clone(), CacheListeners::bind(&config).await?).await?;
+    let trust = flame_cache::client::ClientTls {
+        ca_file: Some(ca_file.clone()),
+    };
+    let client = CacheClient::connect_with(running.flight_endpoint(), &trust).await?;
+    let put = client
+        .put(
+            "myapp/pkg/tool.tar.gz",
+            tar_gz(&[("tool-1.0/bin/tool", "#!/bin/sh\necho tls\n")])?,
+        )
+        .await?;
+    // A package url spells TLS grpcs:// (spec Annex A); the ref says grpc+tls://.
+    let url = format!("{}/{}", put.endpoint, put.key).replace("grpc+tls://", "grpcs://");
+    assert!(url.starts_with("grpcs://127.0.0.1:"), "{url}");
+
+    let work = tmp.path().join("work");
+    let mut req = request(Installer::Binary, &url, &work);
+    req.ca_file = Some(ca_file);
+    let release = obtain(req).await?;
+    let tool = std::fs::read_to_string(release.src().join("bin/tool"))?;
+    assert!(tool.contains("echo tls"), "{tool}");
+
+    // Without the CA the certificate is not trusted, and the failure says so.
+    let untrusted = failure(&url, &tmp.path().join("work2")).await?;
+    assert!(
+        untrusted.contains(&url) && untrusted.contains("certificate"),
+        "{untrusted}"
+    );
     running.shutdown().await;
     Ok(())
 }
