@@ -114,3 +114,28 @@ async fn advertising_plaintext_while_serving_tls_is_refused() {
     config.advertise = Some("grpc+tls://cache.example:9090".into());
     config.validate().unwrap();
 }
+
+#[tokio::test]
+async fn a_cache_whose_flight_certificate_is_unreadable_or_garbage_does_not_start() {
+    let cluster = Cluster::new(1);
+    let garbage = cluster.dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").unwrap();
+    for (cert, says) in [
+        (cluster.dir.path().join("missing.pem"), "missing.pem"),
+        (garbage.clone(), "Flight TLS"),
+    ] {
+        let mut config = cluster.config(0);
+        config.flight_tls = Some(FlightTls {
+            cert,
+            key: garbage.clone(),
+        });
+        let listeners = flame_cache::serve::CacheListeners::bind(&config)
+            .await
+            .unwrap();
+        let err = match flame_cache::serve::start(config, listeners).await {
+            Ok(_) => panic!("a cache started with a bad Flight certificate"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(says), "{err}");
+    }
+}

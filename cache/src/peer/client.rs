@@ -7,8 +7,10 @@
 //! it again; reads still try it last.
 //!
 //! Large records are fetched as byte ranges over several streams at once (`fetch_chunk_bytes`
-//! each, `fetch_streams` in flight), straight into one buffer, and the whole record is checked
-//! against its BLAKE3 hash; a mismatch fails the fetch so the caller tries another holder.
+//! each, rounded up to a power of two, `fetch_streams` in flight), straight into one buffer.
+//! Each range is hashed as its BLAKE3 subtree when it lands ([`treehash`]), and the merged
+//! root must equal the record's hash; a mismatch fails the fetch so the caller tries another
+//! holder.
 //!
 //! Caveat: a peer that answers but answers wrongly (bad hash) is not marked down; the caller
 //! skips it for that request only.
