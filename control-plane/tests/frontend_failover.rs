@@ -2,7 +2,8 @@
 //! SIGKILLed while a client keeps creating tasks through a follower and while WatchTask streams
 //! are held on both followers.
 //!
-//! Claims: a new leader is elected; every acknowledged write is present on both survivors
+//! Claims: a write sent through a follower right after the leader's death is held until a new
+//! leader exists and applied once, with no retry by the client; a new leader is elected; every acknowledged write is present on both survivors
 //! exactly once (retries carry the same `flame-request-id`); the watch held on the member that
 //! stays a follower (and on the one that becomes leader) keeps delivering, so closing the
 //! session through the new leader reaches it as Cancelled; and the killed member, restarted,
@@ -73,6 +74,49 @@ async fn acknowledged_writes_and_follower_watches_survive_a_leader_kill() -> any
 }
 
 /// Registers the application and the session, with task 1 to watch.
+/// Claim: a write sent through a follower just after the leader died, with no deadline, no
+/// request id and no retry (as flamepy sends it), is held by the follower until a new leader
+/// exists, then applied exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_a_follower_just_after_the_leader_dies_is_held_then_applied_once()
+-> anyhow::Result<()> {
+    let mut run = start("frontend-hold").await?;
+    let [f1, f2] = run.followers;
+    let mut c1 = frontend(&run.cluster, f1)?;
+    prepare(&mut c1).await?;
+    run.cluster.kill(run.leader)?;
+    let started = Instant::now();
+    let created = c1
+        .create_task(task_request(SESSION, Some(b"held")))
+        .await
+        .with_context(|| {
+            format!(
+                "the write was not held across the leader change:\n{}",
+                run.cluster.log_tail(f1, 30)
+            )
+        })?;
+    eprintln!("the write was held for {:?}", started.elapsed());
+    let id = id_of(&created.get_ref().metadata);
+    ensure!(id == "2", "the held write became task {id}");
+    let acked = BTreeMap::from([
+        ("1".to_owned(), b"w-first".to_vec()),
+        (id, b"held".to_vec()),
+    ]);
+    for survivor in [f1, f2] {
+        let c = frontend(&run.cluster, survivor)?;
+        eventually(
+            "the survivor to list exactly the acknowledged tasks",
+            || {
+                let mut c = c.clone();
+                let acked = acked.clone();
+                async move { Ok(check_tasks(&mut c, &acked).await.ok()) }
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 async fn prepare(c: &mut FrontendClient<Channel>) -> anyhow::Result<()> {
     let r = c
         .register_application(v1::RegisterApplicationRequest {

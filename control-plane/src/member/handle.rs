@@ -1,9 +1,14 @@
 //! [`MemberHandle`]: what every service of a member uses to write and read replicated state.
 //!
 //! - Writes go to the leader: through this member's [`Proposer`] when it leads, else forwarded
-//!   over the peer channel (`flame.raft.v1.Forward`) to the leader's proposer. A write the
-//!   leader never saw (no leader yet, or a stale leader hint) is retried against the new leader
-//!   within a deadline; a write whose fate is unknown (a forward that timed out) is not retried.
+//!   over the peer channel (`flame.raft.v1.Forward`) to the leader's proposer.
+//! - A leader change is hidden from the writer where that is safe: a write that arrives while
+//!   no leader is known is held until one is (within [`WRITE_WAIT`]); a write the leader never
+//!   saw (it answered NotLeader, or the forward failed before it was sent: connection refused,
+//!   no route) is held until the leader changes or a short pause passes, then sent again.
+//!   A write that ran out of time that way fails with DEADLINE_EXCEEDED and was not applied.
+//!   A write whose fate is unknown (the connection broke after it was sent, or the forward
+//!   timed out) is not re-sent: it is UNAVAILABLE, safe to retry only with a request id.
 //! - Linearizable reads: the leader confirms it still leads (openraft's read index); a follower
 //!   asks the leader for the read index, waits until it has applied that far, and answers from
 //!   its own state.
@@ -23,8 +28,15 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// How long a write or read waits for a leader to exist before giving up.
+/// How long a read waits for a leader to exist before giving up.
 const LEADER_WAIT: Duration = Duration::from_secs(5);
+/// How long a write may be held across a leader change (no leader, a leader that refuses or
+/// cannot be reached) before it fails with DEADLINE_EXCEEDED. flamepy sets no deadline of its
+/// own and never retries, so this covers an election with room to spare.
+pub const WRITE_WAIT: Duration = Duration::from_secs(10);
+/// Longest pause before sending a write the leader never received to the same leader again;
+/// a leader change ends the pause at once.
+const RESEND_PAUSE: Duration = Duration::from_millis(500);
 /// Most attempts of one linearizable read.
 pub const READ_ATTEMPTS: u32 = 5;
 /// A failed read attempt is retried only while the read has taken less than this.
@@ -104,34 +116,53 @@ impl MemberHandle {
         })
     }
 
-    /// Replicates `command` through the leader and returns its response.
+    /// Replicates `command` through the leader and returns its response, holding it across a
+    /// leader change for up to [`WRITE_WAIT`]; see the module docs.
     pub async fn write(&self, command: Command) -> Result<Response, FlameError> {
-        let deadline = Instant::now() + LEADER_WAIT;
+        self.write_until(command, Instant::now() + WRITE_WAIT).await
+    }
+
+    /// [`MemberHandle::write`] with the hold bounded by `deadline`.
+    pub async fn write_until(
+        &self,
+        command: Command,
+        deadline: Instant,
+    ) -> Result<Response, FlameError> {
+        let mut pause = Duration::from_millis(20);
         loop {
-            let (leader, node) = self.leader(LEADER_WAIT).await?;
-            let result = if leader == self.id {
-                self.proposer.propose(command.clone()).await
-            } else {
-                match self
-                    .forward(
-                        leader,
-                        &node,
-                        ForwardRequest::Propose(Box::new(command.clone())),
-                    )
-                    .await
-                {
-                    Ok(ForwardReply::Response(r)) => Ok(*r),
-                    Ok(other) => Err(unexpected(&other)),
-                    Err(e) => Err(e),
-                }
+            let (leader, node) = self
+                .leader(deadline.saturating_duration_since(Instant::now()))
+                .await
+                .map_err(|e| held_too_long(&e))?;
+            let why = match self.send_write(leader, &node, &command).await {
+                Sent::Answered(result) => return *result,
+                Sent::NotReceived(why) => why,
             };
-            match result {
-                // The leader we tried never saw the command: safe to try the new one.
-                Err(FlameError::NotLeader { .. }) if Instant::now() < deadline => {
-                    self.await_leader_change(leader, deadline).await;
-                }
-                other => return other,
+            if Instant::now() >= deadline {
+                return Err(held_too_long(&why));
             }
+            tracing::debug!(leader, %why, "the leader did not receive a write; holding it");
+            let _ = tokio::time::timeout(pause, self.await_leader_change(leader, deadline)).await;
+            pause = (pause * 2).min(RESEND_PAUSE);
+        }
+    }
+
+    /// Sends `command` to `leader` once: proposed here when this member leads, else forwarded.
+    async fn send_write(&self, leader: u64, node: &Member, command: &Command) -> Sent {
+        if leader == self.id {
+            return match self.proposer.propose(command.clone()).await {
+                Err(e @ FlameError::NotLeader { .. }) => Sent::NotReceived(e),
+                other => Sent::Answered(Box::new(other)),
+            };
+        }
+        let request = ForwardRequest::Propose(Box::new(command.clone()));
+        match self.forward(leader, node, request).await {
+            Ok(ForwardReply::Response(r)) => Sent::Answered(Box::new(Ok(*r))),
+            Ok(other) => Sent::Answered(Box::new(Err(unexpected(&other)))),
+            Err(Forwarded::Answered(e @ FlameError::NotLeader { .. })) => Sent::NotReceived(e),
+            Err(Forwarded::Answered(e)) => Sent::Answered(Box::new(Err(e))),
+            Err(Forwarded::NotSent(e)) => Sent::NotReceived(e),
+            Err(Forwarded::Unknown(e)) => Sent::Answered(Box::new(Err(e))),
         }
     }
 
@@ -154,16 +185,22 @@ impl MemberHandle {
         leader: u64,
         node: &Member,
         request: ForwardRequest,
-    ) -> Result<ForwardReply, FlameError> {
-        let bytes = postcard::to_stdvec(&request)
-            .map_err(|e| FlameError::Internal(format!("cannot encode a forward: {e}")))?;
+    ) -> Result<ForwardReply, Forwarded> {
+        let bytes = postcard::to_stdvec(&request).map_err(|e| {
+            Forwarded::Answered(FlameError::Internal(format!(
+                "cannot encode a forward: {e}"
+            )))
+        })?;
         let reply = self
             .network
             .forward(leader, node, bytes, FORWARD_TIMEOUT)
             .await
             .map_err(|status| forward_failure(leader, status))?;
-        postcard::from_bytes(&reply)
-            .map_err(|e| FlameError::Internal(format!("cannot decode the leader's reply: {e}")))
+        postcard::from_bytes(&reply).map_err(|e| {
+            Forwarded::Answered(FlameError::Internal(format!(
+                "cannot decode the leader's reply: {e}"
+            )))
+        })
     }
 
     /// Serves a request forwarded by a follower (this member should be the leader).
@@ -231,7 +268,7 @@ impl MemberHandle {
                 match self.forward(leader, &node, ForwardRequest::ReadIndex).await {
                     Ok(ForwardReply::ReadIndex(i)) => Ok(i),
                     Ok(other) => Err(unexpected(&other)),
-                    Err(e) => Err(e),
+                    Err(e) => Err(e.into_error()),
                 }
             };
             match index {
@@ -276,18 +313,78 @@ impl MemberHandle {
     }
 }
 
-/// A failed forward as the client should see it. The leader's own answer (it carries Flame's
-/// error kind) stands. A failure of the call itself (the leader died, the connection broke or
-/// the forward timed out) leaves the write's fate unknown: it becomes UNAVAILABLE, which says
-/// "retry", and is safe to retry only with a request id, which the SDK always sends.
-fn forward_failure(leader: u64, status: tonic::Status) -> FlameError {
-    if flame_proto::error::is_flame_answer(&status) {
-        return FlameError::from(status);
+/// How one attempt of a write ended.
+enum Sent {
+    /// The leader decided: the command's response or the leader's refusal (boxed: a response
+    /// is large and this enum is returned on every attempt).
+    Answered(Box<Result<Response, FlameError>>),
+    /// The leader we tried certainly did not receive it (NotLeader, or the forward was never
+    /// sent); another attempt cannot apply it twice.
+    NotReceived(FlameError),
+}
+
+/// How a forward failed.
+#[derive(Debug)]
+enum Forwarded {
+    /// The leader's own answer (it carries Flame's error kind).
+    Answered(FlameError),
+    /// The request never left this member: no connection to the leader could be made.
+    NotSent(FlameError),
+    /// The call failed after the request may have been sent (the leader died, the connection
+    /// broke, the forward timed out): the write's fate is unknown.
+    Unknown(FlameError),
+}
+
+impl Forwarded {
+    fn into_error(self) -> FlameError {
+        match self {
+            Forwarded::Answered(e) | Forwarded::NotSent(e) | Forwarded::Unknown(e) => e,
+        }
     }
-    FlameError::Unavailable(format!(
+}
+
+/// A failed forward as the client should see it. The leader's own answer stands. A connection
+/// that could not be made means the leader never saw the request. Any other failure of the call
+/// leaves the write's fate unknown: it becomes UNAVAILABLE, which says "retry", and is safe to
+/// retry only with a request id, which the SDK always sends.
+fn forward_failure(leader: u64, status: tonic::Status) -> Forwarded {
+    if flame_proto::error::is_flame_answer(&status) {
+        return Forwarded::Answered(FlameError::from(status));
+    }
+    if never_connected(&status) {
+        return Forwarded::NotSent(FlameError::Unavailable(format!(
+            "leader {leader} could not be reached, so the write was not sent: {}",
+            status.message()
+        )));
+    }
+    Forwarded::Unknown(FlameError::Unavailable(format!(
         "the write forwarded to leader {leader} got no answer, so it may or may not have been \
          applied: {}",
         status.message()
+    )))
+}
+
+/// Whether `status` comes from a connection attempt that failed, so no request was written:
+/// an I/O error of the kinds `connect` returns, found in the status's source chain.
+fn never_connected(status: &tonic::Status) -> bool {
+    use std::io::ErrorKind::*;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ConnectionRefused | HostUnreachable | NetworkUnreachable | AddrNotAvailable
+            );
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// The error of a write held across a leader change until its deadline; it was never applied.
+fn held_too_long(why: &FlameError) -> FlameError {
+    FlameError::DeadlineExceeded(format!(
+        "the write was held for a leader change and not applied: {why}"
     ))
 }
 
@@ -300,27 +397,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_forward_that_got_no_answer_is_unavailable_and_the_leaders_own_answer_stands() {
+    fn a_forward_that_got_no_answer_has_an_unknown_fate_and_the_leaders_own_answer_stands() {
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
         for lost in [
             tonic::Status::cancelled("operation was canceled"),
             tonic::Status::deadline_exceeded("forward to member 1 timed out after 10s"),
             tonic::Status::unknown("transport error"),
+            tonic::Status::from_error(Box::new(reset)),
         ] {
             let error = forward_failure(1, lost.clone());
             assert!(
-                matches!(&error, FlameError::Unavailable(m) if m.contains("may or may not")),
+                matches!(&error, Forwarded::Unknown(FlameError::Unavailable(m)) if m.contains("may or may not")),
                 "{lost:?} became {error:?}"
             );
         }
         let answer = tonic::Status::from(FlameError::NotFound("session s not found".into()));
-        assert_eq!(
+        assert!(matches!(
             forward_failure(1, answer),
-            FlameError::NotFound("session s not found".into())
-        );
+            Forwarded::Answered(FlameError::NotFound(m)) if m == "session s not found"
+        ));
         let moved = tonic::Status::from(FlameError::NotLeader { leader: None });
         assert!(matches!(
             forward_failure(1, moved),
-            FlameError::NotLeader { .. }
+            Forwarded::Answered(FlameError::NotLeader { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_forward_to_a_port_nobody_listens_on_was_never_sent() {
+        // A port that was free a moment ago: bind, note it, close it.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let network = Network::new(2, "test", crate::raft::TransportConfig::default());
+        let leader = openraft::BasicNode {
+            addr: addr.to_string(),
+        };
+        let status = network
+            .forward(1, &leader, Vec::new(), Duration::from_secs(5))
+            .await
+            .expect_err("nothing listens there");
+        let failure = forward_failure(1, status);
+        assert!(
+            matches!(&failure, Forwarded::NotSent(FlameError::Unavailable(m)) if m.contains("not sent")),
+            "{failure:?}"
+        );
     }
 }
