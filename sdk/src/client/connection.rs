@@ -300,7 +300,8 @@ impl Connection {
         Failure::Retry(why)
     }
 
-    /// The leader's URL, asking each member's `Cluster/Status` in turn when none is cached.
+    /// The leader's URL, asking each member's `Cluster/Status` in turn when none is cached. An
+    /// endpoint without that service (UNIMPLEMENTED: a single-server Flame) is the leader.
     async fn discover(&self, deadline: Instant) -> Result<String, Failure> {
         if let Some(url) = self.lock().leader.clone() {
             return Ok(url);
@@ -313,11 +314,22 @@ impl Connection {
                 .options
                 .attempt_timeout
                 .min(deadline.saturating_duration_since(Instant::now()));
+            if limit.is_zero() {
+                // Out of time: the failure seen so far is the real cause, not "no status
+                // within 0ns".
+                break;
+            }
             let reply =
                 tokio::time::timeout(limit, ClusterClient::new(channel).status(StatusRequest {}))
                     .await;
             let status = match reply {
                 Ok(Ok(reply)) => reply.into_inner(),
+                Ok(Err(s)) if s.code() == Code::Unimplemented => {
+                    // A single-server Flame (upstream's) has no Cluster service: the endpoint
+                    // that answers is the only server, so it takes the writes.
+                    self.lock().leader = Some(url.clone());
+                    return Ok(url.clone());
+                }
                 Ok(Err(s)) => {
                     why = format!("{url}: {}", s.message());
                     continue;
