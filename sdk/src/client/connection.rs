@@ -365,7 +365,8 @@ enum Failure {
 }
 
 /// Whether a status means "another attempt, maybe elsewhere, may succeed": not-leader,
-/// unavailable, or a connection that broke under the call. A broken connection shows up as a
+/// unavailable, a write a member held through a leader change without applying it, or a
+/// connection that broke under the call. A broken connection shows up as a
 /// status tonic made itself (no Flame error kind in the metadata): CANCELLED ("operation was
 /// canceled" when hyper drops an in-flight request) or UNKNOWN/INTERNAL naming the transport.
 /// RESOURCE_EXHAUSTED naming h2 is the connection closed by an HTTP/2 flood guard
@@ -374,6 +375,9 @@ pub(crate) fn retriable(status: &Status) -> bool {
     let from_server = flame_proto::error::is_flame_answer(status);
     match status.code() {
         Code::Unavailable => true,
+        // A member's own DEADLINE_EXCEEDED says it held the write through a leader change and
+        // did not apply it; another attempt is safe.
+        Code::DeadlineExceeded => from_server,
         Code::Cancelled => !from_server,
         Code::Unknown | Code::Internal | Code::ResourceExhausted => {
             let text = status.message().to_ascii_lowercase();
@@ -461,8 +465,13 @@ mod tests {
     }
 
     #[test]
-    fn only_unavailable_and_broken_connections_are_retried() {
+    fn only_unavailable_held_writes_and_broken_connections_are_retried() {
         assert!(retriable(&Status::unavailable("no quorum")));
+        assert!(retriable(&Status::from(FlameError::DeadlineExceeded(
+            "the write was held for a leader change and not applied".into()
+        ))));
+        // tonic's own deadline (the client's grpc-timeout) says nothing about the write.
+        assert!(!retriable(&Status::deadline_exceeded("Timeout expired")));
         assert!(retriable(&Status::unknown("transport error")));
         assert!(retriable(&Status::cancelled("operation was canceled")));
         assert!(retriable(&Status::resource_exhausted(
