@@ -130,10 +130,15 @@ impl MemberHandle {
     ) -> Result<Response, FlameError> {
         let mut pause = Duration::from_millis(20);
         loop {
-            let (leader, node) = self
+            let (leader, node) = match self
                 .leader(deadline.saturating_duration_since(Instant::now()))
                 .await
-                .map_err(|e| held_too_long(&e))?;
+            {
+                Ok(found) => found,
+                Err(e) if Instant::now() >= deadline => return Err(held_too_long(&e)),
+                // The member is stopping: not a leader change.
+                Err(e) => return Err(e),
+            };
             let why = match self.send_write(leader, &node, &command).await {
                 Sent::Answered(result) => return *result,
                 Sent::NotReceived(why) => why,
