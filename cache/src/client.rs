@@ -136,19 +136,6 @@ pub fn grpc_url(endpoint: &str) -> CacheResult<(String, bool)> {
     }
 }
 
-/// An error with its sources: tonic's "transport error" alone does not say that a
-/// certificate was refused.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 fn flight_error(err: FlightError) -> CacheError {
     match err {
         FlightError::Tonic(status) => CacheError::from(*status),
@@ -187,7 +174,7 @@ impl CacheClient {
             .connect_timeout(Duration::from_secs(10))
             .connect()
             .await
-            .map_err(|e| connect_error(error_chain(&e)))?;
+            .map_err(|e| connect_error(flame_proto::error::source_chain(&e)))?;
         Ok(CacheClient {
             endpoint: endpoint.to_owned(),
             channel,

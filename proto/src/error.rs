@@ -199,6 +199,20 @@ fn too_large(status: &Status) -> FlameError {
     }
 }
 
+/// An error followed by its sources, `top: cause: root cause`. Transport errors (tonic's
+/// "transport error", hyper's "tcp connect error") say little at the top; the reason, such as
+/// a refused connection or an untrusted certificate, is further down.
+pub fn source_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Whether a Flame server made `status` from a [`FlameError`] (it carries [`ERROR_KIND_KEY`]),
 /// as opposed to tonic or hyper making it for a failed call (a broken connection, a cancelled
 /// or timed-out request), where the server's answer, if any, is unknown.

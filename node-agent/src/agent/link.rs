@@ -223,7 +223,7 @@ async fn connect(addr: &str) -> Result<Channel, String> {
     endpoint
         .connect()
         .await
-        .map_err(|e| format!("cannot connect: {}", source_chain(&e)))
+        .map_err(|e| format!("cannot connect: {}", flame_proto::error::source_chain(&e)))
 }
 
 /// Runs an RPC within [`RPC_TIMEOUT`].
@@ -302,16 +302,4 @@ fn closed_by(status: Status) -> Inbound {
         reason: error.to_string(),
         hint,
     }
-}
-
-/// An error with its sources, for transport errors whose top level says little.
-fn source_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }
