@@ -20,7 +20,7 @@ use crate::error::{CacheError, CacheResult};
 use crate::store::StoreConfig;
 use flame_proto::model::parse_memory;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Where peer certificates come from.
@@ -68,6 +68,26 @@ pub struct FlightTls {
 }
 
 impl FlightTls {
+    /// Issues a Flight server certificate for `hosts` signed by `ca` and writes it to
+    /// `<dir>/<name>.pem` and `<dir>/<name>.key`: for `flame-cache certs` and tests.
+    pub fn write_issued(
+        ca: &crate::ca::CaPem,
+        hosts: &[&str],
+        dir: &Path,
+        name: &str,
+    ) -> CacheResult<FlightTls> {
+        let (cert, key) = crate::ca::issue_server_identity(ca, hosts)?;
+        let tls = FlightTls {
+            cert: dir.join(format!("{name}.pem")),
+            key: dir.join(format!("{name}.key")),
+        };
+        for (path, text) in [(&tls.cert, cert), (&tls.key, key)] {
+            std::fs::write(path, text)
+                .map_err(|e| CacheError::io(format!("writing {}", path.display()), e))?;
+        }
+        Ok(tls)
+    }
+
     /// TLS when both files are given (clap makes each flag require the other).
     pub fn from_flags(cert: Option<PathBuf>, key: Option<PathBuf>) -> Option<FlightTls> {
         Some(FlightTls {

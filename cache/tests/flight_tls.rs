@@ -13,14 +13,14 @@ use support::Cluster;
 
 /// Writes a Flight server certificate for 127.0.0.1 signed by the cluster's CA.
 fn flight_tls(cluster: &Cluster, name: &str) -> FlightTls {
-    let (cert, key) = ca::issue_server_identity(&cluster.ca, &["127.0.0.1", "localhost"]).unwrap();
-    let tls = FlightTls {
-        cert: cluster.dir.path().join(format!("{name}-flight.pem")),
-        key: cluster.dir.path().join(format!("{name}-flight.key")),
-    };
-    std::fs::write(&tls.cert, cert).unwrap();
-    std::fs::write(&tls.key, key).unwrap();
-    tls
+    let hosts = ["127.0.0.1", "localhost"];
+    FlightTls::write_issued(
+        &cluster.ca,
+        &hosts,
+        cluster.dir.path(),
+        &format!("{name}-flight"),
+    )
+    .unwrap()
 }
 
 fn tls_config(cluster: &Cluster, i: usize) -> CacheConfig {

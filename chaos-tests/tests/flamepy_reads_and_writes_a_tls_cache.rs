@@ -16,13 +16,7 @@ async fn flamepy_reads_and_writes_a_tls_cache() -> anyhow::Result<()> {
     let python = flamepy_python()?;
     let dir = tempfile::tempdir()?;
     let authority = ca::generate_ca(std::time::SystemTime::now())?;
-    let (cert, key) = ca::issue_server_identity(&authority, &["127.0.0.1"])?;
-    let tls = FlightTls {
-        cert: dir.path().join("flight.pem"),
-        key: dir.path().join("flight.key"),
-    };
-    std::fs::write(&tls.cert, cert)?;
-    std::fs::write(&tls.key, key)?;
+    let tls = FlightTls::write_issued(&authority, &["127.0.0.1"], dir.path(), "flight")?;
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, &authority.cert_pem)?;
     let mut config = CacheConfig::new("tls-flamepy");

@@ -273,13 +273,9 @@ async fn an_unreachable_cache_is_unavailable_and_a_foreign_scheme_is_invalid() {
 async fn a_tls_cache_is_reached_with_the_ca_of_the_config_files_cache_section() {
     let dir = tempfile::tempdir().unwrap();
     let ca = flame_cache::ca::generate_ca(std::time::SystemTime::now()).unwrap();
-    let (cert, key) = flame_cache::ca::issue_server_identity(&ca, &["127.0.0.1"]).unwrap();
-    let tls = flame_cache::config::FlightTls {
-        cert: dir.path().join("flight.pem"),
-        key: dir.path().join("flight.key"),
-    };
-    std::fs::write(&tls.cert, cert).unwrap();
-    std::fs::write(&tls.key, key).unwrap();
+    let tls =
+        flame_cache::config::FlightTls::write_issued(&ca, &["127.0.0.1"], dir.path(), "flight")
+            .unwrap();
     std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
     let mut config = CacheConfig::new("sdk-tls-test");
     config.flight_addr = "127.0.0.1:0".parse().unwrap();

@@ -97,9 +97,7 @@ fn write_certs(out: &Path, nodes: &[String], flight_hosts: &[String]) -> anyhow:
     }
     if !flight_hosts.is_empty() {
         let hosts: Vec<&str> = flight_hosts.iter().map(String::as_str).collect();
-        let (cert, key) = flame_cache::ca::issue_server_identity(&ca, &hosts)?;
-        write("flight.pem".into(), &cert)?;
-        write("flight.key".into(), &key)?;
+        flame_cache::config::FlightTls::write_issued(&ca, &hosts, out, "flight")?;
         println!("wrote flight.pem and flight.key for {}", hosts.join(", "));
     }
     println!(

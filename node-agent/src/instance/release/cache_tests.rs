@@ -224,13 +224,8 @@ async fn missing_patched_and_non_archive_objects_are_install_failures_naming_url
 async fn a_grpcs_package_installs_from_a_tls_cache_trusting_the_agents_ca_file() -> TestResult {
     let tmp = tempfile::tempdir()?;
     let ca = flame_cache::ca::generate_ca(std::time::SystemTime::now())?;
-    let (cert, key) = flame_cache::ca::issue_server_identity(&ca, &["127.0.0.1"])?;
-    let tls = flame_cache::config::FlightTls {
-        cert: tmp.path().join("flight.pem"),
-        key: tmp.path().join("flight.key"),
-    };
-    std::fs::write(&tls.cert, cert)?;
-    std::fs::write(&tls.key, key)?;
+    let tls =
+        flame_cache::config::FlightTls::write_issued(&ca, &["127.0.0.1"], tmp.path(), "flight")?;
     let ca_file = tmp.path().join("ca.pem");
     std::fs::write(&ca_file, &ca.cert_pem)?;
     let mut config = CacheConfig::new("tls-pkg-test");
