@@ -3,7 +3,8 @@
 //! Three control-plane members and one node agent run in this process, each member with its own
 //! redb storage under the data directory (default `./.flame/local`), its own client-API and Raft
 //! ports, and the usual group formation; the agent registers this host as a node and runs
-//! instances under `<data dir>/agent`. The command prints the endpoints, the leader and what to try next, and on
+//! instances under `<data dir>/agent`. Once every member serves the built-in applications, the
+//! command prints the endpoints, the leader and what to try next, and on
 //! Ctrl-C (SIGINT or SIGTERM) shuts every member down cleanly, keeping the data so the next start
 //! resumes where this one stopped.
 //!
@@ -25,6 +26,8 @@ use flame_node_agent::cache::EmbeddedCacheArgs;
 use flame_node_agent::config::{AgentConfig, Overrides as AgentOverrides};
 use flame_proto::cluster::StatusRequest;
 use flame_proto::cluster::cluster_client::ClusterClient;
+use flame_proto::v1::GetApplicationRequest;
+use flame_proto::v1::frontend_client::FrontendClient;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -209,6 +212,7 @@ async fn run(args: UpArgs, configs: Vec<Config>, home: PathBuf) -> anyhow::Resul
             anyhow::bail!("member {} could not start: {reason}", index + 1);
         }
     };
+    wait_for_builtins(&args, Duration::from_secs(20)).await?;
     let client_config = write_client_config(&args, &endpoint, cache_endpoint.as_deref())?;
     print_banner(
         &args,
@@ -246,6 +250,39 @@ async fn wait_for_leader(endpoint: &str, deadline: Duration) -> anyhow::Result<u
         }
     }
     anyhow::bail!("no leader was elected within {deadline:?}; see the log above")
+}
+
+/// Waits until every member has applied the built-in applications, which the leader registers
+/// once elected: reads are served from each member's own applied state, so announcing the
+/// cluster earlier lets a client that asks a lagging member find no `flmping`.
+async fn wait_for_builtins(args: &UpArgs, deadline: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let names: Vec<String> = flame_control_plane::state::builtin_applications()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    for port in (0..3u16).map(|i| args.api_port + i) {
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let mut client =
+            FrontendClient::new(tonic::transport::Endpoint::from_shared(endpoint)?.connect_lazy());
+        let mut poll = tokio::time::interval(Duration::from_millis(20));
+        for name in &names {
+            loop {
+                poll.tick().await;
+                let request = GetApplicationRequest { name: name.clone() };
+                if client.get_application(request).await.is_ok() {
+                    break;
+                }
+                if started.elapsed() > deadline {
+                    anyhow::bail!(
+                        "member on port {port} has not applied the built-in application \
+                         '{name}' within {deadline:?}; see the log above"
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The embedded cache's flags: loopback ports, storage under the data directory.
