@@ -43,16 +43,16 @@ pub enum Error {
     },
     /// The database was written by an older format, which this binary does not migrate.
     #[error(
-        "{path} has storage format version {found}, but this binary reads only version \
-         {supported} and does not migrate older data: run the binary that wrote it, or start \
-         this member from an empty data directory"
+        "{path} has storage format version {found}, but this binary reads versions \
+         {supported} and newer and does not migrate older data: run the binary that wrote it, \
+         or start this member from an empty data directory"
     )]
     FormatTooOld {
         /// The database or snapshot file.
         path: PathBuf,
         /// The version found in the file.
         found: u32,
-        /// The only version this binary reads.
+        /// The oldest version this binary reads.
         supported: u32,
     },
     /// A file is truncated, garbled or otherwise not what it claims to be.

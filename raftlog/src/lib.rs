@@ -36,12 +36,19 @@ pub use state_machine::StateMachineStore;
 use openraft::RaftTypeConfig;
 use std::path::PathBuf;
 
-/// The storage format version this binary writes, and the only one it reads.
+/// The storage format version this binary writes.
 ///
-/// 2 (the control plane's object-cache support): nodes carry their cache endpoint,
-/// UnregisterApplication carries its time, and the `object_drops` and `cluster_meta` tables
-/// exist. Data of version 1 is not migrated.
-pub const FORMAT_VERSION: u32 = 2;
+/// - 2 (the control plane's object-cache support): nodes carry their cache endpoint,
+///   UnregisterApplication carries its time, and the `object_drops` and `cluster_meta` tables
+///   exist. Data of version 1 is not migrated.
+/// - 3 (exactly-once client writes): log entries may hold the appended `Once` command and the
+///   `requests` table exists. Version 2 data is a subset of it: a database of version 2 is
+///   upgraded in place when opened (a binary of version 2 then refuses it), and version 2
+///   snapshots are read as they are.
+pub const FORMAT_VERSION: u32 = 3;
+
+/// The oldest storage format version this binary reads (see [`FORMAT_VERSION`]).
+pub const OLDEST_READABLE_VERSION: u32 = 2;
 
 /// The openraft type configurations raftlog can store: `u64` member ids, openraft's own
 /// `Entry`, and snapshots as files.

@@ -7,9 +7,9 @@
 //! Caveat: redb may panic on some kinds of damage it does not expect; opening is wrapped in
 //! `catch_unwind` so a damaged file is an [`Error::Corrupt`], never a crash.
 
-use crate::FORMAT_VERSION;
 use crate::codec::{decode, encode};
 use crate::error::{Error, Result};
+use crate::{FORMAT_VERSION, OLDEST_READABLE_VERSION};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
@@ -92,11 +92,11 @@ fn check_or_init(db: &Database, path: &Path, cluster_id: &str, tables: &[&str]) 
                 supported: FORMAT_VERSION,
             });
         }
-        Some((version, _)) if version < FORMAT_VERSION => {
+        Some((version, _)) if version < OLDEST_READABLE_VERSION => {
             return Err(Error::FormatTooOld {
                 path: path.into(),
                 found: version,
-                supported: FORMAT_VERSION,
+                supported: OLDEST_READABLE_VERSION,
             });
         }
         Some((_, found)) if found != cluster_id => {
@@ -113,8 +113,15 @@ fn check_or_init(db: &Database, path: &Path, cluster_id: &str, tables: &[&str]) 
     {
         let mut meta = txn.open_table(META)?;
         if stored.is_none() {
-            meta.insert(KEY_FORMAT, encode(&FORMAT_VERSION)?.as_slice())?;
             meta.insert(KEY_CLUSTER, encode(cluster_id)?.as_slice())?;
+        }
+        // New, or an older readable version upgraded in place: this binary writes the current
+        // format from now on, so older binaries must refuse the file.
+        if stored
+            .as_ref()
+            .is_none_or(|(version, _)| *version < FORMAT_VERSION)
+        {
+            meta.insert(KEY_FORMAT, encode(&FORMAT_VERSION)?.as_slice())?;
         }
         for name in tables {
             txn.open_table(TableDefinition::<&[u8], &[u8]>::new(name))?;

@@ -23,7 +23,7 @@
 use crate::codec::{decode, encode};
 use crate::error::{Error, Result};
 use crate::meta::{self, META};
-use crate::{FORMAT_VERSION, FlameRaft};
+use crate::{FORMAT_VERSION, FlameRaft, OLDEST_READABLE_VERSION};
 use openraft::{LogId, SnapshotMeta, StoredMembership};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -252,11 +252,11 @@ impl<C: FlameRaft> SnapshotReader<C> {
                 supported: FORMAT_VERSION,
             });
         }
-        if version < FORMAT_VERSION {
+        if version < OLDEST_READABLE_VERSION {
             return Err(Error::FormatTooOld {
                 path: path.into(),
                 found: version,
-                supported: FORMAT_VERSION,
+                supported: OLDEST_READABLE_VERSION,
             });
         }
         let header = reader.read_chunk()?;

@@ -81,21 +81,56 @@ fn opening_a_newer_format_asks_for_a_newer_binary() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes `version` as the format version of both databases under `dir`.
+fn set_format_version(dir: &std::path::Path, version: u32) -> anyhow::Result<()> {
+    for file in ["log.redb", "sm.redb"] {
+        let db = redb::Database::open(dir.join(file))?;
+        let txn = db.begin_write()?;
+        {
+            let mut meta = txn.open_table(redb::TableDefinition::<&str, &[u8]>::new("meta"))?;
+            meta.insert("format_version", postcard::to_stdvec(&version)?.as_slice())?;
+        }
+        txn.commit()?;
+    }
+    Ok(())
+}
+
+/// The format version stored in `file` under `dir`.
+fn format_version(dir: &std::path::Path, file: &str) -> anyhow::Result<u32> {
+    use redb::ReadableDatabase;
+    let db = redb::Database::open(dir.join(file))?;
+    let txn = db.begin_read()?;
+    let meta = txn.open_table(redb::TableDefinition::<&str, &[u8]>::new("meta"))?;
+    let value = meta.get("format_version")?.expect("a format version");
+    Ok(postcard::from_bytes(value.value())?)
+}
+
+#[test]
+fn the_oldest_readable_format_opens_and_is_upgraded_in_place() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let storage = Storage::new(dir.path(), "alpha");
+    populate(&storage)?;
+    set_format_version(dir.path(), raftlog::OLDEST_READABLE_VERSION)?;
+    const { assert!(raftlog::OLDEST_READABLE_VERSION < raftlog::FORMAT_VERSION) };
+    drop(LogStore::<KvConfig>::open_in(&storage)?);
+    drop(StateMachineStore::open(&storage, KvApp)?);
+    for file in ["log.redb", "sm.redb"] {
+        assert_eq!(
+            format_version(dir.path(), file)?,
+            raftlog::FORMAT_VERSION,
+            "{file}"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn opening_an_older_format_is_refused_instead_of_misread() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let storage = Storage::new(dir.path(), "alpha");
     populate(&storage)?;
-    let old = raftlog::FORMAT_VERSION - 1;
-    for file in ["log.redb", "sm.redb"] {
-        let db = redb::Database::open(dir.path().join(file))?;
-        let txn = db.begin_write()?;
-        {
-            let mut meta = txn.open_table(redb::TableDefinition::<&str, &[u8]>::new("meta"))?;
-            meta.insert("format_version", postcard::to_stdvec(&old)?.as_slice())?;
-        }
-        txn.commit()?;
-    }
+    let old = raftlog::OLDEST_READABLE_VERSION - 1;
+    set_format_version(dir.path(), old)?;
     let err = LogStore::<KvConfig>::open_in(&storage)
         .err()
         .expect("the log must refuse");
