@@ -294,7 +294,7 @@ async fn create_tasks(
     };
     let request = CreateTasksRequest {
         session_id: sid.into(),
-        tasks: vec![submit("rb-1", b"x"), submit("", b"y"), submit("rb-1", b"z")],
+        tasks: vec![submit("rb-1", b"x"), submit("", b"y"), submit("rb-1", b"x")],
     };
     let ids = |r: flame_proto::cluster::CreateTasksResponse| -> Vec<String> {
         r.tasks.iter().map(|t| id_of(&t.metadata)).collect()
@@ -303,6 +303,15 @@ async fn create_tasks(
     ensure!(created == ["4", "5", "4"], "batch: {created:?}");
     let repeated = ids(batch.create_tasks(request).await?.into_inner());
     ensure!(repeated == ["4", "6", "4"], "repeated batch: {repeated:?}");
+    let reused = CreateTasksRequest {
+        session_id: sid.into(),
+        tasks: vec![submit("rb-1", b"z")],
+    };
+    let refused = batch.create_tasks(reused).await;
+    ensure!(
+        matches!(&refused, Err(s) if s.code() == tonic::Code::InvalidArgument),
+        "a request id reused with another input: {refused:?}"
+    );
     let empty = c
         .create_task(task_request(sid, Some(b"")))
         .await?

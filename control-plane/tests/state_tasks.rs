@@ -58,7 +58,8 @@ fn task_ids_are_sequential_per_session() {
     assert_eq!(ids, [1, 2, 3, 4, 5]);
 }
 
-/// A request id seen before in the session returns the original task, also within one command.
+/// A request id seen before in the session returns the original task, also within one command
+/// (the same id with another input is refused: `state_requests.rs`).
 #[test]
 fn repeated_request_ids_return_the_original_task() {
     let mut m = machine();
@@ -72,7 +73,7 @@ fn repeated_request_ids_return_the_original_task() {
                     request_id: Some(rid.into()),
                 },
                 NewTask {
-                    input: Some(Bytes::from_static(b"dup")),
+                    input: Some(Bytes::from_static(input)),
                     request_id: Some(rid.into()),
                 },
             ],
@@ -87,7 +88,7 @@ fn repeated_request_ids_return_the_original_task() {
     let first = submit(&mut m, "r1", b"one");
     assert_eq!(first[0], first[1]);
     assert_eq!(first[0].id, 1);
-    let again = submit(&mut m, "r1", b"other");
+    let again = submit(&mut m, "r1", b"one");
     assert_eq!(again[0], first[0]);
     let second = submit(&mut m, "r2", b"two");
     assert_eq!(second[0].id, 2);

@@ -20,7 +20,9 @@
 //! Rules outside the table:
 //! - Task ids are per-session sequential from 1 (`count + 1`), never reused.
 //! - A request id already seen in the session returns the original task instead of a new one
-//!   (also within one command). An empty request id counts as none.
+//!   (also within one command), in any session state: ids are resolved before the session's
+//!   state is checked, so a retry after CloseSession still gets its task. The same id with
+//!   another input is `InvalidArgument` and creates nothing. An empty request id counts as none.
 //! - AssignTasks needs a Bound executor of the task's session; the executor appends the task to
 //!   the tasks it holds and runs them one at a time, in order (the queue module sizes this).
 //! - CompleteTasks accepts a result only from an executor that holds the task (Bound or
@@ -147,30 +149,49 @@ fn change_held(tx: &mut Tx<'_>, executor_id: &str, change: impl FnOnce(&mut Vec<
 }
 
 /// CreateTasks: one Pending task per submission, or the original task of a repeated request id.
+///
+/// Request ids are resolved before the session's state is checked (D6): a retry whose first
+/// attempt committed gets the original task even after the session closed. A request id that
+/// comes back with another input is refused as a whole, so nothing of the batch is created.
 pub(crate) fn create_tasks(
     tx: &mut Tx<'_>,
     session_id: &str,
     tasks: Vec<NewTask>,
     now_ms: i64,
 ) -> Result<Vec<Task>, FlameError> {
-    session::check(tx, session_id, SessionEvent::AddTasks)?;
+    let plan = plan_submissions(tx, session_id, tasks)?;
+    let new = plan
+        .iter()
+        .filter(|s| matches!(s, Submission::New(_)))
+        .count();
+    if new > 0 {
+        session::check(tx, session_id, SessionEvent::AddTasks)?;
+    }
     let entry = tx
         .state
         .session_mut(session_id)
         .ok_or_else(|| session_not_found(session_id))?;
-    if entry.task_count().checked_add(tasks.len() as u64).is_none() {
+    if entry.task_count().checked_add(new as u64).is_none() {
         return Err(FlameError::Internal(format!(
             "session {session_id} has run out of task ids"
         )));
     }
-    let mut out = Vec::with_capacity(tasks.len());
-    for new in tasks {
-        let request_id = new.request_id.filter(|r| !r.is_empty());
-        let original = request_id
+    let mut out = Vec::with_capacity(plan.len());
+    for submission in plan {
+        let new = match submission {
+            Submission::Original(task) => {
+                out.push(task);
+                continue;
+            }
+            Submission::New(new) => new,
+        };
+        // A request id repeated within this batch names the task its first use created.
+        if let Some(id) = new
+            .request_id
             .as_deref()
             .and_then(|r| entry.task_for_request(r))
-            .and_then(|id| entry.task(id));
-        if let Some(original) = original {
+            && let Some(original) = entry.task(id)
+        {
             out.push(original.task.clone());
             continue;
         }
@@ -187,12 +208,66 @@ pub(crate) fn create_tasks(
         tx.log.task_created(session_id, task.id);
         entry.push_task(TaskEntry {
             task: task.clone(),
-            request_id,
+            request_id: new.request_id,
             requeues: 0,
         });
         out.push(task);
     }
     Ok(out)
+}
+
+/// One submission of a CreateTasks, resolved against the session's request ids.
+enum Submission {
+    /// A repeat of a request id the session has seen: its original task.
+    Original(Task),
+    /// A task to create (its empty request id, if any, dropped).
+    New(NewTask),
+}
+
+/// Resolves every submission's request id, in any session state, and refuses a request id used
+/// again with another input (against the session's tasks or earlier in the batch).
+fn plan_submissions(
+    tx: &Tx<'_>,
+    session_id: &str,
+    tasks: Vec<NewTask>,
+) -> Result<Vec<Submission>, FlameError> {
+    let entry = tx
+        .state
+        .session_entry(session_id)
+        .ok_or_else(|| session_not_found(session_id))?;
+    let mut in_batch: std::collections::HashMap<String, Option<bytes::Bytes>> =
+        std::collections::HashMap::new();
+    let mut plan = Vec::with_capacity(tasks.len());
+    for mut new in tasks {
+        new.request_id = new.request_id.filter(|r| !r.is_empty());
+        let Some(request_id) = new.request_id.clone() else {
+            plan.push(Submission::New(new));
+            continue;
+        };
+        let original = entry
+            .task_for_request(&request_id)
+            .and_then(|id| entry.task(id));
+        let first_input = match original {
+            Some(original) => Some(&original.task.input),
+            None => in_batch.get(&request_id),
+        };
+        if let Some(first) = first_input
+            && *first != new.input
+        {
+            return Err(FlameError::InvalidArgument(format!(
+                "request id {request_id} was already used in session {session_id} with another \
+                 input; use a new request id for a new task"
+            )));
+        }
+        match original {
+            Some(original) => plan.push(Submission::Original(original.task.clone())),
+            None => {
+                in_batch.insert(request_id, new.input.clone());
+                plan.push(Submission::New(new));
+            }
+        }
+    }
+    Ok(plan)
 }
 
 /// AssignTasks: each assignment succeeds or fails alone.
