@@ -2,13 +2,16 @@
 //!
 //! - Writes go to the leader: through this member's [`Proposer`] when it leads, else forwarded
 //!   over the peer channel (`flame.raft.v1.Forward`) to the leader's proposer.
-//! - A leader change is hidden from the writer where that is safe: a write that arrives while
-//!   no leader is known is held until one is (within [`WRITE_WAIT`]); a write the leader never
-//!   saw (it answered NotLeader, or the forward failed before it was sent: connection refused,
-//!   no route) is held until the leader changes or a short pause passes, then sent again.
-//!   A write that ran out of time that way fails with DEADLINE_EXCEEDED and was not applied.
-//!   A write whose fate is unknown (the connection broke after it was sent, or the forward
-//!   timed out) is not re-sent: it is UNAVAILABLE, safe to retry only with a request id.
+//! - A leader change is hidden from the writer: a write that arrives while no leader is known
+//!   is held until one is (within [`WRITE_WAIT`] or the caller's deadline); a write that did
+//!   not get its answer is held until the leader changes or a short pause passes, then sent
+//!   again. Client writes travel as [`Command::Once`] with a request id this member attaches,
+//!   so a write whose fate is unknown (the leader died after receiving it, the connection
+//!   broke, the leader stepped down before committing) is re-sent too, and the state machine
+//!   applies it once and answers the repeat as it answered the first. Internal commands are
+//!   idempotent and are re-sent only when the leader certainly never received them.
+//! - A write that runs out of time while held fails with DEADLINE_EXCEEDED when no attempt
+//!   can have been applied, and with UNAVAILABLE ("may or may not") when one may have.
 //! - Linearizable reads: the leader confirms it still leads (openraft's read index); a follower
 //!   asks the leader for the read index, waits until it has applied that far, and answers from
 //!   its own state.
@@ -43,6 +46,10 @@ pub const READ_ATTEMPTS: u32 = 5;
 pub const READ_RETRY_WINDOW: Duration = Duration::from_secs(2);
 /// Deadline of one forwarded call.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many answers the `forward-reply-lost` fail point dropped (tests read it to know the
+/// fault happened).
+pub static LOST_REPLIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// A request a follower sends to the leader over `Forward`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -123,51 +130,88 @@ impl MemberHandle {
     }
 
     /// [`MemberHandle::write`] with the hold bounded by `deadline`.
+    ///
+    /// A client write is wrapped in [`Command::Once`] with a fresh request id, so every attempt
+    /// whose fate is unknown can be sent again: the state machine applies it at most once and
+    /// answers a repeat as it answered the first. Other commands are idempotent by design and
+    /// are re-sent only when the leader certainly did not receive them.
     pub async fn write_until(
         &self,
         command: Command,
         deadline: Instant,
     ) -> Result<Response, FlameError> {
+        let once = command.is_client_write();
+        let command = if once {
+            Command::Once {
+                request_id: uuid::Uuid::new_v4().to_string(),
+                command: Box::new(command),
+                now_ms: 0,
+            }
+        } else {
+            command
+        };
         let mut pause = Duration::from_millis(20);
+        // Whether some attempt may have been applied: then running out of time must not claim
+        // the write was not applied.
+        let mut maybe_applied = false;
         loop {
             let (leader, node) = match self
                 .leader(deadline.saturating_duration_since(Instant::now()))
                 .await
             {
                 Ok(found) => found,
-                Err(e) if Instant::now() >= deadline => return Err(held_too_long(&e)),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(out_of_time(e, maybe_applied));
+                }
                 // The member is stopping: not a leader change.
                 Err(e) => return Err(e),
             };
             let why = match self.send_write(leader, &node, &command).await {
                 Sent::Answered(result) => return *result,
                 Sent::NotReceived(why) => why,
+                // Internal commands repeat harmlessly after a NotLeader, as they always have.
+                Sent::Unknown(why) if once || matches!(why, FlameError::NotLeader { .. }) => {
+                    maybe_applied = true;
+                    why
+                }
+                Sent::Unknown(why) => return Err(why),
             };
             if Instant::now() >= deadline {
-                return Err(held_too_long(&why));
+                return Err(out_of_time(why, maybe_applied));
             }
-            tracing::debug!(leader, %why, "the leader did not receive a write; holding it");
+            tracing::debug!(leader, %why, "a write did not get its answer; sending it again");
             let _ = tokio::time::timeout(pause, self.await_leader_change(leader, deadline)).await;
             pause = (pause * 2).min(RESEND_PAUSE);
         }
     }
 
     /// Sends `command` to `leader` once: proposed here when this member leads, else forwarded.
+    ///
+    /// NotLeader from a proposer does not prove the write was not appended: a leader that steps
+    /// down after appending answers NotLeader, and the next leader may still commit the entry.
     async fn send_write(&self, leader: u64, node: &Member, command: &Command) -> Sent {
         if leader == self.id {
             return match self.proposer.propose(command.clone()).await {
-                Err(e @ FlameError::NotLeader { .. }) => Sent::NotReceived(e),
+                Err(e @ FlameError::NotLeader { .. }) => Sent::Unknown(e),
                 other => Sent::Answered(Box::new(other)),
             };
         }
         let request = ForwardRequest::Propose(Box::new(command.clone()));
-        match self.forward(leader, node, request).await {
+        let forwarded = self.forward(leader, node, request).await;
+        // Tests: the leader applied the write, but its answer is lost on the way back.
+        fail::fail_point!("forward-reply-lost", forwarded.is_ok(), |_| {
+            LOST_REPLIES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Sent::Unknown(FlameError::Unavailable(
+                "fail point forward-reply-lost dropped the leader's answer".into(),
+            ))
+        });
+        match forwarded {
             Ok(ForwardReply::Response(r)) => Sent::Answered(Box::new(Ok(*r))),
             Ok(other) => Sent::Answered(Box::new(Err(unexpected(&other)))),
-            Err(Forwarded::Answered(e @ FlameError::NotLeader { .. })) => Sent::NotReceived(e),
+            Err(Forwarded::Answered(e @ FlameError::NotLeader { .. })) => Sent::Unknown(e),
             Err(Forwarded::Answered(e)) => Sent::Answered(Box::new(Err(e))),
             Err(Forwarded::NotSent(e)) => Sent::NotReceived(e),
-            Err(Forwarded::Unknown(e)) => Sent::Answered(Box::new(Err(e))),
+            Err(Forwarded::Unknown(e)) => Sent::Unknown(e),
         }
     }
 
@@ -323,9 +367,12 @@ enum Sent {
     /// The leader decided: the command's response or the leader's refusal (boxed: a response
     /// is large and this enum is returned on every attempt).
     Answered(Box<Result<Response, FlameError>>),
-    /// The leader we tried certainly did not receive it (NotLeader, or the forward was never
-    /// sent); another attempt cannot apply it twice.
+    /// The leader we tried certainly did not receive it (the forward was never sent); another
+    /// attempt cannot apply it twice.
     NotReceived(FlameError),
+    /// It may have been appended (NotLeader after the leader changed, a broken connection, a
+    /// forward that timed out); only a [`Command::Once`] may be sent again.
+    Unknown(FlameError),
 }
 
 /// How a forward failed.
@@ -386,11 +433,19 @@ fn never_connected(status: &tonic::Status) -> bool {
     false
 }
 
-/// The error of a write held across a leader change until its deadline; it was never applied.
-fn held_too_long(why: &FlameError) -> FlameError {
-    FlameError::DeadlineExceeded(format!(
-        "the write was held for a leader change and not applied: {why}"
-    ))
+/// The error of a write held across a leader change until its deadline: DEADLINE_EXCEEDED
+/// when no attempt can have been applied, else UNAVAILABLE saying its fate is unknown.
+fn out_of_time(why: FlameError, maybe_applied: bool) -> FlameError {
+    if maybe_applied {
+        FlameError::Unavailable(format!(
+            "the write was held for a leader change until its deadline; an attempt may or may \
+             not have been applied: {why}"
+        ))
+    } else {
+        FlameError::DeadlineExceeded(format!(
+            "the write was held for a leader change and not applied: {why}"
+        ))
+    }
 }
 
 fn unexpected(reply: &ForwardReply) -> FlameError {

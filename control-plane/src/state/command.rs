@@ -18,7 +18,7 @@
 use super::cache::{self, ClusterCa};
 use super::queue::DispatchPolicy;
 use super::tx::Tx;
-use super::{application, executor, node, queue, retention, session, task};
+use super::{application, executor, node, queue, requests, retention, session, task};
 use bytes::Bytes;
 use flame_proto::error::FlameError;
 use flame_proto::model::{
@@ -293,6 +293,16 @@ pub enum Command {
         /// Its private key, PEM (PKCS#8).
         key_pem: String,
     },
+    /// A client write applied at most once per request id: a repeat answers as the first apply
+    /// did and changes nothing (the requests module).
+    Once {
+        /// The id the member that took the call attached (or the client's).
+        request_id: String,
+        /// The client write ([`Command::is_client_write`]).
+        command: Box<Command>,
+        /// Leader time, which dates the record and expires old ones.
+        now_ms: i64,
+    },
 }
 
 impl Command {
@@ -301,6 +311,7 @@ impl Command {
     pub fn payload_bytes(&self) -> usize {
         let len = |b: &Option<Bytes>| b.as_ref().map_or(0, |b| b.len());
         match self {
+            Command::Once { command, .. } => command.payload_bytes(),
             Command::CreateTasks { tasks, .. } => tasks.iter().map(|t| len(&t.input)).sum(),
             Command::CompleteTasks { results, .. } => results.iter().map(|r| len(&r.output)).sum(),
             Command::CreateSession { spec, .. } => len(&spec.common_data),
@@ -316,6 +327,12 @@ impl Command {
     pub fn set_time(&mut self, now: i64) {
         use Command as C;
         match self {
+            C::Once {
+                command, now_ms, ..
+            } => {
+                *now_ms = now;
+                command.set_time(now);
+            }
             C::EnsureBuiltins { now_ms }
             | C::RegisterApplication { now_ms, .. }
             | C::UnregisterApplication { now_ms, .. }
@@ -342,6 +359,76 @@ impl Command {
             | C::ReleaseExecutor { .. }
             | C::PurgeSessions { .. }
             | C::SetClusterCa { .. } => {}
+        }
+    }
+
+    /// Whether this is a write a client asks for, which members wrap in [`Command::Once`] so a
+    /// re-send is harmless. The others are the leader's and the agents' own commands, built
+    /// to be idempotent (a repeated heartbeat, registration or result changes nothing more).
+    pub fn is_client_write(&self) -> bool {
+        use Command as C;
+        match self {
+            C::RegisterApplication { .. }
+            | C::UpdateApplication { .. }
+            | C::UnregisterApplication { .. }
+            | C::CreateSession { .. }
+            | C::OpenSession { .. }
+            | C::CloseSession { .. }
+            | C::DeleteSession { .. }
+            | C::CreateTasks { .. } => true,
+            C::EnsureBuiltins { .. }
+            | C::RegisterNode { .. }
+            | C::Heartbeat { .. }
+            | C::NodeDisconnected { .. }
+            | C::MarkNodeNotReady { .. }
+            | C::CreateExecutor { .. }
+            | C::RegisterExecutor { .. }
+            | C::BindExecutor { .. }
+            | C::BindCompleted { .. }
+            | C::UnbindExecutor { .. }
+            | C::UnbindCompleted { .. }
+            | C::ReleaseExecutor { .. }
+            | C::ExecutorReleased { .. }
+            | C::AssignTasks { .. }
+            | C::CompleteTasks { .. }
+            | C::RequeueTasks { .. }
+            | C::PurgeSessions { .. }
+            | C::SetClusterCa { .. }
+            | C::Once { .. } => false,
+        }
+    }
+
+    /// The command's name, for messages.
+    pub fn kind(&self) -> &'static str {
+        use Command as C;
+        match self {
+            C::EnsureBuiltins { .. } => "EnsureBuiltins",
+            C::RegisterApplication { .. } => "RegisterApplication",
+            C::UpdateApplication { .. } => "UpdateApplication",
+            C::UnregisterApplication { .. } => "UnregisterApplication",
+            C::CreateSession { .. } => "CreateSession",
+            C::OpenSession { .. } => "OpenSession",
+            C::CloseSession { .. } => "CloseSession",
+            C::DeleteSession { .. } => "DeleteSession",
+            C::CreateTasks { .. } => "CreateTasks",
+            C::RegisterNode { .. } => "RegisterNode",
+            C::Heartbeat { .. } => "Heartbeat",
+            C::NodeDisconnected { .. } => "NodeDisconnected",
+            C::MarkNodeNotReady { .. } => "MarkNodeNotReady",
+            C::CreateExecutor { .. } => "CreateExecutor",
+            C::RegisterExecutor { .. } => "RegisterExecutor",
+            C::BindExecutor { .. } => "BindExecutor",
+            C::BindCompleted { .. } => "BindCompleted",
+            C::UnbindExecutor { .. } => "UnbindExecutor",
+            C::UnbindCompleted { .. } => "UnbindCompleted",
+            C::ReleaseExecutor { .. } => "ReleaseExecutor",
+            C::ExecutorReleased { .. } => "ExecutorReleased",
+            C::AssignTasks { .. } => "AssignTasks",
+            C::CompleteTasks { .. } => "CompleteTasks",
+            C::RequeueTasks { .. } => "RequeueTasks",
+            C::PurgeSessions { .. } => "PurgeSessions",
+            C::SetClusterCa { .. } => "SetClusterCa",
+            C::Once { .. } => "Once",
         }
     }
 }
@@ -520,6 +607,11 @@ pub(crate) fn dispatch(tx: &mut Tx<'_>, command: Command) -> Outcome {
         C::SetClusterCa { cert_pem, key_pem } => {
             Outcome::ClusterCa(cache::set_cluster_ca(tx, ClusterCa { cert_pem, key_pem }))
         }
+        C::Once {
+            request_id,
+            command,
+            now_ms,
+        } => requests::apply_once(tx, request_id, *command, now_ms),
         cluster @ (C::RegisterNode { .. }
         | C::Heartbeat { .. }
         | C::NodeDisconnected { .. }

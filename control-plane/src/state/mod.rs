@@ -18,6 +18,8 @@
 //!   [`StateView`] after each durable batch through a [`StateReader`].
 //! - [`closed_sessions_to_purge`]: the retention policy the leader turns into
 //!   [`Command::PurgeSessions`].
+//! - [`requests`]: exactly-once client writes: [`Command::Once`] and the bounded table of request
+//!   ids with their answers, consulted before any state check.
 //! - [`cache`]: what the object cache needs: the bounded, sequenced object-drop log (appended
 //!   when a session closes or an application is unregistered) and the cluster CA
 //!   ([`Command::SetClusterCa`], first one wins).
@@ -41,6 +43,7 @@ mod model;
 pub mod node;
 mod persist;
 pub mod queue;
+pub mod requests;
 mod retention;
 pub mod session;
 pub mod task;
@@ -53,6 +56,7 @@ pub use command::{
 };
 pub use model::{ExecutorEntry, NodeEntry, SessionEntry, State, TaskEntry};
 pub use persist::{FlameApp, StateReader, StateView, TABLES};
+pub use requests::{RequestRecord, RequestTable};
 pub use retention::closed_sessions_to_purge;
 pub use tx::Dirty;
 

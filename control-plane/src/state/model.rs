@@ -7,7 +7,7 @@
 //!
 //! Why persistent maps: readers (Frontend handlers, watchers) get an immutable copy of the state
 //! after every durable batch. Every collection here is an `imbl` structure holding `Arc`s, so
-//! cloning a [`State`] costs six reference-count increments, and the first change after a clone
+//! cloning a [`State`] costs eight reference-count increments, and the first change after a clone
 //! copies only the touched path: one session entry (a few strings and small vectors), the
 //! 64-slot chunks of its task vector that change, and O(log n) map nodes. A batch that touches
 //! k tasks therefore copies O(k + log n) small nodes, independent of the number of tasks held.
@@ -197,6 +197,8 @@ pub struct State {
     pub(crate) object_drops: Vector<ObjectDrop>,
     /// The cluster CA, once the first SetClusterCa was applied.
     pub(crate) cluster_ca: Option<Arc<ClusterCa>>,
+    /// Request ids of recent client writes and their answers.
+    pub(crate) requests: super::requests::RequestTable,
 }
 
 /// `NotFound("session <id> not found")`.
@@ -304,6 +306,11 @@ impl State {
     /// Mutable access to a node (copy-on-write if a reader shares it).
     pub(crate) fn node_mut(&mut self, name: &str) -> Option<&mut NodeEntry> {
         self.nodes.get_mut(name).map(Arc::make_mut)
+    }
+
+    /// The request ids of recent client writes.
+    pub fn requests(&self) -> &super::requests::RequestTable {
+        &self.requests
     }
 
     /// The id of the executor holding `task`, if any.

@@ -19,6 +19,7 @@
 //! | `nodes` | name | `Node` and its agent id |
 //! | `object_drops` | seq (u64, big-endian) | `ObjectDrop` |
 //! | `cluster_meta` | `cluster_ca` | `ClusterCa` (certificate and private key, PEM) |
+//! | `requests` | request id | `RequestRecord` (time and slim answer of a client write) |
 //!
 //! A task key is the session id's byte length (u32, big-endian), its bytes, then the task id
 //! (u64, big-endian), so one session's tasks are contiguous and in id order.
@@ -27,7 +28,7 @@
 //! recomputed from tasks on restore instead of rewriting the session row on every task change,
 //! and inputs are written once instead of on every state change.
 //!
-//! Publication cost per batch: cloning the [`State`] is six reference-count increments
+//! Publication cost per batch: cloning the [`State`] is eight reference-count increments
 //! (persistent maps; see the model module), plus one `Arc` allocation for the view. The first
 //! change to a shared object afterwards copies only that object's path.
 //!
@@ -68,6 +69,7 @@ const EXECUTORS: Table = TableDefinition::new("executors");
 const NODES: Table = TableDefinition::new("nodes");
 const OBJECT_DROPS: Table = TableDefinition::new("object_drops");
 const CLUSTER_META: Table = TableDefinition::new("cluster_meta");
+const REQUESTS: Table = TableDefinition::new("requests");
 
 /// The key of the cluster CA in `cluster_meta`.
 const KEY_CLUSTER_CA: &[u8] = b"cluster_ca";
@@ -83,6 +85,7 @@ pub const TABLES: &[&str] = &[
     "nodes",
     "object_drops",
     "cluster_meta",
+    "requests",
 ];
 
 #[derive(Serialize)]
@@ -312,7 +315,8 @@ pub(crate) fn write_dirty(
     write_cache_rows(txn, state, dirty)
 }
 
-/// Writes the object drops `dirty` names (deleting trimmed ones) and the cluster CA.
+/// Writes the object drops `dirty` names (deleting trimmed ones), the cluster CA and the
+/// request records.
 fn write_cache_rows(txn: &WriteTransaction, state: &State, dirty: &Dirty) -> Result<(), Error> {
     if !dirty.object_drops.is_empty() {
         let mut table = txn.open_table(OBJECT_DROPS)?;
@@ -326,7 +330,9 @@ fn write_cache_rows(txn: &WriteTransaction, state: &State, dirty: &Dirty) -> Res
         let value = state.cluster_ca().map(encode).transpose()?;
         put(&mut table, KEY_CLUSTER_CA, value)?;
     }
-    Ok(())
+    sync_rows(txn, REQUESTS, &dirty.requests, |id| {
+        state.requests.get(id).map(encode).transpose()
+    })
 }
 
 /// Calls `f` with every row of `def`; a missing table has no rows.
@@ -439,7 +445,8 @@ pub(crate) fn load(txn: &ReadTransaction) -> Result<State, Error> {
     Ok(state)
 }
 
-/// Loads the object drops (checking that their seqs are consecutive) and the cluster CA.
+/// Loads the object drops (checking that their seqs are consecutive), the cluster CA and the
+/// request records.
 fn load_cache_rows(txn: &ReadTransaction, state: &mut State) -> Result<(), Error> {
     for_each_row(txn, OBJECT_DROPS, |key, value| {
         let drop: ObjectDrop = decode(value)?;
@@ -458,6 +465,11 @@ fn load_cache_rows(txn: &ReadTransaction, state: &mut State) -> Result<(), Error
         if key == KEY_CLUSTER_CA {
             state.cluster_ca = Some(Arc::new(decode::<ClusterCa>(value)?));
         }
+        Ok(())
+    })?;
+    for_each_row(txn, REQUESTS, |key, value| {
+        let id = std::str::from_utf8(key).map_err(|_| corrupt("bad request id key"))?;
+        state.requests.insert(id.to_owned(), decode(value)?);
         Ok(())
     })
 }

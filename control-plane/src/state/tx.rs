@@ -39,6 +39,8 @@ pub struct Dirty {
     pub object_drops: BTreeSet<u64>,
     /// The cluster CA was stored.
     pub cluster_ca: bool,
+    /// Request records written or removed.
+    pub requests: BTreeSet<String>,
 }
 
 impl Dirty {
@@ -169,6 +171,11 @@ impl ChangeLog<'_> {
     /// An object drop was appended or trimmed; no effect, caches poll the log.
     pub(crate) fn object_drop_changed(&mut self, seq: u64) {
         self.dirty.object_drops.insert(seq);
+    }
+
+    /// A request record was written or removed; no effect, only a repeat reads it.
+    pub(crate) fn request_changed(&mut self, id: &str) {
+        self.dirty.requests.insert(id.to_owned());
     }
 
     /// The cluster CA was stored; no effect, it is read when a certificate is requested.

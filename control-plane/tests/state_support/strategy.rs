@@ -5,6 +5,7 @@ use bytes::Bytes;
 use flame_control_plane::state::queue::DispatchPolicy;
 use flame_control_plane::state::{
     Assignment, BindResult, Command, MAX_OBJECT_DROPS, NewTask, State, TaskRef, TaskResult,
+    requests::MAX_REQUESTS,
 };
 use flame_proto::model::{
     ApplicationSpec, ExecutorState, ResourceRequirement, SessionSpec, Shim, TaskCounters, TaskState,
@@ -233,11 +234,28 @@ fn task_commands() -> impl Strategy<Value = Command> {
     ]
 }
 
+/// A client write wrapped in `Once` with a request id from a small pool, so repeats (even with
+/// another body, which no member sends) and first uses mix.
+fn once_commands() -> impl Strategy<Value = Command> {
+    let id = proptest::sample::select(&["q0", "q1", "q2", ""][..]).prop_map(String::from);
+    (
+        id,
+        prop_oneof![app_commands(), session_commands()],
+        0i64..300_000,
+    )
+        .prop_map(|(request_id, command, now_ms)| Command::Once {
+            request_id,
+            command: Box::new(command),
+            now_ms,
+        })
+}
+
 /// Any command, valid or not, over small pools of names.
 pub fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
         1 => app_commands(),
         4 => session_commands(),
+        2 => once_commands(),
         2 => node_commands(),
         4 => executor_commands(),
         4 => task_commands(),
@@ -249,6 +267,10 @@ pub fn check_invariants(state: &State) {
     let running_on = check_executors(state);
     check_sessions(state, &running_on);
     check_object_drops(state);
+    assert!(
+        state.requests().len() <= MAX_REQUESTS,
+        "the request table is bounded"
+    );
 }
 
 /// The object-drop log holds at most its maximum, with consecutive seqs and well-formed
