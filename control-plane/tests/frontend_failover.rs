@@ -117,6 +117,55 @@ async fn a_write_through_a_follower_just_after_the_leader_dies_is_held_then_appl
     Ok(())
 }
 
+/// Claim: a write held for a leader change gives up at the client's own deadline (its
+/// `grpc-timeout`, here 2 s, well under the 10 s default hold) with DEADLINE_EXCEEDED naming
+/// the leader change, and it is never applied, not even once a leader exists again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_held_past_the_clients_deadline_fails_with_deadline_exceeded_and_is_not_applied()
+-> anyhow::Result<()> {
+    let mut run = start("frontend-hold-deadline").await?;
+    let [f1, f2] = run.followers;
+    let mut c1 = frontend(&run.cluster, f1)?;
+    prepare(&mut c1).await?;
+    // Without a majority no leader can be elected, so the write can only be held.
+    run.cluster.kill(run.leader)?;
+    run.cluster.kill(f2)?;
+    let mut request = tonic::Request::new(task_request(SESSION, Some(b"too-late")));
+    request.set_timeout(Duration::from_secs(2));
+    let started = Instant::now();
+    let status = c1
+        .create_task(request)
+        .await
+        .err()
+        .context("a write without a leader succeeded")?;
+    let waited = started.elapsed();
+    eprintln!("the write was held for {waited:?}: {status:?}");
+    ensure!(
+        status.code() == tonic::Code::DeadlineExceeded
+            && status.message().contains("leader change")
+            && status.message().contains("not applied"),
+        "{status:?}"
+    );
+    ensure!(
+        waited < Duration::from_secs(5),
+        "held {waited:?}, past the client's deadline"
+    );
+    run.cluster.spawn(run.leader)?;
+    run.cluster.spawn(f2)?;
+    run.cluster.wait_for_leader(&[1, 2, 3], DEADLINE).await?;
+    let acked = BTreeMap::from([("1".to_owned(), b"w-first".to_vec())]);
+    for member in [1, 2, 3] {
+        let c = frontend(&run.cluster, member)?;
+        eventually("every member to list only the first task", || {
+            let mut c = c.clone();
+            let acked = acked.clone();
+            async move { Ok(check_tasks(&mut c, &acked).await.ok()) }
+        })
+        .await?;
+    }
+    Ok(())
+}
+
 async fn prepare(c: &mut FrontendClient<Channel>) -> anyhow::Result<()> {
     let r = c
         .register_application(v1::RegisterApplicationRequest {

@@ -9,6 +9,7 @@
 //!   convert to and from protobuf.
 //! - [`error`]: [`error::FlameError`], the domain error by meaning, and its mapping to and from
 //!   `tonic::Status`.
+//! - [`deadline`]: the client's deadline of a call, from its `grpc-timeout` header.
 //!
 //! Caveat: no other crate may define protobuf conversions or status mappings; add them here.
 
@@ -56,6 +57,8 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/flame_descriptor_set.bin"));
 
 mod convert;
+#[warn(missing_docs)]
+pub mod deadline;
 #[warn(missing_docs)]
 pub mod error;
 #[warn(missing_docs)]

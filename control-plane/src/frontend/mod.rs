@@ -5,7 +5,8 @@
 //! - **Writes** are validated on the receiving member ([`request`]), turned into one
 //!   [`crate::state::Command`] with `now_ms: 0` (the leader stamps the time), replicated through
 //!   [`MemberHandle::write`] (forwarded to the leader from a follower, so the client sees one
-//!   ordinary call), and the replicated outcome is converted back. RegisterApplication,
+//!   ordinary call; held across a leader change within the client's `grpc-timeout`, see
+//!   [`MemberHandle::within`]), and the replicated outcome is converted back. RegisterApplication,
 //!   UpdateApplication and UnregisterApplication report business failures in-band
 //!   ([`applications`]).
 //! - **Reads** (`Get*`, `List*`, and the start of ListTask) are linearizable: the leader confirms
@@ -33,6 +34,7 @@ pub mod watch;
 use crate::member::handle::MemberHandle;
 use flame_proto::cluster::tasks_server::{Tasks, TasksServer};
 use flame_proto::cluster::{CreateTasksRequest, CreateTasksResponse};
+use flame_proto::deadline::grpc_timeout;
 use flame_proto::error::FlameError;
 use flame_proto::v1;
 use flame_proto::v1::frontend_server::{Frontend, FrontendServer};
@@ -107,7 +109,12 @@ impl Frontend for FrontendService {
         &self,
         request: Request<v1::RegisterApplicationRequest>,
     ) -> Result<Response<v1::Result>, Status> {
-        let result = applications::register(&self.handle, request.into_inner()).await;
+        let timeout = grpc_timeout(request.metadata());
+        let result = MemberHandle::within(
+            timeout,
+            applications::register(&self.handle, request.into_inner()),
+        )
+        .await;
         reply("RegisterApplication", result)
     }
 
@@ -115,7 +122,12 @@ impl Frontend for FrontendService {
         &self,
         request: Request<v1::UnregisterApplicationRequest>,
     ) -> Result<Response<v1::Result>, Status> {
-        let result = applications::unregister(&self.handle, request.into_inner()).await;
+        let timeout = grpc_timeout(request.metadata());
+        let result = MemberHandle::within(
+            timeout,
+            applications::unregister(&self.handle, request.into_inner()),
+        )
+        .await;
         reply("UnregisterApplication", result)
     }
 
@@ -123,7 +135,12 @@ impl Frontend for FrontendService {
         &self,
         request: Request<v1::UpdateApplicationRequest>,
     ) -> Result<Response<v1::Result>, Status> {
-        let result = applications::update(&self.handle, request.into_inner()).await;
+        let timeout = grpc_timeout(request.metadata());
+        let result = MemberHandle::within(
+            timeout,
+            applications::update(&self.handle, request.into_inner()),
+        )
+        .await;
         reply("UpdateApplication", result)
     }
 
@@ -171,7 +188,12 @@ impl Frontend for FrontendService {
         &self,
         request: Request<v1::CreateSessionRequest>,
     ) -> Result<Response<v1::Session>, Status> {
-        let result = sessions::create(&self.handle, request.into_inner()).await;
+        let timeout = grpc_timeout(request.metadata());
+        let result = MemberHandle::within(
+            timeout,
+            sessions::create(&self.handle, request.into_inner()),
+        )
+        .await;
         reply("CreateSession", result)
     }
 
@@ -179,7 +201,12 @@ impl Frontend for FrontendService {
         &self,
         request: Request<v1::DeleteSessionRequest>,
     ) -> Result<Response<v1::Session>, Status> {
-        let result = sessions::delete(&self.handle, request.into_inner()).await;
+        let timeout = grpc_timeout(request.metadata());
+        let result = MemberHandle::within(
+            timeout,
+            sessions::delete(&self.handle, request.into_inner()),
+        )
+        .await;
         reply("DeleteSession", result)
     }
 
@@ -187,7 +214,9 @@ impl Frontend for FrontendService {
         &self,
         request: Request<v1::OpenSessionRequest>,
     ) -> Result<Response<v1::Session>, Status> {
-        let result = sessions::open(&self.handle, request.into_inner()).await;
+        let timeout = grpc_timeout(request.metadata());
+        let result =
+            MemberHandle::within(timeout, sessions::open(&self.handle, request.into_inner())).await;
         reply("OpenSession", result)
     }
 
@@ -195,7 +224,10 @@ impl Frontend for FrontendService {
         &self,
         request: Request<v1::CloseSessionRequest>,
     ) -> Result<Response<v1::Session>, Status> {
-        let result = sessions::close(&self.handle, request.into_inner()).await;
+        let timeout = grpc_timeout(request.metadata());
+        let result =
+            MemberHandle::within(timeout, sessions::close(&self.handle, request.into_inner()))
+                .await;
         reply("CloseSession", result)
     }
 
@@ -219,7 +251,9 @@ impl Frontend for FrontendService {
         request: Request<v1::CreateTaskRequest>,
     ) -> Result<Response<v1::Task>, Status> {
         let (metadata, _, message) = request.into_parts();
-        let result = tasks::create(&self.handle, &metadata, message).await;
+        let timeout = grpc_timeout(&metadata);
+        let call = tasks::create(&self.handle, &metadata, message);
+        let result = MemberHandle::within(timeout, call).await;
         reply("CreateTask", result)
     }
 
@@ -258,7 +292,9 @@ impl Tasks for TasksService {
         &self,
         request: Request<CreateTasksRequest>,
     ) -> Result<Response<CreateTasksResponse>, Status> {
-        let result = tasks::create_batch(&self.handle, request.into_inner()).await;
+        let timeout = grpc_timeout(request.metadata());
+        let call = tasks::create_batch(&self.handle, request.into_inner());
+        let result = MemberHandle::within(timeout, call).await;
         reply("CreateTasks", result)
     }
 }

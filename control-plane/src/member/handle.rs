@@ -10,8 +10,10 @@
 //!   broke, the leader stepped down before committing) is re-sent too, and the state machine
 //!   applies it once and answers the repeat as it answered the first. Internal commands are
 //!   idempotent and are re-sent only when the leader certainly never received them.
-//! - A write that runs out of time while held fails with DEADLINE_EXCEEDED when no attempt
-//!   can have been applied, and with UNAVAILABLE ("may or may not") when one may have.
+//! - A write is held within the client's deadline (its `grpc-timeout`, see
+//!   [`MemberHandle::within`]), else [`WRITE_WAIT`]. One that runs out of time fails with
+//!   DEADLINE_EXCEEDED when no attempt can have been applied, and with UNAVAILABLE ("may or
+//!   may not") when one may have.
 //! - Linearizable reads: the leader confirms it still leads (openraft's read index); a follower
 //!   asks the leader for the read index, waits until it has applied that far, and answers from
 //!   its own state.
@@ -46,6 +48,16 @@ pub const READ_ATTEMPTS: u32 = 5;
 pub const READ_RETRY_WINDOW: Duration = Duration::from_secs(2);
 /// Deadline of one forwarded call.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest hold a client's own deadline can ask for.
+pub const MAX_WRITE_WAIT: Duration = Duration::from_secs(300);
+/// A held write gives up this long before the client's deadline (at most), so the client gets
+/// the member's answer, which says what happened, rather than its own timeout.
+const ANSWER_MARGIN: Duration = Duration::from_millis(200);
+
+tokio::task_local! {
+    /// Until when the call being served may hold its writes; see [`MemberHandle::within`].
+    static CALL_DEADLINE: Instant;
+}
 
 /// How many answers the `forward-reply-lost` fail point dropped (tests read it to know the
 /// fault happened).
@@ -124,9 +136,24 @@ impl MemberHandle {
     }
 
     /// Replicates `command` through the leader and returns its response, holding it across a
-    /// leader change for up to [`WRITE_WAIT`]; see the module docs.
+    /// leader change until the deadline of the call being served ([`MemberHandle::within`]),
+    /// or for up to [`WRITE_WAIT`]; see the module docs.
     pub async fn write(&self, command: Command) -> Result<Response, FlameError> {
-        self.write_until(command, Instant::now() + WRITE_WAIT).await
+        let deadline = CALL_DEADLINE
+            .try_with(|d| *d)
+            .unwrap_or_else(|_| Instant::now() + WRITE_WAIT);
+        self.write_until(command, deadline).await
+    }
+
+    /// Runs `call` (an RPC handler) with its writes held for at most `timeout`, the client's
+    /// `grpc-timeout`, less a margin to answer in time (at most [`MAX_WRITE_WAIT`]); without
+    /// one, writes are held for [`WRITE_WAIT`].
+    pub async fn within<F: std::future::Future>(timeout: Option<Duration>, call: F) -> F::Output {
+        let hold = timeout.map_or(WRITE_WAIT, |t| {
+            t.saturating_sub(ANSWER_MARGIN.min(t / 10))
+                .min(MAX_WRITE_WAIT)
+        });
+        CALL_DEADLINE.scope(Instant::now() + hold, call).await
     }
 
     /// [`MemberHandle::write`] with the hold bounded by `deadline`.
