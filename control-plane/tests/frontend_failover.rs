@@ -7,7 +7,8 @@
 //! exactly once (retries carry the same `flame-request-id`); the watch held on the member that
 //! stays a follower (and on the one that becomes leader) keeps delivering, so closing the
 //! session through the new leader reaches it as Cancelled; and the killed member, restarted,
-//! catches up and serves the same data.
+//! catches up and serves the same data. Also: a write held past the client's deadline, and a
+//! member cut off from the majority (watches end, reads answer UNAVAILABLE).
 
 mod frontend_support;
 
@@ -163,6 +164,54 @@ async fn a_write_held_past_the_clients_deadline_fails_with_deadline_exceeded_and
         })
         .await?;
     }
+    Ok(())
+}
+
+/// Claim (review D10): a member cut off from the majority (here the two others are down)
+/// ends a watch it holds with UNAVAILABLE once it has known no leader for the leaderless limit
+/// (5 s), and answers a read with UNAVAILABLE within a bound, instead of either hanging on
+/// frozen state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_without_a_majority_ends_watches_and_answers_reads_with_unavailable()
+-> anyhow::Result<()> {
+    let mut run = start("frontend-cut-off").await?;
+    let [f1, f2] = run.followers;
+    let mut c1 = frontend(&run.cluster, f1)?;
+    prepare(&mut c1).await?;
+    let mut stream = open_watch(&mut c1).await?;
+    run.cluster.kill(run.leader)?;
+    run.cluster.kill(f2)?;
+    let started = Instant::now();
+    let ended = tokio::time::timeout(DEADLINE, stream.message())
+        .await
+        .context("the watch still hangs")?;
+    let waited = started.elapsed();
+    let status = ended
+        .err()
+        .context("the watch went on without a majority")?;
+    eprintln!("the watch ended after {waited:?}: {status:?}");
+    ensure!(
+        status.code() == tonic::Code::Unavailable && status.message().contains("no leader"),
+        "{status:?}"
+    );
+    ensure!(
+        waited < Duration::from_secs(15),
+        "the watch ended only after {waited:?}"
+    );
+    let started = Instant::now();
+    let read = c1
+        .get_task(v1::GetTaskRequest {
+            task_id: "1".into(),
+            session_id: SESSION.into(),
+        })
+        .await;
+    let waited = started.elapsed();
+    let status = read
+        .err()
+        .context("a read without a majority was answered")?;
+    eprintln!("the read was answered after {waited:?}: {status:?}");
+    ensure!(status.code() == tonic::Code::Unavailable, "{status:?}");
+    ensure!(waited < Duration::from_secs(10), "the read took {waited:?}");
     Ok(())
 }
 

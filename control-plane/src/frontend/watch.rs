@@ -27,8 +27,10 @@
 //!   arrive as one message with the newest state (intermediate non-terminal states may be
 //!   skipped, terminal ones never are, since a watch ends on them).
 //! - Each watch ends when the client cancels it (its receiver is dropped), at a terminal state,
-//!   when the task disappears, or when the member shuts down (UNAVAILABLE): no watch outlives
-//!   its client or its member.
+//!   when the task disappears, when the member shuts down (UNAVAILABLE), or when the member
+//!   has known no leader for [`LEADERLESS_LIMIT`] (UNAVAILABLE, review D10: a member cut off
+//!   from the majority would otherwise hold the watch on frozen state forever): no watch
+//!   outlives its client or its member's contact with the cluster.
 
 use super::request;
 use super::tasks::lookup;
@@ -40,10 +42,16 @@ use flame_proto::v1;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use tracing::{Instrument, debug, info_span};
+
+/// How long a watch follows a member that knows no leader before it ends with UNAVAILABLE
+/// (review D10): longer than any election, so a leader change never ends a watch, but short
+/// enough that a client of a member cut off from the majority moves to another member.
+pub const LEADERLESS_LIMIT: Duration = Duration::from_secs(5);
 
 /// Messages a watch buffers for a slow client before it waits.
 const WATCH_BUFFER: usize = 16;
@@ -295,12 +303,27 @@ struct Watcher {
 
 /// Follows the task until it is terminal or gone, the client cancels, or the member stops.
 async fn follow(mut w: Watcher) {
-    // Bounded by the task's lifecycle, the client's cancellation and the member's shutdown.
+    let handle = w.handle.clone();
+    let cut_off = handle.leaderless_for(LEADERLESS_LIMIT);
+    tokio::pin!(cut_off);
+    // Bounded by the task's lifecycle, the client's cancellation, the member's shutdown and
+    // its contact with a leader.
     loop {
         tokio::select! {
             _ = w.registration.notify.notified() => {}
             _ = w.tx.closed() => {
                 debug!("watch cancelled by the client");
+                return;
+            }
+            () = &mut cut_off => {
+                let stop = FlameError::Unavailable(format!(
+                    "member {} has known no leader for {LEADERLESS_LIMIT:?} (cut off from the \
+                     majority?), so its state may be stale; watch the task again through \
+                     another member",
+                    handle.id
+                ));
+                debug!(%stop, "watch ended");
+                let _ = w.tx.send(Err(Status::from(stop))).await;
                 return;
             }
         }

@@ -46,8 +46,11 @@ const RESEND_PAUSE: Duration = Duration::from_millis(500);
 pub const READ_ATTEMPTS: u32 = 5;
 /// A failed read attempt is retried only while the read has taken less than this.
 pub const READ_RETRY_WINDOW: Duration = Duration::from_secs(2);
-/// Deadline of one forwarded call.
+/// Deadline of one forwarded write.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deadline of one read-index request to the leader: a read confirms in one heartbeat round,
+/// so a leader that does not answer in this time is unreachable (this member may be cut off).
+const READ_INDEX_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest hold a client's own deadline can ask for.
 pub const MAX_WRITE_WAIT: Duration = Duration::from_secs(300);
 /// A held write gives up this long before the client's deadline (at most), so the client gets
@@ -120,6 +123,33 @@ impl MemberHandle {
                         "no leader elected within {wait:?}; is a majority of members up?"
                     )));
                 }
+            }
+        }
+    }
+
+    /// Resolves once this member has known no leader for `limit` without a break: it is cut off
+    /// from the majority (or a majority is down), so its applied state may be stale for good.
+    /// A normal election takes well under a second.
+    pub async fn leaderless_for(&self, limit: Duration) {
+        let mut metrics = self.raft.metrics();
+        loop {
+            // Wait for the leader to be unknown.
+            while metrics.borrow_and_update().current_leader.is_some() {
+                if metrics.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+            // Then for one to be known again, within `limit`.
+            let found = tokio::time::timeout(limit, async {
+                while metrics.borrow_and_update().current_leader.is_none() {
+                    if metrics.changed().await.is_err() {
+                        return std::future::pending().await;
+                    }
+                }
+            })
+            .await;
+            if found.is_err() {
+                return;
             }
         }
     }
@@ -224,7 +254,7 @@ impl MemberHandle {
             };
         }
         let request = ForwardRequest::Propose(Box::new(command.clone()));
-        let forwarded = self.forward(leader, node, request).await;
+        let forwarded = self.forward(leader, node, request, FORWARD_TIMEOUT).await;
         // Tests: the leader applied the write, but its answer is lost on the way back.
         fail::fail_point!("forward-reply-lost", forwarded.is_ok(), |_| {
             LOST_REPLIES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -261,6 +291,7 @@ impl MemberHandle {
         leader: u64,
         node: &Member,
         request: ForwardRequest,
+        timeout: Duration,
     ) -> Result<ForwardReply, Forwarded> {
         let bytes = postcard::to_stdvec(&request).map_err(|e| {
             Forwarded::Answered(FlameError::Internal(format!(
@@ -269,7 +300,7 @@ impl MemberHandle {
         })?;
         let reply = self
             .network
-            .forward(leader, node, bytes, FORWARD_TIMEOUT)
+            .forward(leader, node, bytes, timeout)
             .await
             .map_err(|status| forward_failure(leader, status))?;
         postcard::from_bytes(&reply).map_err(|e| {
@@ -341,7 +372,11 @@ impl MemberHandle {
             let index = if leader == self.id {
                 self.confirm_leadership().await
             } else {
-                match self.forward(leader, &node, ForwardRequest::ReadIndex).await {
+                let request = ForwardRequest::ReadIndex;
+                match self
+                    .forward(leader, &node, request, READ_INDEX_TIMEOUT)
+                    .await
+                {
                     Ok(ForwardReply::ReadIndex(i)) => Ok(i),
                     Ok(other) => Err(unexpected(&other)),
                     Err(e) => Err(e.into_error()),
