@@ -8,13 +8,14 @@
 //! (its response channel closed before the server ended it). Many watches run through one
 //! `Connection`; none may be cancelled.
 
+mod common;
+
+use common::fake::unused;
 use flame_proto::cluster::cluster_server::{Cluster, ClusterServer};
 use flame_proto::cluster::*;
 use flame_proto::v1::frontend_server::{Frontend, FrontendServer};
 use flame_proto::v1::{self, *};
 use flame_sdk::client::{Connection, TaskState};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -34,24 +35,6 @@ struct Fake {
     cancelled: Arc<AtomicU64>,
     /// Watches served.
     served: Arc<AtomicU64>,
-}
-
-/// What `tonic::async_trait` makes of a unary method.
-type Reply<'a, T> =
-    Pin<Box<dyn Future<Output = std::result::Result<Response<T>, Status>> + Send + 'a>>;
-
-/// Unary methods the test never calls, in the form `tonic::async_trait` expands methods to
-/// (the attribute does not see into macro calls).
-macro_rules! unused {
-    ($($name:ident($req:ty) -> $resp:ty;)*) => {$(
-        fn $name<'life0, 'async_trait>(&'life0 self, _: Request<$req>) -> Reply<'async_trait, $resp>
-        where
-            'life0: 'async_trait,
-            Self: 'async_trait,
-        {
-            Box::pin(async { Err(Status::unimplemented("fake")) })
-        }
-    )*};
 }
 
 #[tonic::async_trait]

@@ -28,13 +28,16 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 use tokio::sync::mpsc;
-use tonic::{Request, Status};
+use tonic::{Code, Request, Status};
 
 /// How long a finished watch waits for the server's end of stream before dropping it.
 const END_OF_STREAM_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The metadata key carrying a `CreateTask` request id.
 pub const REQUEST_ID_KEY: &str = "flame-request-id";
+
+/// `CreateTask` calls in flight when a server without `CreateTasks` gets a batch.
+pub const FALLBACK_IN_FLIGHT: usize = 16;
 
 /// What a new session looks like.
 #[derive(Debug, Clone, Default)]
@@ -269,6 +272,10 @@ impl Session {
 
     /// Creates a batch of tasks in one `CreateTasks` call, one request id per task; returns
     /// one task per request, in order. Every retry sends the same ids.
+    ///
+    /// A server without Flame's `Tasks` service (a single upstream Flame server answers
+    /// UNIMPLEMENTED) gets the tasks one `CreateTask` call each instead, [`FALLBACK_IN_FLIGHT`]
+    /// at a time, still in order.
     pub async fn create_tasks(&self, requests: &[TaskRequest]) -> Result<Vec<Task>, ClientError> {
         let req = CreateTasksRequest {
             session_id: self.id.clone(),
@@ -280,22 +287,39 @@ impl Session {
                 })
                 .collect(),
         };
-        let tasks = self
+        let reply = self
             .conn
             .call(Target::Leader, |ch, _| {
                 let req = req.clone();
-                async move { Ok(TasksClient::new(ch).create_tasks(req).await?.into_inner()) }
+                async move {
+                    match TasksClient::new(ch).create_tasks(req).await {
+                        Ok(reply) => Ok(Some(reply.into_inner())),
+                        Err(status) if status.code() == Code::Unimplemented => Ok(None),
+                        Err(status) => Err(status),
+                    }
+                }
             })
-            .await?
-            .tasks;
-        if tasks.len() != requests.len() {
+            .await?;
+        let Some(reply) = reply else {
+            return self.create_one_by_one(requests).await;
+        };
+        if reply.tasks.len() != requests.len() {
             return Err(ClientError::Protocol(format!(
                 "CreateTasks returned {} tasks for {} submissions",
-                tasks.len(),
+                reply.tasks.len(),
                 requests.len()
             )));
         }
-        Ok(tasks)
+        Ok(reply.tasks)
+    }
+
+    /// [`Session::create_tasks`] through `CreateTask`, for servers without `CreateTasks`.
+    async fn create_one_by_one(&self, requests: &[TaskRequest]) -> Result<Vec<Task>, ClientError> {
+        use futures::stream::{StreamExt, TryStreamExt};
+        futures::stream::iter(requests.iter().map(|r| self.submit(r)))
+            .buffered(FALLBACK_IN_FLIGHT)
+            .try_collect()
+            .await
     }
 
     /// Task `task_id` of this session, from any member.

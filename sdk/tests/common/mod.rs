@@ -5,6 +5,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different subset.
 
+pub mod fake;
+
 use anyhow::{Context, bail};
 use flame_proto::v1::{self, instance_client::InstanceClient};
 use hyper_util::rt::TokioIo;
