@@ -11,6 +11,7 @@ pub type Reply<'a, T> =
 
 /// Unary methods answering UNIMPLEMENTED, written in the form `tonic::async_trait` expands
 /// methods to (the attribute does not see into macro calls).
+#[allow(unused_macros)] // Test binaries without a fake server include this module too.
 macro_rules! unused {
     ($($name:ident($req:ty) -> $resp:ty;)*) => {$(
         fn $name<'life0, 'async_trait>(
@@ -25,4 +26,5 @@ macro_rules! unused {
         }
     )*};
 }
+#[allow(unused_imports)]
 pub(crate) use unused;
