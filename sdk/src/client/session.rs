@@ -315,11 +315,25 @@ impl Session {
 
     /// [`Session::create_tasks`] through `CreateTask`, for servers without `CreateTasks`.
     async fn create_one_by_one(&self, requests: &[TaskRequest]) -> Result<Vec<Task>, ClientError> {
-        use futures::stream::{StreamExt, TryStreamExt};
-        futures::stream::iter(requests.iter().map(|r| self.submit(r)))
-            .buffered(FALLBACK_IN_FLIGHT)
-            .try_collect()
-            .await
+        use futures::StreamExt;
+        // A loop rather than `iter().map(..).buffered(..)`: a closure over the borrowed
+        // requests would make this future unusable from spawned tasks (rustc's higher-ranked
+        // lifetime limitation).
+        let mut in_flight = futures::stream::FuturesOrdered::new();
+        let mut next = requests.iter();
+        let mut tasks = Vec::with_capacity(requests.len());
+        loop {
+            while in_flight.len() < FALLBACK_IN_FLIGHT {
+                match next.next() {
+                    Some(request) => in_flight.push_back(self.submit(request)),
+                    None => break,
+                }
+            }
+            match in_flight.next().await {
+                Some(task) => tasks.push(task?),
+                None => return Ok(tasks),
+            }
+        }
     }
 
     /// Task `task_id` of this session, from any member.
