@@ -334,10 +334,19 @@ fn print_banner(
         args.cluster_name,
         args.data_dir.display()
     );
-    for i in 0..3u16 {
-        out!("  member {}: http://127.0.0.1:{}", i + 1, args.api_port + i);
+    let urls: Vec<String> = (0..3u16)
+        .map(|i| format!("http://127.0.0.1:{}", args.api_port + i))
+        .collect();
+    for (i, url) in urls.iter().enumerate() {
+        out!("  member {}: {url}", i + 1);
     }
     out!("  leader: member {leader}");
+    // flmctl and the Rust SDK take every member and move on when one dies; flamepy takes one
+    // address, which operators point at all members (docs/architecture.md, "Clients").
+    out!(
+        "  every member, for flmctl and the Rust SDK: FLAME_ENDPOINT={}",
+        urls.join(",")
+    );
     if let Some(cache) = cache_endpoint {
         out!("  object cache: {cache}");
     }

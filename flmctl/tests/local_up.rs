@@ -99,6 +99,12 @@ async fn local_up_serves_stops_on_sigint_and_resumes_with_its_data() -> anyhow::
     let mut child = start(dir.path(), base, &[]);
     let banner = wait_up(&mut child);
     assert!(banner.contains("leader: member"), "{banner}");
+    let every_member = format!(
+        "FLAME_ENDPOINT=http://127.0.0.1:{base},http://127.0.0.1:{},http://127.0.0.1:{}",
+        base + 1,
+        base + 2
+    );
+    assert!(banner.contains(&every_member), "{banner}");
     let endpoint = format!("http://127.0.0.1:{}", base + 1);
     let mut client = FrontendClient::connect(endpoint.clone()).await?;
     let spec = SessionSpec {
