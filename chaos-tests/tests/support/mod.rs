@@ -1,6 +1,7 @@
 //! Shared steps of the whole-cluster tests: three members and real node agents, a `flmping`
 //! session, batch task creation through `flame.cluster.v1.Tasks/CreateTasks`, and bounded
-//! polls of the session's counters. `chaos_tests::flamepy` runs flamepy 0.6.0 client scripts.
+//! polls of the session's counters. `chaos_tests::flamepy` runs flamepy 0.6.0 client scripts;
+//! [`failover`] SIGKILLs the leader under such a script and reads its per-call lines.
 //!
 //! Every wait polls a condition until a deadline; nothing sleeps and then asserts.
 
@@ -13,6 +14,8 @@ use flame_proto::cluster::{CreateTasksRequest, TaskSubmission};
 use flame_proto::v1;
 use std::future::Future;
 use std::time::Duration;
+
+pub mod failover;
 
 /// Bound on cluster start-up steps (leader election, built-in applications).
 pub const STARTUP: Duration = Duration::from_secs(30);
