@@ -137,7 +137,7 @@ fn records_keep_no_bulk_bytes_and_a_repeat_gets_them_back_from_the_state() {
     let input = vec![7u8; 64 << 10];
     m.apply(once("big", create_task("s", &input, None), 100));
     let record = m.state().requests().get("big").expect("a record");
-    match &record.outcome {
+    match record.outcome() {
         Outcome::Tasks(Ok(t)) => assert_eq!(t[0].input, None, "the record has no input"),
         other => panic!("{other:?}"),
     }
@@ -279,7 +279,7 @@ proptest! {
         for command in history {
             m.apply(command);
         }
-        let ids: Vec<String> = m.state().requests().iter().map(|(id, _)| id.clone()).collect();
+        let ids: Vec<String> = m.state().requests().iter().map(|(id, _)| id.to_owned()).collect();
         // At the oldest record's time nothing is old enough to expire.
         let oldest = m.state().requests().iter().map(|(_, r)| r.time_ms).min().unwrap_or(0);
         for id in ids {
@@ -288,7 +288,7 @@ proptest! {
             let repeat = m.apply(once(&id, create_task("s0", b"in", None), oldest));
             prop_assert!(repeat.effects.is_empty());
             prop_assert_eq!(m.state(), &before);
-            let mut expected = recorded.outcome;
+            let mut expected = recorded.outcome();
             if let (Outcome::Tasks(Ok(e)), Outcome::Tasks(Ok(got))) = (&mut expected, &repeat.outcome) {
                 for (e, got) in e.iter_mut().zip(got) {
                     e.input = got.input.clone();

@@ -469,7 +469,7 @@ fn load_cache_rows(txn: &ReadTransaction, state: &mut State) -> Result<(), Error
     })?;
     for_each_row(txn, REQUESTS, |key, value| {
         let id = std::str::from_utf8(key).map_err(|_| corrupt("bad request id key"))?;
-        state.requests.insert(id.to_owned(), decode(value)?);
+        state.requests.insert(id, decode(value)?);
         Ok(())
     })
 }

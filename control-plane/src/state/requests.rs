@@ -21,8 +21,8 @@
 //!   never makes one entry slow; the table still shrinks faster than it grows.
 //!
 //! Records are kept small: a recorded answer drops task inputs and outputs and session common
-//! data (megabytes each, and already stored with their objects). A repeat refills them from the
-//! state while the object exists.
+//! data (megabytes each, and already stored with their objects), and is kept postcard-encoded.
+//! A repeat decodes it and refills the bulk bytes from the state while the object exists.
 //!
 //! Caveats:
 //! - A repeat after its record expired is applied again. Member-attached ids are only re-sent
@@ -32,6 +32,7 @@
 
 use super::command::{Command, Outcome, dispatch};
 use super::tx::Tx;
+use bytes::Bytes;
 use flame_proto::error::FlameError;
 use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
@@ -51,21 +52,42 @@ pub const MAX_REQUEST_ID_LEN: usize = 128;
 pub struct RequestRecord {
     /// Leader time of the first apply.
     pub time_ms: i64,
-    /// Its answer, without bulk bytes (see the module docs).
-    pub outcome: Outcome,
+    /// Its answer without bulk bytes, postcard-encoded: a record is read only for a repeat,
+    /// which is rare, and encoded it takes a fraction of the memory. Empty if it could not be
+    /// encoded.
+    pub answer: Bytes,
 }
 
-/// The request ids applied recently and their answers, with an index by time for expiry.
+impl RequestRecord {
+    /// Records `outcome` (already without bulk bytes) at `time_ms`.
+    fn new(time_ms: i64, outcome: &Outcome) -> Self {
+        // Encoding fails the same way on every member, so an empty answer is deterministic.
+        let answer = postcard::to_stdvec(outcome).map_or_else(|_| Bytes::new(), Bytes::from);
+        RequestRecord { time_ms, answer }
+    }
+
+    /// The recorded answer.
+    pub fn outcome(&self) -> Outcome {
+        postcard::from_bytes(&self.answer).unwrap_or_else(|e| {
+            Outcome::Done(Err(FlameError::Internal(format!(
+                "the write was applied, but its answer could not be recorded: {e}"
+            ))))
+        })
+    }
+}
+
+/// The request ids applied recently and their answers, with an index by time for expiry. An
+/// id's text is allocated once and shared by both maps.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestTable {
-    records: OrdMap<String, Arc<RequestRecord>>,
-    by_time: OrdSet<(i64, String)>,
+    records: OrdMap<Arc<str>, RequestRecord>,
+    by_time: OrdSet<(i64, Arc<str>)>,
 }
 
 impl RequestTable {
     /// The record of `id`, if remembered.
     pub fn get(&self, id: &str) -> Option<&RequestRecord> {
-        self.records.get(id).map(|r| r.as_ref())
+        self.records.get(id)
     }
 
     /// How many ids are remembered.
@@ -79,34 +101,35 @@ impl RequestTable {
     }
 
     /// Every record, by id (persistence and tests).
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &RequestRecord)> {
-        self.records.iter().map(|(id, r)| (id, r.as_ref()))
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &RequestRecord)> {
+        self.records.iter().map(|(id, r)| (id.as_ref(), r))
     }
 
     /// Remembers `record` under `id` (replacing any record of `id`).
-    pub(crate) fn insert(&mut self, id: String, record: RequestRecord) {
+    pub(crate) fn insert(&mut self, id: &str, record: RequestRecord) {
+        let id: Arc<str> = Arc::from(id);
         if let Some(old) = self.records.get(&id) {
             self.by_time.remove(&(old.time_ms, id.clone()));
         }
         self.by_time.insert((record.time_ms, id.clone()));
-        self.records.insert(id, Arc::new(record));
+        self.records.insert(id, record);
     }
 
     /// Removes up to [`MAX_EXPIRED_PER_APPLY`] records older than the TTL at `now_ms`, or beyond
     /// [`MAX_REQUESTS`], oldest first; returns their ids.
-    fn expire(&mut self, now_ms: i64) -> Vec<String> {
+    fn expire(&mut self, now_ms: i64) -> Vec<Arc<str>> {
         let cutoff = now_ms.saturating_sub(REQUEST_TTL_MS);
         let mut removed = Vec::new();
         while removed.len() < MAX_EXPIRED_PER_APPLY {
-            let Some((time_ms, id)) = self.by_time.get_min().cloned() else {
+            let Some(oldest) = self.by_time.get_min().cloned() else {
                 break;
             };
-            if time_ms >= cutoff && self.records.len() < MAX_REQUESTS {
+            if oldest.0 >= cutoff && self.records.len() < MAX_REQUESTS {
                 break;
             }
-            self.by_time.remove(&(time_ms, id.clone()));
-            self.records.remove(&id);
-            removed.push(id);
+            self.by_time.remove(&oldest);
+            self.records.remove(&oldest.1);
+            removed.push(oldest.1);
         }
         removed
     }
@@ -123,17 +146,14 @@ pub(crate) fn apply_once(
         tx.log.request_changed(&expired);
     }
     if let Some(record) = tx.state.requests.get(&request_id) {
-        return replay(tx, record.outcome.clone());
+        return replay(tx, record.outcome());
     }
     if let Err(e) = check(&request_id, &command) {
         return Outcome::Done(Err(e));
     }
     let outcome = dispatch(tx, command);
-    let record = RequestRecord {
-        time_ms: now_ms,
-        outcome: slim(outcome.clone()),
-    };
-    tx.state.requests.insert(request_id.clone(), record);
+    let record = RequestRecord::new(now_ms, &slim(outcome.clone()));
+    tx.state.requests.insert(&request_id, record);
     tx.log.request_changed(&request_id);
     outcome
 }
