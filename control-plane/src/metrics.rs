@@ -5,6 +5,8 @@
 //! - Write path: entries proposed, commands per entry (the group-commit batch size), and the
 //!   time from proposing an entry to its response (commit plus apply).
 //! - Apply: time to apply one entry inside the state machine.
+//! - Failover: writes a member sent to a leader again, because the leader never got them or
+//!   because their fate was unknown (the answer was lost).
 //! - Client API: requests by method and gRPC code, and latency by method, recorded by a tower
 //!   layer on the API server ([`GrpcMetricsLayer`]).
 //!
@@ -40,6 +42,14 @@ pub struct MethodLabels {
     pub method: String,
 }
 
+/// Labels of a write sent again.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResendLabels {
+    /// `not_received` (the leader certainly did not get it) or `unknown_fate` (it may have
+    /// been applied; the request id makes the repeat harmless).
+    pub reason: String,
+}
+
 /// Every metric of a member.
 pub struct Metrics {
     registry: Registry,
@@ -60,6 +70,7 @@ pub struct Metrics {
     pub apply_seconds: Histogram,
     requests: Family<RequestLabels, Counter>,
     request_seconds: Family<MethodLabels, Histogram>,
+    write_resends: Family<ResendLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -90,6 +101,7 @@ impl Metrics {
             apply_seconds: latency_histogram(),
             requests: Family::default(),
             request_seconds: Family::new_with_constructor(latency_histogram),
+            write_resends: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -150,7 +162,21 @@ impl Metrics {
             "Client API latency by method",
             m.request_seconds.clone(),
         );
+        r.register(
+            "write_resends",
+            "Writes this member sent to a leader again, by why",
+            m.write_resends.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Records a write sent again for `reason` (see [`ResendLabels`]).
+    pub fn observe_resend(&self, reason: &str) {
+        self.write_resends
+            .get_or_create(&ResendLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// Copies openraft's metrics into the gauges.

@@ -99,6 +99,8 @@ pub struct MemberHandle {
     pub network: Network,
     /// Request limits and defaults.
     pub limits: Arc<crate::member::Limits>,
+    /// The member's metrics (writes sent again).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl MemberHandle {
@@ -223,13 +225,13 @@ impl MemberHandle {
                 // The member is stopping: not a leader change.
                 Err(e) => return Err(e),
             };
-            let why = match self.send_write(leader, &node, &command).await {
+            let (why, reason) = match self.send_write(leader, &node, &command).await {
                 Sent::Answered(result) => return *result,
-                Sent::NotReceived(why) => why,
+                Sent::NotReceived(why) => (why, "not_received"),
                 // Internal commands repeat harmlessly after a NotLeader, as they always have.
                 Sent::Unknown(why) if once || matches!(why, FlameError::NotLeader { .. }) => {
                     maybe_applied = true;
-                    why
+                    (why, "unknown_fate")
                 }
                 Sent::Unknown(why) => return Err(why),
             };
@@ -237,6 +239,7 @@ impl MemberHandle {
                 return Err(out_of_time(why, maybe_applied));
             }
             tracing::debug!(leader, %why, "a write did not get its answer; sending it again");
+            self.metrics.observe_resend(reason);
             let _ = tokio::time::timeout(pause, self.await_leader_change(leader, deadline)).await;
             pause = (pause * 2).min(RESEND_PAUSE);
         }

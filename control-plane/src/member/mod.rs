@@ -175,6 +175,7 @@ async fn run(
         reader,
         proposer: Proposer::spawn(raft.clone(), ProposerLimits::default(), metrics.clone()),
         network,
+        metrics: metrics.clone(),
         limits: Arc::new(Limits {
             max_payload_bytes: config.cluster.limits.max_payload_bytes,
             default_resreq: config.default_resreq(),
