@@ -48,6 +48,8 @@ pub const READ_ATTEMPTS: u32 = 5;
 pub const READ_RETRY_WINDOW: Duration = Duration::from_secs(2);
 /// Deadline of one forwarded write.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Shortest deadline a forward gets, however little of the call's deadline is left.
+const MIN_FORWARD_TIMEOUT: Duration = Duration::from_millis(100);
 /// Deadline of one read-index request to the leader: a read confirms in one heartbeat round,
 /// so a leader that does not answer in this time is unreachable (this member may be cut off).
 const READ_INDEX_TIMEOUT: Duration = Duration::from_secs(2);
@@ -225,7 +227,7 @@ impl MemberHandle {
                 // The member is stopping: not a leader change.
                 Err(e) => return Err(e),
             };
-            let (why, reason) = match self.send_write(leader, &node, &command).await {
+            let (why, reason) = match self.send_write(leader, &node, &command, deadline).await {
                 Sent::Answered(result) => return *result,
                 Sent::NotReceived(why) => (why, "not_received"),
                 // Internal commands repeat harmlessly after a NotLeader, as they always have.
@@ -249,7 +251,13 @@ impl MemberHandle {
     ///
     /// NotLeader from a proposer does not prove the write was not appended: a leader that steps
     /// down after appending answers NotLeader, and the next leader may still commit the entry.
-    async fn send_write(&self, leader: u64, node: &Member, command: &Command) -> Sent {
+    async fn send_write(
+        &self,
+        leader: u64,
+        node: &Member,
+        command: &Command,
+        deadline: Instant,
+    ) -> Sent {
         if leader == self.id {
             return match self.proposer.propose(command.clone()).await {
                 Err(e @ FlameError::NotLeader { .. }) => Sent::Unknown(e),
@@ -257,7 +265,11 @@ impl MemberHandle {
             };
         }
         let request = ForwardRequest::Propose(Box::new(command.clone()));
-        let forwarded = self.forward(leader, node, request, FORWARD_TIMEOUT).await;
+        // Within the call's deadline, but long enough to be sent at all.
+        let timeout = FORWARD_TIMEOUT
+            .min(deadline.saturating_duration_since(Instant::now()))
+            .max(MIN_FORWARD_TIMEOUT);
+        let forwarded = self.forward(leader, node, request, timeout).await;
         // Tests: the leader applied the write, but its answer is lost on the way back.
         fail::fail_point!("forward-reply-lost", forwarded.is_ok(), |_| {
             LOST_REPLIES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
