@@ -15,7 +15,8 @@
 //! Liveness: without `min_instances` reservations, iterating plan and apply (agents report
 //! binds as successful and tasks as succeeded) completes every task of every schedulable Host
 //! session that fits some Ready node within a bounded number of rounds, while Wasm sessions
-//! stay Pending.
+//! stay Pending; and no such session goes more than a few rounds without an executor while an
+//! executor is kept warm, idle, for a session with nothing to run (reclaim on demand).
 
 mod scheduler_support;
 
@@ -181,7 +182,9 @@ fn scenario(with_min: bool, with_failures: bool) -> impl Strategy<Value = Scenar
         policies(),
         1u32..6,
         1u32..4,
-        [(0i64..4, 1u32..7), (0i64..4, 1u32..7)],
+        // delay_release up to two minutes: longer than any liveness budget below, so only
+        // reclaiming idle executors for waiting sessions keeps the budgets.
+        [(0i64..120, 1u32..7), (0i64..120, 1u32..7)],
     );
     (cluster, settings).prop_map(
         |((nodes, sessions, executors), (policies, max_per_node, bind_limit, apps))| Scenario {
@@ -203,6 +206,7 @@ fn build(sc: &Scenario) -> World {
         bind_retry_limit: sc.bind_limit,
         max_executors_per_node: sc.max_per_node,
         dispatch: DispatchPolicy::default(),
+        ..SchedulerConfig::default()
     });
     for (i, (delay, max)) in sc.apps.iter().enumerate() {
         w.app(APPS[i], Shim::Host, *max, *delay);
@@ -489,6 +493,40 @@ fn completable(w: &World) -> Vec<String> {
         .collect()
 }
 
+/// Most rounds (seconds) a session may go without an executor, its tasks Pending, while some
+/// executor stays bound, idle, to a session that has nothing left to run: reclaim takes one
+/// executor per waiting instance per round once idle for the grace, and a taken executor may
+/// first be released to make room.
+const MAX_STARVED_ROUNDS: usize = 12;
+
+/// Sessions of `targets` with Pending tasks and no executor, while an executor is Bound with
+/// no task to a session without Pending tasks (kept warm).
+fn starved_beside_idle(w: &World, targets: &[String]) -> Vec<String> {
+    let state = w.m.state();
+    let warm_idle = state.executor_entries().any(|e| {
+        e.executor.state == ExecutorState::Bound
+            && e.tasks.is_empty()
+            && e.executor
+                .session_id
+                .as_deref()
+                .and_then(|s| state.session(s))
+                .is_some_and(|s| s.counters.pending == 0 && s.spec.min_instances == 0)
+    });
+    if !warm_idle {
+        return Vec::new();
+    }
+    targets
+        .iter()
+        .filter(|s| w.count(s, TaskState::Pending) > 0)
+        .filter(|s| {
+            state
+                .executors()
+                .all(|e| e.session_id.as_deref() != Some(s.as_str()))
+        })
+        .cloned()
+        .collect()
+}
+
 fn unfinished(w: &World, session: &str) -> usize {
     w.count(session, TaskState::Pending) + w.count(session, TaskState::Running)
 }
@@ -517,11 +555,20 @@ proptest! {
         }
         let targets = completable(&w);
         let none = BTreeSet::new();
-        // A warm executor may hold a node for its application's delay_release (up to 60 s,
-        // 60 rounds) before the next session can have it, once per session in the worst case.
-        let budget = 200 + 70 * sc.sessions.len();
+        // Every round advances a second; a session that waits takes an idle executor after the
+        // reclaim grace, not after its application's delay_release (up to 120 s).
+        let budget = 100 + 10 * sc.sessions.len();
         let mut rounds = 0;
+        let mut waited: BTreeMap<String, usize> = BTreeMap::new();
         while targets.iter().any(|s| unfinished(&w, s) > 0) && rounds < budget {
+            for s in starved_beside_idle(&w, &targets) {
+                let n = waited.entry(s.clone()).or_default();
+                *n += 1;
+                prop_assert!(
+                    *n <= MAX_STARVED_ROUNDS,
+                    "session {} waited {} rounds while an idle executor was kept warm", s, n
+                );
+            }
             let outcome = round(&mut w, &none);
             prop_assert!(outcome.is_ok(), "{:?}", outcome);
             rounds += 1;

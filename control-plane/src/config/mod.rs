@@ -3,7 +3,8 @@
 //! The file honours upstream's `flame-cluster.yaml` keys where they apply (`cluster.name`,
 //! `cluster.endpoint`, `cluster.resreq`, `cluster.policies`, `cluster.schedule_interval`,
 //! `cluster.limits`, `cluster.recovery`, `cluster.tls`, and the `cache` section) and adds
-//! `cluster.dispatch` and a `raft` section for the replicated control plane. Precedence,
+//! `cluster.dispatch`, `cluster.reclaim_grace_ms` and a `raft` section for the replicated
+//! control plane. Precedence,
 //! lowest first: built-in defaults, `FLAME_*` variables, the file, flags.
 //!
 //! Every problem is one [`ConfigError`] that names the key (or the variable, or the flag) at
@@ -67,6 +68,9 @@ pub struct Config {
     pub cache: CacheSection,
 }
 
+/// Largest `cluster.reclaim_grace_ms` accepted.
+pub const MAX_RECLAIM_GRACE_MS: u64 = 60_000;
+
 /// Upstream's `cluster` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -81,6 +85,10 @@ pub struct ClusterSection {
     pub policies: Vec<String>,
     /// Scheduler period in milliseconds.
     pub schedule_interval: u64,
+    /// How long, in milliseconds, a bound executor must have been idle before the scheduler
+    /// takes it for a session that waits for capacity, instead of keeping it warm for the
+    /// application's `delay_release` (a Flame addition; at most 60000).
+    pub reclaim_grace_ms: u64,
     /// Upstream's storage URL; accepted and ignored.
     pub storage: Option<String>,
     /// Limits.
@@ -251,6 +259,7 @@ impl Default for ClusterSection {
             resreq: None,
             policies: vec!["priority".into(), "drf".into()],
             schedule_interval: 100,
+            reclaim_grace_ms: 50,
             storage: None,
             limits: LimitsSection::default(),
             recovery: RecoverySection::default(),
@@ -453,6 +462,16 @@ impl Config {
         }
         if self.cluster.schedule_interval == 0 {
             return invalid("cluster.schedule_interval", "must be at least 1 ms".into());
+        }
+        if self.cluster.reclaim_grace_ms > MAX_RECLAIM_GRACE_MS {
+            return invalid(
+                "cluster.reclaim_grace_ms",
+                format!(
+                    "{} ms is not a grace; use at most {MAX_RECLAIM_GRACE_MS} ms (an \
+                     application's delay_release keeps executors warm when nobody waits)",
+                    self.cluster.reclaim_grace_ms
+                ),
+            );
         }
         if self.cluster.limits.max_payload_bytes < 4 << 20 {
             return invalid(

@@ -76,11 +76,22 @@ fn a_mistyped_value_is_named_in_the_error() {
 }
 
 #[test]
+fn a_negative_reclaim_grace_is_named_in_the_error() {
+    let file = write("cluster:\n  reclaim_grace_ms: -5\n");
+    let err = Config::load(Some(file.path()), no_env, &Overrides::default()).unwrap_err();
+    assert!(err.to_string().contains("reclaim_grace_ms"), "{err}");
+}
+
+#[test]
 fn invalid_values_name_their_key() {
     let cases = [
         ("cluster:\n  policies: [fairshare]\n", "cluster.policies"),
         ("cluster:\n  resreq: cpu=lots\n", "cluster.resreq"),
         ("raft:\n  id: 0\n", "raft.id"),
+        (
+            "cluster:\n  reclaim_grace_ms: 3600000\n",
+            "cluster.reclaim_grace_ms",
+        ),
         ("raft:\n  heartbeat_ms: 500\n", "raft.heartbeat_ms"),
         (
             "raft:\n  id: 5\n  members: [{id: 1, raft_addr: a, api_addr: b}]\n",

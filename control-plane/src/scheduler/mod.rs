@@ -17,6 +17,7 @@
 //! | 2 | Bind | Idle or Void executor without a session on a Ready node | bound to a schedulable session that needs instances, whose resreq equals the executor's exactly and whose application's shim equals the executor's | `BindExecutor` |
 //! | 3 | Allocate | schedulable session still needing instances, application shim run by nodes (Host) | a new executor sized like the session's resreq on the Ready node with room that is least loaded after placement (cpu, memory, gpu within allocatable, counting every executor on the node; fewer than `max_executors_per_node` executors) | `CreateExecutor`, then `BindExecutor` |
 //! | 4a | Delayed release | Bound executor holding no task, on a Ready node, not dispatched now, its session has no Pending task left | unbound once idle (per [`WarmTimers`]) for the application's `delay_release`, longest idle first, while its session keeps `desired` instances (so never below `min_instances`) | `UnbindExecutor` |
+//! | 4a' | Reclaim | the same, while a schedulable session still needs instances after steps 2 and 3 and fits some Ready node | unbound once idle for the reclaim grace (`cluster.reclaim_grace_ms`, default 50 ms) instead of `delay_release`, longest idle first, at most as many as the waiting sessions still need, with the same floor | `UnbindExecutor` |
 //! | 4b | Release | Idle or Void executor without a session on a Ready node, not bound in step 2 | released unless a session that still needs instances could use it | `ReleaseExecutor` |
 //!
 //! Order among sessions (steps 2 and 3): the configured [`Policy`]s in order, where `priority`
@@ -62,6 +63,10 @@ use crate::state::queue::DispatchPolicy;
 use crate::state::{Command, DEFAULT_BIND_RETRY_LIMIT, State};
 use cycle::Cycle;
 
+/// Default of `cluster.reclaim_grace_ms`: an executor idle this long is taken for a waiting
+/// session. Long enough to skip the gap between a client's result and its next task.
+pub const DEFAULT_RECLAIM_GRACE_MS: i64 = 50;
+
 /// A scheduling policy of `cluster.policies`; the configured order is the order of comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Policy {
@@ -95,16 +100,21 @@ pub struct SchedulerConfig {
     pub max_executors_per_node: u32,
     /// How deep executor queues may be (`cluster.dispatch`).
     pub dispatch: DispatchPolicy,
+    /// How long a bound executor must have been idle before it is taken for a session that
+    /// waits for capacity (`cluster.reclaim_grace_ms`), in milliseconds.
+    pub reclaim_grace_ms: i64,
 }
 
 impl Default for SchedulerConfig {
-    /// The specification's defaults: `[priority, drf]`, 5 bind failures, 128 executors a node.
+    /// The specification's defaults: `[priority, drf]`, 5 bind failures, 128 executors a node;
+    /// and a 50 ms reclaim grace.
     fn default() -> Self {
         SchedulerConfig {
             policies: vec![Policy::Priority, Policy::Drf],
             bind_retry_limit: DEFAULT_BIND_RETRY_LIMIT,
             max_executors_per_node: 128,
             dispatch: DispatchPolicy::default(),
+            reclaim_grace_ms: DEFAULT_RECLAIM_GRACE_MS,
         }
     }
 }
@@ -123,6 +133,7 @@ impl SchedulerConfig {
             bind_retry_limit: cluster.recovery.session.retry_limits,
             max_executors_per_node: cluster.limits.max_executors,
             dispatch: cluster.dispatch.policy(),
+            reclaim_grace_ms: i64::try_from(cluster.reclaim_grace_ms).unwrap_or(i64::MAX),
         }
     }
 }
