@@ -1,0 +1,71 @@
+//! Claim: eight sessions at once on a node with two executor slots all complete, because an
+//! executor kept warm for a finished session is taken for a waiting one after the reclaim
+//! grace, not after its application's `delay_release`.
+//!
+//! How: three members and one agent offering 2 cores start as OS processes. An application
+//! `sticky` runs the flmping service with `delay_release` one hour, so without reclaim the
+//! third session would wait an hour for an executor. Eight sessions of it (1 cpu each) get 40
+//! tasks each through a follower, all at once; the test waits (at most 120 s, far below the
+//! hour) for every task of every session to succeed, then prints the agent's instance launches:
+//! each session switch is a cold start, since the instance process is replaced at every unbind.
+
+mod support;
+
+use chaos_tests::AgentOptions;
+use flame_proto::v1;
+use std::time::{Duration, Instant};
+use support::*;
+
+const SESSIONS: usize = 8;
+const TASKS: usize = 40;
+/// Well under the application's delay_release, which is an hour.
+const LIMIT: Duration = Duration::from_secs(120);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_sessions_share_two_slots_without_waiting_for_delay_release() -> anyhow::Result<()> {
+    let mut run = start("chaos-eight-sessions", &[], &[]).await?;
+    let mut options = AgentOptions::new(&run.binaries);
+    options.cpu = 2;
+    run.cluster.start_agent("node-a", &options)?;
+    let follower = run.followers[0];
+    let mut client = run.cluster.frontend(follower)?;
+    let registered = client
+        .register_application(v1::RegisterApplicationRequest {
+            name: "sticky".into(),
+            application: Some(v1::ApplicationSpec {
+                command: Some("${FLAME_HOME}/bin/flmping-service".into()),
+                delay_release: Some(3600),
+                ..v1::ApplicationSpec::default()
+            }),
+        })
+        .await?
+        .into_inner();
+    anyhow::ensure!(registered.return_code == 0, "{registered:?}");
+    let started = Instant::now();
+    for i in 0..SESSIONS {
+        let mut spec = chaos_tests::ping_session_spec(0, None);
+        spec.application = "sticky".into();
+        client
+            .create_session(v1::CreateSessionRequest {
+                session_id: format!("sticky-{i}"),
+                session: Some(spec),
+            })
+            .await?;
+        create_tasks(&run, follower, &format!("sticky-{i}"), TASKS, b"{}").await?;
+    }
+    for i in 0..SESSIONS {
+        let left = LIMIT.saturating_sub(started.elapsed());
+        all_succeeded(&run, follower, &format!("sticky-{i}"), TASKS, left).await?;
+    }
+    let (launches, executors) = run.cluster.agent("node-a")?.launches()?;
+    println!(
+        "{SESSIONS} sessions x {TASKS} tasks on 2 slots done in {:?}; {launches} instance \
+         launches for {executors} executors",
+        started.elapsed()
+    );
+    anyhow::ensure!(
+        launches >= SESSIONS,
+        "every session ran in an instance of its own: {launches} launches"
+    );
+    Ok(())
+}
