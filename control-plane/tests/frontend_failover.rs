@@ -103,19 +103,7 @@ async fn a_write_through_a_follower_just_after_the_leader_dies_is_held_then_appl
         ("1".to_owned(), b"w-first".to_vec()),
         (id, b"held".to_vec()),
     ]);
-    for survivor in [f1, f2] {
-        let c = frontend(&run.cluster, survivor)?;
-        eventually(
-            "the survivor to list exactly the acknowledged tasks",
-            || {
-                let mut c = c.clone();
-                let acked = acked.clone();
-                async move { Ok(check_tasks(&mut c, &acked).await.ok()) }
-            },
-        )
-        .await?;
-    }
-    Ok(())
+    eventually_list_exactly(&run, &[f1, f2], &acked).await
 }
 
 /// Claim: a write held for a leader change gives up at the client's own deadline (its
@@ -155,16 +143,7 @@ async fn a_write_held_past_the_clients_deadline_fails_with_deadline_exceeded_and
     run.cluster.spawn(f2)?;
     run.cluster.wait_for_leader(&[1, 2, 3], DEADLINE).await?;
     let acked = BTreeMap::from([("1".to_owned(), b"w-first".to_vec())]);
-    for member in [1, 2, 3] {
-        let c = frontend(&run.cluster, member)?;
-        eventually("every member to list only the first task", || {
-            let mut c = c.clone();
-            let acked = acked.clone();
-            async move { Ok(check_tasks(&mut c, &acked).await.ok()) }
-        })
-        .await?;
-    }
-    Ok(())
+    eventually_list_exactly(&run, &[1, 2, 3], &acked).await
 }
 
 /// Claim (review D10): a member cut off from the majority (here the two others are down)
@@ -287,6 +266,24 @@ async fn create_with_retries(
         }
     }
     bail!("task {request_id} was never acknowledged; last error: {last_error:?}")
+}
+
+/// Waits until each of `members` lists exactly the `acked` tasks.
+async fn eventually_list_exactly(
+    run: &Running,
+    members: &[u64],
+    acked: &BTreeMap<String, Vec<u8>>,
+) -> anyhow::Result<()> {
+    for member in members {
+        let c = frontend(&run.cluster, *member)?;
+        eventually("the member to list exactly the acknowledged tasks", || {
+            let mut c = c.clone();
+            async move { Ok(check_tasks(&mut c, acked).await.ok()) }
+        })
+        .await
+        .with_context(|| format!("member {member}"))?;
+    }
+    Ok(())
 }
 
 /// Waits until the session has at least `count` tasks.
