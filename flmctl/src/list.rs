@@ -1,9 +1,11 @@
 //! `flmctl list -a|-s|-e|-n`: applications, sessions, executors and nodes, from any member.
 //!
-//! What: one `flame.v1.Frontend` listing call (to the first member that answers) and upstream's
+//! What: one `flame.v1.Frontend` listing call (to the first member that answers; nodes also
+//! list the executors, for the cpu they hold) and upstream's
 //! column layouts: applications `Name State Shim Tags Created Command`, sessions `ID State App
 //! Resources Priority Pending Running Succeed Failed Created` (open first, then by id),
-//! executors `ID State Session Node`, nodes `NAME HOSTNAME STATUS CPU MEMORY ARCH OS`.
+//! executors `ID State Session Node`, nodes `NAME HOSTNAME STATUS CPU ALLOC USED FREE MEMORY ARCH
+//! OS` (cpu cores, what executors may hold, hold and have left).
 //! `-o json|yaml` prints the same rows as structured data.
 //!
 //! Caveat: times are shown in UTC (`HH:MM:SS`); upstream shows local time.
@@ -58,7 +60,11 @@ pub async fn list(endpoints: &[String], kind: Kind) -> anyhow::Result<Rows> {
                 c.list_nodes(ListNodesRequest {}).await
             })
             .await?;
-            nodes(reply.into_inner().nodes)
+            let held = first_answer(endpoints, |mut c| async move {
+                c.list_executor(ListExecutorRequest {}).await
+            })
+            .await?;
+            nodes(reply.into_inner().nodes, &held.into_inner().executors)
         }
     })
 }
@@ -188,10 +194,30 @@ fn executors(mut executors: Vec<v1::Executor>) -> Rows {
     rows
 }
 
-fn nodes(mut nodes: Vec<v1::Node>) -> Rows {
+/// Cpu held by executors (any state but Released), by node name.
+fn cpu_held(executors: &[v1::Executor]) -> std::collections::HashMap<String, u64> {
+    let mut held = std::collections::HashMap::new();
+    for executor in executors {
+        let released = executor.status.as_ref().map(|s| s.state)
+            == Some(ExecutorState::ExecutorReleased as i32);
+        if let (false, Some(spec)) = (released, executor.spec.as_ref()) {
+            let cpu = spec.resreq.map_or(0, |r| r.cpu);
+            *held.entry(spec.node.clone()).or_insert(0u64) += cpu;
+        }
+    }
+    held
+}
+
+/// Nodes with their cores (CPU), what executors may hold (ALLOC: cores times the agent's
+/// cpu overcommit), what executors hold (USED) and what is left (FREE), in cpu units: the
+/// executor slots of `cpu=1` sessions.
+fn nodes(mut nodes: Vec<v1::Node>, executors: &[v1::Executor]) -> Rows {
     nodes.sort_by_key(|n| name(n.metadata.as_ref()));
+    let held = cpu_held(executors);
     let mut rows = Rows {
-        headers: vec!["NAME", "HOSTNAME", "STATUS", "CPU", "MEMORY", "ARCH", "OS"],
+        headers: vec![
+            "NAME", "HOSTNAME", "STATUS", "CPU", "ALLOC", "USED", "FREE", "MEMORY", "ARCH", "OS",
+        ],
         ..Rows::default()
     };
     for node in nodes {
@@ -200,18 +226,25 @@ fn nodes(mut nodes: Vec<v1::Node>) -> Rows {
         let hostname = node.spec.map(|s| s.hostname).unwrap_or_default();
         let state = NodeState::try_from(status.state).map_or("Unknown", |s| s.as_str_name());
         let capacity = status.capacity.unwrap_or_default();
+        let alloc = status.allocatable.map_or(capacity.cpu, |a| a.cpu);
+        let used = held.get(&name).copied().unwrap_or(0);
+        let free = alloc.saturating_sub(used);
         let info = status.info.unwrap_or_default();
         rows.cells.push(vec![
             name.clone(),
             hostname.clone(),
             state.into(),
             capacity.cpu.to_string(),
+            alloc.to_string(),
+            used.to_string(),
+            free.to_string(),
             bytes(capacity.memory),
             info.arch.clone(),
             info.os.clone(),
         ]);
         rows.values.push(json!({
             "name": name, "hostname": hostname, "status": state, "cpu": capacity.cpu,
+            "cpu_allocatable": alloc, "cpu_used": used, "cpu_free": free,
             "memory": capacity.memory, "arch": info.arch, "os": info.os,
         }));
     }

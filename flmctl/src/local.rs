@@ -13,6 +13,10 @@
 //! `<data dir>/cache`. Instances get its URL as `FLAME_CACHE_ENDPOINT`, and the command writes
 //! `<data dir>/flame.yaml`, a flamepy/flmctl client configuration naming both endpoints.
 //!
+//! The node offers its cores several times over (`--cpu-overcommit`, by default enough for 8
+//! `cpu=1` instances), since a local cluster runs cheap instances; real deployments keep the
+//! agent's strict default of 1.
+//!
 //! It also prepares `<data dir>/home/bin/{flmping-service,flmexec-service}` as links to this
 //! binary, which serves those built-in applications when run under their names.
 //!
@@ -53,6 +57,22 @@ pub struct UpArgs {
     /// Run no object cache.
     #[arg(long)]
     no_cache: bool,
+    /// cpu=1 instances the node offers per core (default: enough for 8 such instances).
+    #[arg(long)]
+    cpu_overcommit: Option<u32>,
+}
+
+/// Executor slots for `cpu=1` instances a local cluster offers at least, by default: a local
+/// cluster runs cheap instances (flmping, agents, tool calls), not one per core.
+const LOCAL_SLOTS: u32 = 8;
+
+/// The cpu overcommit of `local up`: as asked, else enough for [`LOCAL_SLOTS`] on this host.
+fn local_overcommit(asked: Option<u32>) -> u32 {
+    asked.unwrap_or_else(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = u32::try_from(cores).unwrap_or(u32::MAX);
+        LOCAL_SLOTS.div_ceil(cores).max(1)
+    })
 }
 
 const BUILTINS: [&str; 2] = ["flmping-service", "flmexec-service"];
@@ -128,6 +148,7 @@ fn agent_config(args: &UpArgs, home: &std::path::Path) -> anyhow::Result<AgentCo
             .collect(),
         work_dir: Some(std::path::absolute(args.data_dir.join("agent"))?),
         flame_home: Some(home.to_path_buf()),
+        cpu_overcommit: Some(local_overcommit(args.cpu_overcommit)),
         ..AgentOverrides::default()
     };
     Ok(AgentConfig::load(
@@ -222,16 +243,28 @@ async fn run(args: UpArgs, configs: Vec<Config>, home: PathBuf) -> anyhow::Resul
         &client_config,
     );
     out!("Press Ctrl-C to stop; the data is kept for the next start.");
-    shutdown_signal().await;
-    out!("Stopping…");
-    let _ = stop_tx.send(true);
-    agent.await??;
+    // The agent ends early only on a fatal error (its node refused, say); then the cluster
+    // stops too, rather than serve sessions that no node will ever run.
+    let mut agent = agent;
+    let agent_result = tokio::select! {
+        () = shutdown_signal() => {
+            out!("Stopping…");
+            let _ = stop_tx.send(true);
+            agent.await
+        }
+        result = &mut agent => {
+            out!("The node agent stopped; stopping the cluster…");
+            let _ = stop_tx.send(true);
+            result
+        }
+    };
     if let Some(cache) = cache {
         cache.shutdown().await;
     }
     for member in members {
         member.await??;
     }
+    agent_result?.context("the node agent failed")?;
     out!("Stopped.");
     Ok(())
 }

@@ -100,9 +100,12 @@ async fn lists(base: u16) -> anyhow::Result<()> {
         (0, "<host>"),
         (1, "<host>"),
         (3, "<n>"),
-        (4, "<mem>"),
-        (5, "<arch>"),
-        (6, "<os>"),
+        (4, "<n>"),
+        (5, "<n>"),
+        (6, "<n>"),
+        (7, "<mem>"),
+        (8, "<arch>"),
+        (9, "<os>"),
     ];
     let nodes = ok(&endpoint, &["list", "-n"]);
     golden("list_nodes.txt", &mask(&nodes, base, &host));

@@ -105,6 +105,17 @@ fn node(base: u16) -> anyhow::Result<()> {
     let endpoint = endpoint(base);
     let nodes: Value = serde_json::from_str(&ok(&endpoint, &["list", "-n", "-o", "json"]))?;
     let name = nodes[0]["name"].as_str().expect("a node").to_owned();
+    assert!(
+        nodes[0]["cpu_allocatable"].as_u64() >= Some(8),
+        "local up offers at least 8 cpu=1 slots: {nodes}"
+    );
+    let used = nodes[0]["cpu_used"].as_u64().expect("cpu used");
+    let free = nodes[0]["cpu_free"].as_u64().expect("cpu free");
+    assert_eq!(
+        Some(used + free),
+        nodes[0]["cpu_allocatable"].as_u64(),
+        "{nodes}"
+    );
     let text = ok(&endpoint, &["view", "-n", &name]);
     let masked: String = text
         .lines()

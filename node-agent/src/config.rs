@@ -9,6 +9,7 @@
 //! endpoints: ["10.0.0.1:8080", "10.0.0.2:8080"]   # any control-plane members
 //! node_name: worker-1                               # default: the host name
 //! capacity: { cpu: 8, memory: 16g, gpu: 0 }        # default: detected
+//! cpu_overcommit: 1                                 # cpu=1 instances per core (1 to 64)
 //! work_dir: /var/lib/flame/agent                    # default: <tmp>/flame-agent-<node>
 //! socket_dir: /run/flame                            # default: <work_dir>/sockets
 //! flame_home: /usr/local/flame                      # default: <agent binary dir>/..
@@ -110,8 +111,12 @@ pub struct AgentConfig {
     pub node_name: String,
     /// Identifies this host to the leader, which refuses a second host claiming a live node.
     pub agent_id: String,
-    /// What the node offers (cpu cores, memory bytes, gpu count); also its allocatable.
+    /// What the node offers (cpu cores, memory bytes, gpu count).
     pub capacity: ResourceRequirement,
+    /// How many times its cores the node offers to executors (`cpu_overcommit`, 1 to 64;
+    /// default 1, the strict rule). Cheap instances that mostly wait (agents, tool calls)
+    /// fit several to a core; the node's allocatable cpu is `capacity.cpu` times this.
+    pub cpu_overcommit: u32,
     /// Scratch directories and (by default) instance logs live here.
     pub work_dir: PathBuf,
     /// Where instance sockets are created.
@@ -155,6 +160,7 @@ struct Layer {
     agent_id: Option<String>,
     #[serde(default)]
     capacity: CapacityLayer,
+    cpu_overcommit: Option<u32>,
     work_dir: Option<PathBuf>,
     socket_dir: Option<PathBuf>,
     log_dir: Option<PathBuf>,
@@ -169,6 +175,9 @@ struct Layer {
     max_task_output_bytes: Option<Size>,
     task_timeout: Option<String>,
 }
+
+/// Largest `cpu_overcommit` accepted (the control plane refuses more).
+pub use flame_proto::model::MAX_CPU_OVERCOMMIT;
 
 /// The `capacity` section.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -220,6 +229,7 @@ impl Layer {
                 memory: self.capacity.memory.or(lower.capacity.memory),
                 gpu: self.capacity.gpu.or(lower.capacity.gpu),
             },
+            cpu_overcommit: self.cpu_overcommit.or(lower.cpu_overcommit),
             work_dir: self.work_dir.or(lower.work_dir),
             socket_dir: self.socket_dir.or(lower.socket_dir),
             log_dir: self.log_dir.or(lower.log_dir),
@@ -249,6 +259,11 @@ const KEYS: &[(&str, &str, &str)] = &[
     ("capacity.cpu", "--cpu", "FLAME_NODE_CPU"),
     ("capacity.memory", "--memory", "FLAME_NODE_MEMORY"),
     ("capacity.gpu", "--gpu", "FLAME_NODE_GPU"),
+    (
+        "cpu_overcommit",
+        "--cpu-overcommit",
+        "FLAME_NODE_CPU_OVERCOMMIT",
+    ),
     ("work_dir", "--work-dir", "FLAME_WORK_DIR"),
     ("socket_dir", "--socket-dir", "FLAME_SOCKET_DIR"),
     ("log_dir", "--log-dir", "FLAME_LOG_DIR"),
@@ -317,6 +332,9 @@ pub struct Overrides {
     /// GPUs offered (default: the devices in CUDA_VISIBLE_DEVICES).
     #[arg(long)]
     pub gpu: Option<i32>,
+    /// cpu=1 instances per core the node offers, 1 to 64 (default 1).
+    #[arg(long)]
+    pub cpu_overcommit: Option<u32>,
     /// Work directory for scratch directories and logs.
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
@@ -419,6 +437,7 @@ impl Overrides {
                 memory: size("capacity.memory", &self.memory)?,
                 gpu: self.gpu,
             },
+            cpu_overcommit: self.cpu_overcommit,
             work_dir: self.work_dir.clone(),
             socket_dir: self.socket_dir.clone(),
             log_dir: self.log_dir.clone(),
@@ -479,6 +498,8 @@ fn env_layer(env: &dyn Fn(&str) -> Option<String>) -> Result<Layer, ConfigError>
             memory: size("FLAME_NODE_MEMORY")?,
             gpu,
         },
+        cpu_overcommit: parse("FLAME_NODE_CPU_OVERCOMMIT")?
+            .map(|v| u32::try_from(v).unwrap_or(u32::MAX)),
         work_dir: get("FLAME_WORK_DIR").map(PathBuf::from),
         socket_dir: get("FLAME_SOCKET_DIR").map(PathBuf::from),
         log_dir: get("FLAME_LOG_DIR").map(PathBuf::from),
@@ -562,6 +583,13 @@ fn resolve(layer: Layer, env: &dyn Fn(&str) -> Option<String>) -> Result<AgentCo
         ));
     }
     let capacity = resolve_capacity(&layer.capacity, env)?;
+    let cpu_overcommit = layer.cpu_overcommit.unwrap_or(1);
+    if !(1..=MAX_CPU_OVERCOMMIT).contains(&cpu_overcommit) {
+        return Err(invalid(
+            "cpu_overcommit",
+            "must be 1 to 64 (1 offers each core to one cpu=1 instance)",
+        ));
+    }
     let dirs = resolve_dirs(&layer, &node_name)?;
     let agent_id = layer
         .agent_id
@@ -594,6 +622,7 @@ fn resolve(layer: Layer, env: &dyn Fn(&str) -> Option<String>) -> Result<AgentCo
         node_name,
         agent_id,
         capacity,
+        cpu_overcommit,
         work_dir: dirs.work,
         socket_dir: dirs.sockets,
         log_dir: dirs.logs,

@@ -627,7 +627,8 @@ fn check_len(what: &str, value: &str, limit: usize) -> Result<(), FlameError> {
     Ok(())
 }
 
-/// Refuses a negative GPU count and an allocatable share above the capacity.
+/// Refuses a negative GPU count and an allocatable share above the capacity, except for cpu,
+/// which an agent may overcommit up to [`model::MAX_CPU_OVERCOMMIT`] times.
 fn check_resources(
     capacity: &model::ResourceRequirement,
     allocatable: &model::ResourceRequirement,
@@ -637,10 +638,18 @@ fn check_resources(
             "node gpu counts must not be negative".into(),
         ));
     }
-    if allocatable.cpu > capacity.cpu
-        || allocatable.memory > capacity.memory
-        || allocatable.gpu > capacity.gpu
-    {
+    let cpu_limit = capacity
+        .cpu
+        .saturating_mul(u64::from(model::MAX_CPU_OVERCOMMIT));
+    if allocatable.cpu > cpu_limit {
+        return Err(FlameError::InvalidArgument(format!(
+            "node allocatable cpu {} is more than {} times its capacity ({})",
+            allocatable.cpu,
+            model::MAX_CPU_OVERCOMMIT,
+            capacity.cpu
+        )));
+    }
+    if allocatable.memory > capacity.memory || allocatable.gpu > capacity.gpu {
         return Err(FlameError::InvalidArgument(format!(
             "node allocatable ({allocatable}) exceeds its capacity ({capacity})"
         )));

@@ -38,6 +38,10 @@ use crate::error::FlameError;
 /// Longest accepted application name, in characters (spec section 4.1).
 pub const MAX_APPLICATION_NAME_LEN: usize = 253;
 
+/// The most a node's allocatable cpu may exceed its capacity, as a multiple: an agent's
+/// `cpu_overcommit` for cheap instances (issue 13). Memory and gpu are never overcommitted.
+pub const MAX_CPU_OVERCOMMIT: u32 = 64;
+
 /// Longest accepted session id, in characters.
 ///
 /// Upstream does not validate session ids. 128 is the bound flamepy's Runner applies to

@@ -5,7 +5,8 @@
 //! `Heartbeat`s. Every registration carries the cache, because the leader replaces the whole
 //! node description with each one.
 //!
-//! Caveats: allocatable equals capacity (as upstream; cgroups are ignored); the only address
+//! Caveats: allocatable equals capacity (as upstream; cgroups are ignored), except that its cpu
+//! is multiplied by the configured `cpu_overcommit`; the only address
 //! reported is the host name, since the agent serves nothing itself.
 
 use crate::config::AgentConfig;
@@ -33,6 +34,12 @@ impl NodeInfo {
     /// Describes the node `config` configures.
     pub fn new(config: &AgentConfig) -> Self {
         let resources = v1::ResourceRequirement::from(&config.capacity);
+        let allocatable = v1::ResourceRequirement {
+            cpu: resources
+                .cpu
+                .saturating_mul(u64::from(config.cpu_overcommit)),
+            ..resources
+        };
         let host = crate::config::hostname().unwrap_or_else(|| config.node_name.clone());
         NodeInfo {
             name: config.node_name.clone(),
@@ -40,7 +47,7 @@ impl NodeInfo {
             status: v1::NodeStatus {
                 state: v1::NodeState::Ready as i32,
                 capacity: Some(resources),
-                allocatable: Some(resources),
+                allocatable: Some(allocatable),
                 info: Some(v1::NodeInfo {
                     arch: std::env::consts::ARCH.to_owned(),
                     os: std::env::consts::OS.to_owned(),
@@ -107,7 +114,12 @@ mod tests {
     use crate::config::Overrides;
 
     fn config(cache: Option<(&str, &str)>) -> AgentConfig {
+        config_with(cache, None)
+    }
+
+    fn config_with(cache: Option<(&str, &str)>, cpu_overcommit: Option<u32>) -> AgentConfig {
         let overrides = Overrides {
+            cpu_overcommit,
             endpoints: vec!["127.0.0.1:8080".into()],
             node_name: Some("n1".into()),
             cpu: Some(2),
@@ -136,5 +148,15 @@ mod tests {
         }
         let without = NodeInfo::new(&config(None));
         assert_eq!(without.register_request(Vec::new()).cache, None);
+    }
+
+    #[test]
+    fn cpu_overcommit_multiplies_the_allocatable_cpu_only() {
+        let node = NodeInfo::new(&config_with(None, Some(4)));
+        let request = node.register_request(Vec::new());
+        let status = request.node.and_then(|n| n.status).expect("a status");
+        let (capacity, allocatable) = (status.capacity.unwrap(), status.allocatable.unwrap());
+        assert_eq!((capacity.cpu, allocatable.cpu), (2, 8));
+        assert_eq!(capacity.memory, allocatable.memory);
     }
 }

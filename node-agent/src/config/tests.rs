@@ -260,3 +260,29 @@ fn one_cache_flag_alone_or_a_bad_address_is_refused() {
         "{text}"
     );
 }
+
+#[test]
+fn cpu_overcommit_defaults_to_one_and_refuses_zero_and_absurd_values() -> anyhow::Result<()> {
+    assert_eq!(
+        AgentConfig::load(None, env(&[]), &minimal())?.cpu_overcommit,
+        1
+    );
+    let from_env = AgentConfig::load(None, env(&[("FLAME_NODE_CPU_OVERCOMMIT", "4")]), &minimal())?;
+    assert_eq!(from_env.cpu_overcommit, 4);
+    for bad in [0, 65] {
+        let flags = Overrides {
+            cpu_overcommit: Some(bad),
+            ..minimal()
+        };
+        let text = AgentConfig::load(None, env(&[]), &flags)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            text.contains("`cpu_overcommit` (--cpu-overcommit, FLAME_NODE_CPU_OVERCOMMIT)")
+                && text.contains("1 to 64"),
+            "{bad}: {text}"
+        );
+    }
+    Ok(())
+}

@@ -457,3 +457,45 @@ fn model_survives_postcard_round_trips() {
     check(&executor());
     check(&node());
 }
+
+/// A registration of a node with `capacity` and `allocatable` (cpu, GiB of memory).
+fn registration(capacity: (u64, u64), allocatable: (u64, u64)) -> v1::Node {
+    let res = |(cpu, gib): (u64, u64)| v1::ResourceRequirement {
+        cpu,
+        memory: gib << 30,
+        gpu: 0,
+    };
+    v1::Node {
+        metadata: Some(v1::Metadata {
+            id: "n1".into(),
+            name: "n1".into(),
+        }),
+        spec: None,
+        status: Some(v1::NodeStatus {
+            state: 0,
+            capacity: Some(res(capacity)),
+            allocatable: Some(res(allocatable)),
+            info: None,
+            addresses: Vec::new(),
+            last_heartbeat_time: 0,
+        }),
+    }
+}
+
+#[test]
+fn a_node_may_overcommit_cpu_up_to_the_limit_but_never_memory() {
+    let node = Node::from_registration(registration((2, 8), (8, 8))).expect("4x cpu");
+    assert_eq!(node.allocatable.cpu, 8);
+    let limit = 2 * u64::from(MAX_CPU_OVERCOMMIT);
+    assert!(Node::from_registration(registration((2, 8), (limit, 8))).is_ok());
+    let err = Node::from_registration(registration((2, 8), (limit + 1, 8))).unwrap_err();
+    assert!(
+        matches!(&err, FlameError::InvalidArgument(m) if m.contains("64 times")),
+        "{err:?}"
+    );
+    let err = Node::from_registration(registration((2, 8), (2, 9))).unwrap_err();
+    assert!(
+        matches!(&err, FlameError::InvalidArgument(m) if m.contains("exceeds its capacity")),
+        "{err:?}"
+    );
+}
