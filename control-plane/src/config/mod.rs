@@ -3,9 +3,8 @@
 //! The file honours upstream's `flame-cluster.yaml` keys where they apply (`cluster.name`,
 //! `cluster.endpoint`, `cluster.resreq`, `cluster.policies`, `cluster.schedule_interval`,
 //! `cluster.limits`, `cluster.recovery`, `cluster.tls`, and the `cache` section) and adds
-//! `cluster.dispatch`, `cluster.reclaim_grace_ms` and a `raft` section for the replicated
-//! control plane. Precedence,
-//! lowest first: built-in defaults, `FLAME_*` variables, the file, flags.
+//! `cluster.dispatch`, `cluster.reclaim_grace_ms`, `cluster.rotation_wait_ms` and a `raft`
+//! section for the replicated control plane. Precedence, lowest first: built-in defaults, `FLAME_*` variables, the file, flags.
 //!
 //! Every problem is one [`ConfigError`] that names the key (or the variable, or the flag) at
 //! fault.
@@ -71,6 +70,9 @@ pub struct Config {
 /// Largest `cluster.reclaim_grace_ms` accepted.
 pub const MAX_RECLAIM_GRACE_MS: u64 = 60_000;
 
+/// Largest `cluster.rotation_wait_ms` accepted (one hour).
+pub const MAX_ROTATION_WAIT_MS: u64 = 3_600_000;
+
 /// Upstream's `cluster` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -89,6 +91,11 @@ pub struct ClusterSection {
     /// takes it for a session that waits for capacity, instead of keeping it warm for the
     /// application's `delay_release` (a Flame addition; at most 60000).
     pub reclaim_grace_ms: u64,
+    /// Fair-share rotation (a Flame addition): how long, in milliseconds, a session with
+    /// pending work must have waited for an executor before a session holding more than it
+    /// gives one up at a task boundary; also the least time an executor serves its session
+    /// before it may be rotated. 0 turns rotation off; at most 3600000.
+    pub rotation_wait_ms: u64,
     /// Upstream's storage URL; accepted and ignored.
     pub storage: Option<String>,
     /// Limits.
@@ -260,6 +267,7 @@ impl Default for ClusterSection {
             policies: vec!["priority".into(), "drf".into()],
             schedule_interval: 100,
             reclaim_grace_ms: 50,
+            rotation_wait_ms: 1_000,
             storage: None,
             limits: LimitsSection::default(),
             recovery: RecoverySection::default(),
@@ -470,6 +478,16 @@ impl Config {
                     "{} ms is not a grace; use at most {MAX_RECLAIM_GRACE_MS} ms (an \
                      application's delay_release keeps executors warm when nobody waits)",
                     self.cluster.reclaim_grace_ms
+                ),
+            );
+        }
+        if self.cluster.rotation_wait_ms > MAX_ROTATION_WAIT_MS {
+            return invalid(
+                "cluster.rotation_wait_ms",
+                format!(
+                    "{} ms is more than an hour; use at most {MAX_ROTATION_WAIT_MS} ms, or 0 to \
+                     turn fair-share rotation off",
+                    self.cluster.rotation_wait_ms
                 ),
             );
         }

@@ -83,6 +83,13 @@ fn a_negative_reclaim_grace_is_named_in_the_error() {
 }
 
 #[test]
+fn a_negative_rotation_wait_is_named_in_the_error() {
+    let file = write("cluster:\n  rotation_wait_ms: -1\n");
+    let err = Config::load(Some(file.path()), no_env, &Overrides::default()).unwrap_err();
+    assert!(err.to_string().contains("rotation_wait_ms"), "{err}");
+}
+
+#[test]
 fn invalid_values_name_their_key() {
     let cases = [
         ("cluster:\n  policies: [fairshare]\n", "cluster.policies"),
@@ -91,6 +98,10 @@ fn invalid_values_name_their_key() {
         (
             "cluster:\n  reclaim_grace_ms: 3600000\n",
             "cluster.reclaim_grace_ms",
+        ),
+        (
+            "cluster:\n  rotation_wait_ms: 86400000\n",
+            "cluster.rotation_wait_ms",
         ),
         ("raft:\n  heartbeat_ms: 500\n", "raft.heartbeat_ms"),
         (

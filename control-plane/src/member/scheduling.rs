@@ -27,7 +27,7 @@ use super::handle::MemberHandle;
 use super::proposer::now_ms;
 use crate::config::Config;
 use crate::scheduler::{SchedulerConfig, WarmTimers, plan};
-use crate::state::{Command, Outcome, StateView};
+use crate::state::{Outcome, StateView};
 use flame_proto::error::FlameError;
 use openraft::ServerState;
 use std::time::Duration;
@@ -178,22 +178,11 @@ async fn cycle(
     let count = commands.len();
     debug!(count, revision = view.revision, "proposing a plan");
     for command in commands {
-        let kind = kind(&command);
+        let kind = command.kind();
         let response = handle.proposer.propose(command).await?;
         log_refusal(kind, &response.outcome);
     }
     Ok(count)
-}
-
-fn kind(command: &Command) -> &'static str {
-    match command {
-        Command::AssignTasks { .. } => "AssignTasks",
-        Command::CreateExecutor { .. } => "CreateExecutor",
-        Command::BindExecutor { .. } => "BindExecutor",
-        Command::UnbindExecutor { .. } => "UnbindExecutor",
-        Command::ReleaseExecutor { .. } => "ReleaseExecutor",
-        _ => "command",
-    }
 }
 
 /// Logs what the state machine refused of a planned command (its state moved on).

@@ -15,8 +15,8 @@
 //! Caveat: sessions of unknown applications (which the state machine does not allow to exist
 //! while Open) are ignored.
 
-use super::SchedulerConfig;
 use super::resources::Res;
+use super::{SchedulerConfig, WarmTimers};
 use crate::state::{ExecutorEntry, SessionEntry, State};
 use flame_proto::model::{ExecutorState, NodeState, ResourceRequirement, SessionState, Shim};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -56,6 +56,8 @@ pub(super) struct Demand<'s> {
     pub schedulable: bool,
     /// Tasks of the session this plan assigned.
     pub dispatched: u32,
+    /// Since when the session has been waiting for executors, per the leader's timers.
+    pub waiting_since: Option<i64>,
 }
 
 impl Demand<'_> {
@@ -129,11 +131,13 @@ pub(super) struct Cycle<'s> {
     pub busy: BTreeSet<&'s str>,
     /// Executor ids this plan created.
     pub created: BTreeSet<String>,
+    /// Bound executors this plan unbound (step 4a).
+    pub unbound: BTreeSet<&'s str>,
 }
 
 impl<'s> Cycle<'s> {
-    /// Derives the view of `state`.
-    pub fn new(state: &'s State, config: &'s SchedulerConfig) -> Self {
+    /// Derives the view of `state`, with the waits `timers` observed.
+    pub fn new(state: &'s State, config: &'s SchedulerConfig, timers: &WarmTimers) -> Self {
         let nodes: BTreeMap<&str, NodeRoom> = state
             .nodes()
             .filter(|n| n.state == NodeState::Ready)
@@ -149,7 +153,7 @@ impl<'s> Cycle<'s> {
         let total = nodes
             .values()
             .fold(Res::default(), |t, n| t.plus(n.allocatable));
-        let sessions = demands(state, config);
+        let sessions = demands(state, config, timers);
         let index = sessions
             .iter()
             .enumerate()
@@ -166,6 +170,7 @@ impl<'s> Cycle<'s> {
             free_left: BTreeMap::new(),
             busy: BTreeSet::new(),
             created: BTreeSet::new(),
+            unbound: BTreeSet::new(),
         };
         for e in state.executor_entries() {
             cycle.account(e);
@@ -228,7 +233,7 @@ impl<'s> Cycle<'s> {
 }
 
 /// One demand per Open session whose application exists, by session id.
-fn demands<'s>(state: &'s State, config: &SchedulerConfig) -> Vec<Demand<'s>> {
+fn demands<'s>(state: &'s State, config: &SchedulerConfig, timers: &WarmTimers) -> Vec<Demand<'s>> {
     state
         .session_entries()
         .filter(|s| s.session.state == SessionState::Open)
@@ -244,6 +249,7 @@ fn demands<'s>(state: &'s State, config: &SchedulerConfig) -> Vec<Demand<'s>> {
                 allocated: Res::default(),
                 schedulable: entry.is_schedulable(config.bind_retry_limit),
                 dispatched: 0,
+                waiting_since: timers.waiting_since(&entry.session.id),
             })
         })
         .collect()

@@ -12,7 +12,9 @@
 //! same step can make room for it (free executors and node room only shrink).
 //!
 //! Rank: the configured policies in order (`priority`: higher first; `drf`: lower dominant
-//! share first), then fewer grants in this plan, then older, then lower session id.
+//! share first), then fewer grants in this plan, then, with rotation on, waiting longer for
+//! executors (per [`super::WarmTimers`]; so the slot a rotation frees goes to the session that
+//! waited, not back to an older one), then older, then lower session id.
 //!
 //! Room on a node: the sizes of all its executors (any state but Released, this plan's
 //! included) plus the new one fit within its allocatable in cpu, memory and gpu, and it holds
@@ -37,7 +39,7 @@ const NODE_SHIMS: [Shim; 1] = [Shim::Host];
 const ID_ATTEMPTS: usize = 8;
 
 /// A session's place in line: lower ranks are served first.
-type Rank = (Vec<u64>, u32, i64, String);
+pub(super) type Rank = (Vec<u64>, u32, i64, i64, String);
 
 /// Step 2: binds free executors to sessions that need instances.
 pub(super) fn bind(cycle: &mut Cycle<'_>, out: &mut Vec<Command>) {
@@ -85,7 +87,7 @@ fn fill(
 }
 
 /// The rank of session demand `d`; see the module docs.
-fn rank(cycle: &Cycle<'_>, d: &Demand<'_>) -> Rank {
+pub(super) fn rank(cycle: &Cycle<'_>, d: &Demand<'_>) -> Rank {
     let session = &d.entry.session;
     let mut policies = Vec::with_capacity(2);
     let mut keys = Vec::with_capacity(2);
@@ -103,6 +105,13 @@ fn rank(cycle: &Cycle<'_>, d: &Demand<'_>) -> Rank {
     (
         keys,
         d.granted,
+        // Only rotations need it (the freed slot must reach the waiter); without them the
+        // older session goes first, as upstream.
+        if cycle.config.rotation_wait_ms > 0 {
+            d.waiting_since.unwrap_or(i64::MAX)
+        } else {
+            0
+        },
         session.creation_time_ms,
         session.id.clone(),
     )

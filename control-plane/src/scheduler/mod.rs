@@ -18,12 +18,14 @@
 //! | 3 | Allocate | schedulable session still needing instances, application shim run by nodes (Host) | a new executor sized like the session's resreq on the Ready node with room that is least loaded after placement (cpu, memory, gpu within allocatable, counting every executor on the node; fewer than `max_executors_per_node` executors) | `CreateExecutor`, then `BindExecutor` |
 //! | 4a | Delayed release | Bound executor holding no task, on a Ready node, not dispatched now, its session has no Pending task left | unbound once idle (per [`WarmTimers`]) for the application's `delay_release`, longest idle first, while its session keeps `desired` instances (so never below `min_instances`) | `UnbindExecutor` |
 //! | 4a' | Reclaim | the same, while a schedulable session still needs instances after steps 2 and 3 and fits some Ready node | unbound once idle for the reclaim grace (`cluster.reclaim_grace_ms`, default 50 ms) instead of `delay_release`, longest idle first, at most as many as the waiting sessions still need, with the same floor | `UnbindExecutor` |
+//! | 4c | Rotate | Bound executor of another session's size and shim, served its hold | for a session with Pending tasks waiting (per [`WarmTimers`]) at least `cluster.rotation_wait_ms` while a session of equal or lower priority holds more than it (or it holds none), kept above `min_instances`; see the `rotate` module | `YieldExecutor` (4a unbinds it once it holds no task) |
 //! | 4b | Release | Idle or Void executor without a session on a Ready node, not bound in step 2 | released unless a session that still needs instances could use it | `ReleaseExecutor` |
 //!
 //! Order among sessions (steps 2 and 3): the configured [`Policy`]s in order, where `priority`
 //! puts higher priorities first and `drf` lower dominant shares first (dominant share: the
 //! largest of cpu, memory and gpu held by the session's executors over the total allocatable of
-//! Ready nodes); then fewer grants in this plan, older sessions, and session id. Grants are made
+//! Ready nodes); then fewer grants in this plan, longer waiting (per [`WarmTimers`]), older
+//! sessions, and session id. Grants are made
 //! one executor at a time and the session's rank is recomputed after each (progressive
 //! filling), so a session can get several executors per cycle, but one big session cannot
 //! starve equal-priority sessions within a cycle.
@@ -54,8 +56,10 @@ mod dispatch;
 mod grant;
 mod release;
 mod resources;
+mod rotate;
 mod timers;
 
+pub use rotate::COLD_START_FACTOR;
 pub use timers::WarmTimers;
 
 use crate::config::Config;
@@ -66,6 +70,10 @@ use cycle::Cycle;
 /// Default of `cluster.reclaim_grace_ms`: an executor idle this long is taken for a waiting
 /// session. Long enough to skip the gap between a client's result and its next task.
 pub const DEFAULT_RECLAIM_GRACE_MS: i64 = 50;
+
+/// Default of `cluster.rotation_wait_ms`: a session with work waits this long for an executor
+/// before one held by a session with more is rotated to it at a task boundary.
+pub const DEFAULT_ROTATION_WAIT_MS: i64 = 1_000;
 
 /// A scheduling policy of `cluster.policies`; the configured order is the order of comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -103,6 +111,10 @@ pub struct SchedulerConfig {
     /// How long a bound executor must have been idle before it is taken for a session that
     /// waits for capacity (`cluster.reclaim_grace_ms`), in milliseconds.
     pub reclaim_grace_ms: i64,
+    /// How long a session with work waits for executors before a fairer share is rotated to
+    /// it, and the least time an executor serves before it may be rotated
+    /// (`cluster.rotation_wait_ms`), in milliseconds; 0 turns rotation off.
+    pub rotation_wait_ms: i64,
 }
 
 impl Default for SchedulerConfig {
@@ -115,6 +127,7 @@ impl Default for SchedulerConfig {
             max_executors_per_node: 128,
             dispatch: DispatchPolicy::default(),
             reclaim_grace_ms: DEFAULT_RECLAIM_GRACE_MS,
+            rotation_wait_ms: DEFAULT_ROTATION_WAIT_MS,
         }
     }
 }
@@ -134,6 +147,7 @@ impl SchedulerConfig {
             max_executors_per_node: cluster.limits.max_executors,
             dispatch: cluster.dispatch.policy(),
             reclaim_grace_ms: i64::try_from(cluster.reclaim_grace_ms).unwrap_or(i64::MAX),
+            rotation_wait_ms: i64::try_from(cluster.rotation_wait_ms).unwrap_or(i64::MAX),
         }
     }
 }
@@ -152,7 +166,7 @@ pub fn plan(
     config: &SchedulerConfig,
     new_id: &mut dyn FnMut() -> String,
 ) -> Vec<Command> {
-    let mut cycle = Cycle::new(state, config);
+    let mut cycle = Cycle::new(state, config, timers);
     let mut out = Vec::new();
     let assignments = dispatch::assign(&mut cycle, &config.dispatch);
     if !assignments.is_empty() {
@@ -164,6 +178,7 @@ pub fn plan(
     grant::bind(&mut cycle, &mut out);
     grant::allocate(&mut cycle, now_ms, new_id, &mut out);
     release::unbind_idle(&mut cycle, timers, now_ms, &mut out);
+    rotate::rotate(&cycle, timers, now_ms, &mut out);
     release::release_free(&cycle, &mut out);
     out
 }

@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | Bound, no running task, on a Ready node, not dispatched in this plan | its session is Open with no Pending task left after dispatch, it has been idle (per [`WarmTimers`]) for at least the application's `delay_release`, and its session keeps more than `desired` instances; longest idle first | `UnbindExecutor` |
 //! | the same, idle for less than `delay_release` but at least the reclaim grace | a schedulable session still needs instances after steps 2 and 3 (no free executor fits it and no node has room) and its executors fit some Ready node; at most as many as such sessions still need, longest idle first | `UnbindExecutor` (a reclaim) |
+//! | Bound, yielding (a rotation, step 4c), no task, on a Ready node | always | `UnbindExecutor` |
 //! | Idle or Void, no session, Ready node, not bound in this plan | no schedulable session that still needs instances has its resreq and shim | `ReleaseExecutor` |
 //! | any other | | nothing |
 //!
@@ -50,6 +51,14 @@ pub(super) fn unbind_idle(
         if cycle.busy.contains(executor.id.as_str()) || !cycle.is_ready(&executor.spec.node) {
             continue;
         }
+        if e.yielding {
+            // A rotation's task boundary: its floor and hold were checked when it was marked.
+            cycle.unbound.insert(&executor.id);
+            out.push(Command::UnbindExecutor {
+                id: executor.id.clone(),
+            });
+            continue;
+        }
         let Some(session_id) = executor.session_id.as_deref() else {
             continue;
         };
@@ -82,6 +91,7 @@ pub(super) fn unbind_idle(
             if reclaim {
                 reclaims -= 1;
             }
+            cycle.unbound.insert(id);
             out.push(Command::UnbindExecutor { id: id.to_owned() });
         }
     }

@@ -40,6 +40,15 @@ impl Res {
         }
     }
 
+    /// `self - other`, saturating at zero in every dimension.
+    pub fn minus(self, other: Res) -> Res {
+        Res {
+            cpu: self.cpu.saturating_sub(other.cpu),
+            memory: self.memory.saturating_sub(other.memory),
+            gpu: self.gpu.saturating_sub(other.gpu),
+        }
+    }
+
     /// True when every dimension of `self` is at most the same dimension of `limit`.
     pub fn within(self, limit: Res) -> bool {
         self.cpu <= limit.cpu && self.memory <= limit.memory && self.gpu <= limit.gpu

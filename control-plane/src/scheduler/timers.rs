@@ -1,46 +1,86 @@
-//! [`WarmTimers`]: the leader-local record of when each Bound executor last became idle, which
-//! delayed release (the application's `delay_release`) is decided from.
+//! [`WarmTimers`]: the leader-local record of when each executor and session last changed in
+//! ways the scheduler times: when a Bound executor became idle (delayed release, reclaim), when
+//! it was bound (the least time it serves before a rotation), how long binds of each
+//! application took (the cold-start cost a rotation pays) and since when a session has been
+//! waiting for executors (the order and the bound of rotations).
 //!
-//! What: for every Bound executor without a running task, the session it is bound to and the
-//! time it was first seen idle in that session. [`WarmTimers::observe`] updates the record from
-//! a state: a newly idle executor starts its timer at `now_ms`; an executor that runs a task, is
-//! no longer Bound, was rebound to another session or is gone loses its timer.
+//! What [`WarmTimers::observe`] updates from a state:
+//! - idle: every Bound executor without a running task, with its session and the time it was
+//!   first seen idle there; a busy, unbound, rebound or gone executor loses its timer;
+//! - bound: every Binding or Bound executor, with its session and the time it was first seen
+//!   Bound there; the time from its first sighting as Binding to its first as Bound is the
+//!   latest bind cost of its session's application;
+//! - waiting: every Open session with Pending tasks and fewer Binding or Bound executors than it
+//!   desires, with the time it was first seen so with its current count of them (a change of
+//!   the count restarts the wait); it leaves the record once it has them all.
 //!
 //! Why leader-local: idleness changes with every task, and replicating a timestamp per task
-//! completion would double the log traffic of the hot path for a decision only the leader makes.
+//! completion would double the log traffic of the hot path for decisions only the leader makes.
 //!
 //! Caveats:
-//! - Not replicated: a new leader starts with no timers, so every idle executor's delay starts
-//!   again at its first observation. That only keeps executors warm longer, never shorter.
+//! - Not replicated: a new leader starts with no timers, so every delay, hold and wait starts
+//!   again at its first observation. That only keeps executors warm and bound longer.
 //! - Only what is observed counts: a task assigned and completed between two calls of
 //!   `observe` would go unnoticed, and an executor serving a slow trickle of quick tasks would
 //!   look idle all along. Every assignment comes from a plan, so the leader passes each plan to
 //!   [`WarmTimers::note_plan`], which restarts the timers of the executors it gives a task; the
 //!   next observation that finds them idle starts their delay again (at most one cycle after
-//!   the task really ended, which errs on the warm side).
+//!   the task really ended, which errs on the warm side). Bind costs are as coarse as the
+//!   observations (one scheduling cycle).
 
+use super::cycle::desired_instances;
 use crate::state::{Command, ExecutorEntry, State};
-use flame_proto::model::ExecutorState;
+use flame_proto::model::{ExecutorState, SessionState};
 use std::collections::BTreeMap;
 
-/// When an executor became idle, and in which session.
+/// Since when an executor has been in some condition, and in which session.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Idle {
-    /// The session the executor was bound to when it became idle.
+struct Since {
+    /// The session the executor was bound to when the condition began.
     session_id: String,
-    /// When it was first observed idle in that session, in Unix milliseconds.
+    /// When it was first observed so in that session, in Unix milliseconds.
     since_ms: i64,
 }
 
-/// When each Bound executor last became idle; see the module docs. Not replicated.
+/// The bind of an executor to a session, as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Held {
+    /// The session.
+    session_id: String,
+    /// When the executor was first observed Binding to the session, if it was.
+    binding_ms: Option<i64>,
+    /// When it was first observed Bound to the session, once it was.
+    bound_ms: Option<i64>,
+}
+
+/// The scheduler's leader-local timers; see the module docs. Not replicated.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WarmTimers {
-    idle: BTreeMap<String, Idle>,
+    /// Idle Bound executors, by id.
+    idle: BTreeMap<String, Since>,
+    /// Binding and Bound executors, by id.
+    held: BTreeMap<String, Held>,
+    /// The latest observed bind time of each application, in milliseconds.
+    bind_cost: BTreeMap<String, i64>,
+    /// Sessions waiting for executors: how many they held when last observed, and since
+    /// when they have waited with that many.
+    waiting: BTreeMap<String, (u32, i64)>,
 }
 
 /// The session of `e` if it is Bound and runs no task.
 fn idle_session(e: &ExecutorEntry) -> Option<&str> {
     if e.executor.state != ExecutorState::Bound || !e.tasks.is_empty() {
+        return None;
+    }
+    e.executor.session_id.as_deref()
+}
+
+/// The session of `e` if it is Binding or Bound.
+fn held_session(e: &ExecutorEntry) -> Option<&str> {
+    if !matches!(
+        e.executor.state,
+        ExecutorState::Binding | ExecutorState::Bound
+    ) {
         return None;
     }
     e.executor.session_id.as_deref()
@@ -56,6 +96,12 @@ impl WarmTimers {
     /// idle Bound executor and drops the timers of executors that are busy, not Bound, bound
     /// to another session or gone.
     pub fn observe(&mut self, state: &State, now_ms: i64) {
+        self.observe_idle(state, now_ms);
+        self.observe_held(state, now_ms);
+        self.observe_waiting(state, now_ms);
+    }
+
+    fn observe_idle(&mut self, state: &State, now_ms: i64) {
         self.idle.retain(|id, idle| {
             state
                 .executor_entry(id)
@@ -67,11 +113,76 @@ impl WarmTimers {
                 continue;
             };
             if !self.idle.contains_key(&e.executor.id) {
-                let idle = Idle {
+                let idle = Since {
                     session_id: session_id.to_owned(),
                     since_ms: now_ms,
                 };
                 self.idle.insert(e.executor.id.clone(), idle);
+            }
+        }
+    }
+
+    fn observe_held(&mut self, state: &State, now_ms: i64) {
+        self.held.retain(|id, held| {
+            state
+                .executor_entry(id)
+                .and_then(held_session)
+                .is_some_and(|s| s == held.session_id)
+        });
+        for e in state.executor_entries() {
+            let Some(session_id) = held_session(e) else {
+                continue;
+            };
+            let held = self.held.entry(e.executor.id.clone()).or_insert(Held {
+                session_id: session_id.to_owned(),
+                binding_ms: None,
+                bound_ms: None,
+            });
+            match e.executor.state {
+                ExecutorState::Binding => {
+                    held.binding_ms.get_or_insert(now_ms);
+                }
+                _ if held.bound_ms.is_none() => {
+                    held.bound_ms = Some(now_ms);
+                    let application = state
+                        .session(session_id)
+                        .map(|s| s.spec.application.clone());
+                    if let (Some(start), Some(app)) = (held.binding_ms, application) {
+                        self.bind_cost.insert(app, now_ms.saturating_sub(start));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn observe_waiting(&mut self, state: &State, now_ms: i64) {
+        let mut instances: BTreeMap<&str, u32> = BTreeMap::new();
+        for e in state.executor_entries() {
+            if let Some(session_id) = held_session(e) {
+                *instances.entry(session_id).or_default() += 1;
+            }
+        }
+        let mut waiting = BTreeMap::new();
+        for entry in state.session_entries() {
+            let session = &entry.session;
+            if session.state != SessionState::Open || session.counters.pending == 0 {
+                continue;
+            }
+            let Some(app) = state.application(&session.spec.application) else {
+                continue;
+            };
+            let have = instances.get(session.id.as_str()).copied().unwrap_or(0);
+            if have < desired_instances(entry, app.spec.max_instances) {
+                waiting.insert(session.id.as_str(), have);
+            }
+        }
+        self.waiting
+            .retain(|id, _| waiting.contains_key(id.as_str()));
+        for (id, have) in waiting {
+            let wait = self.waiting.entry(id.to_owned()).or_insert((have, now_ms));
+            if wait.0 != have {
+                *wait = (have, now_ms);
             }
         }
     }
@@ -97,12 +208,34 @@ impl WarmTimers {
             .map(|idle| idle.since_ms)
     }
 
-    /// The number of executors with a running timer.
+    /// When executor `executor_id` was first observed Bound to `session_id`, if it still is.
+    pub fn bound_since(&self, executor_id: &str, session_id: &str) -> Option<i64> {
+        self.held
+            .get(executor_id)
+            .filter(|held| held.session_id == session_id)
+            .and_then(|held| held.bound_ms)
+    }
+
+    /// How long the latest observed bind of an executor to a session of `application` took,
+    /// in milliseconds (the cold start a rotation costs), if one was observed.
+    pub fn bind_cost_ms(&self, application: &str) -> Option<i64> {
+        self.bind_cost.get(application).copied()
+    }
+
+    /// Since when session `session_id` has been waiting for executors (Open, Pending tasks,
+    /// fewer executors than it desires) holding as many as it holds now, if it is: a session
+    /// that gains or loses an executor starts waiting afresh, so one just served ranks after
+    /// one that was not, and one that just gave an executor up waits its turn again.
+    pub fn waiting_since(&self, session_id: &str) -> Option<i64> {
+        self.waiting.get(session_id).map(|&(_, since)| since)
+    }
+
+    /// The number of idle executors with a running timer.
     pub fn len(&self) -> usize {
         self.idle.len()
     }
 
-    /// True when no executor has a running timer.
+    /// True when no idle executor has a running timer.
     pub fn is_empty(&self) -> bool {
         self.idle.is_empty()
     }

@@ -234,6 +234,12 @@ pub enum Command {
         /// The executor.
         id: String,
     },
+    /// Rotate a Bound executor out of its session at its next task boundary (a fair-share
+    /// rotation): it gets no new task, and the scheduler unbinds it once it holds none.
+    YieldExecutor {
+        /// The executor.
+        id: String,
+    },
     /// The agent left the session: Unbinding or Binding → Idle.
     UnbindCompleted {
         /// The executor.
@@ -356,6 +362,7 @@ impl Command {
             | C::RegisterExecutor { .. }
             | C::BindExecutor { .. }
             | C::UnbindExecutor { .. }
+            | C::YieldExecutor { .. }
             | C::ReleaseExecutor { .. }
             | C::PurgeSessions { .. }
             | C::SetClusterCa { .. } => {}
@@ -386,6 +393,7 @@ impl Command {
             | C::BindExecutor { .. }
             | C::BindCompleted { .. }
             | C::UnbindExecutor { .. }
+            | C::YieldExecutor { .. }
             | C::UnbindCompleted { .. }
             | C::ReleaseExecutor { .. }
             | C::ExecutorReleased { .. }
@@ -420,6 +428,7 @@ impl Command {
             C::BindExecutor { .. } => "BindExecutor",
             C::BindCompleted { .. } => "BindCompleted",
             C::UnbindExecutor { .. } => "UnbindExecutor",
+            C::YieldExecutor { .. } => "YieldExecutor",
             C::UnbindCompleted { .. } => "UnbindCompleted",
             C::ReleaseExecutor { .. } => "ReleaseExecutor",
             C::ExecutorReleased { .. } => "ExecutorReleased",
@@ -621,6 +630,7 @@ pub(crate) fn dispatch(tx: &mut Tx<'_>, command: Command) -> Outcome {
         | C::BindExecutor { .. }
         | C::BindCompleted { .. }
         | C::UnbindExecutor { .. }
+        | C::YieldExecutor { .. }
         | C::UnbindCompleted { .. }
         | C::ReleaseExecutor { .. }
         | C::ExecutorReleased { .. }) => dispatch_cluster(tx, cluster),
@@ -662,6 +672,7 @@ fn dispatch_cluster(tx: &mut Tx<'_>, command: Command) -> Outcome {
             Outcome::Executor(outcome)
         }
         C::UnbindExecutor { id } => Outcome::Executor(executor::unbind(tx, &id)),
+        C::YieldExecutor { id } => Outcome::Executor(executor::yield_session(tx, &id)),
         C::UnbindCompleted { id, now_ms } => {
             Outcome::Executor(executor::unbind_completed(tx, &id, now_ms))
         }

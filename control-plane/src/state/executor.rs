@@ -12,6 +12,7 @@
 //! | Binding | BindSucceeded (BindCompleted ok) | Bound; the session's failure count resets |
 //! | Binding | BindFailed (BindCompleted failure) | Unbinding; session event 1001, count + 1, event 1002 at the limit |
 //! | Binding, Bound | Unbind (UnbindExecutor) | Unbinding |
+//! | Bound | Yield (YieldExecutor) | Bound, yielding: no new task; the scheduler unbinds it once it holds none |
 //! | Binding, Bound, Unbinding | SessionClosed (CloseSession, session removal) | Unbinding |
 //! | Binding, Unbinding | UnbindCompleted | Idle, session cleared; tasks still held are requeued (head) or given back (queued) |
 //! | Void, Idle | Release (ReleaseExecutor) | Releasing |
@@ -19,6 +20,8 @@
 //! | Bound | StartTask (AssignTasks, refill) | Bound, appends the task to those it holds |
 //! | Bound, Unbinding | FinishTask (CompleteTasks) | unchanged, forgets that task |
 //! | anything else | | `InvalidState`: `Executor is <State>: cannot ...` |
+//!
+//! Leaving Bound clears the yielding mark, so a rebound executor starts unmarked.
 //!
 //! Rules outside the table: an unknown executor is `NotFound` (`executor <id> not found`); a
 //! duplicate id is `AlreadyExists`; a BindCompleted for another session than the executor's is
@@ -54,6 +57,8 @@ pub enum ExecutorEvent {
     BindFailed,
     /// The scheduler unbinds the executor.
     Unbind,
+    /// The scheduler asks the executor to give its session up after its current task.
+    Yield,
     /// The executor's session closed or went away.
     SessionClosed,
     /// The agent left the session.
@@ -76,6 +81,7 @@ impl ExecutorEvent {
             E::Bind => "bind",
             E::BindSucceeded | E::BindFailed => "complete the bind of",
             E::Unbind | E::SessionClosed => "unbind",
+            E::Yield => "rotate",
             E::UnbindCompleted => "complete the unbind of",
             E::Release => "release",
             E::Released => "drop",
@@ -99,6 +105,7 @@ pub fn executor_transition(
         (S::Binding, E::BindSucceeded) => Ok(S::Bound),
         (S::Binding, E::BindFailed) => Ok(S::Unbinding),
         (S::Binding | S::Bound, E::Unbind) => Ok(S::Unbinding),
+        (S::Bound, E::Yield) => Ok(S::Bound),
         (S::Binding | S::Bound | S::Unbinding, E::SessionClosed) => Ok(S::Unbinding),
         (S::Binding | S::Unbinding, E::UnbindCompleted) => Ok(S::Idle),
         (S::Void | S::Idle, E::Release) => Ok(S::Releasing),
@@ -137,6 +144,7 @@ fn step(
         .ok_or_else(|| executor_not_found(id))?;
     let before = entry.clone();
     entry.executor.state = to;
+    entry.yielding &= to == ExecutorState::Bound;
     update(entry);
     let executor = entry.executor.clone();
     if *entry != before {
@@ -185,6 +193,7 @@ pub(crate) fn create(
         executor: executor.clone(),
         tasks: Vec::new(),
         creation_time_ms: now_ms,
+        yielding: false,
     };
     tx.state.executors.insert(id, Arc::new(entry));
     Ok(executor)
@@ -269,6 +278,11 @@ fn record_bind(
 /// UnbindExecutor: Binding or Bound → Unbinding.
 pub(crate) fn unbind(tx: &mut Tx<'_>, id: &str) -> Result<Executor, FlameError> {
     step(tx, id, ExecutorEvent::Unbind, |_| {})
+}
+
+/// YieldExecutor: a Bound executor gets no new task and is unbound at its next task boundary.
+pub(crate) fn yield_session(tx: &mut Tx<'_>, id: &str) -> Result<Executor, FlameError> {
+    step(tx, id, ExecutorEvent::Yield, |e| e.yielding = true)
 }
 
 /// UnbindCompleted: → Idle without a session; tasks still held are requeued.

@@ -175,6 +175,10 @@ pub struct ExecutorEntry {
     pub tasks: Vec<TaskRef>,
     /// When the scheduler created it, in Unix milliseconds.
     pub creation_time_ms: i64,
+    /// The scheduler asked it to give its session up at its next task boundary (a fair-share
+    /// rotation): it gets no new task, and the scheduler unbinds it once it holds none.
+    /// Cleared when it leaves Bound.
+    pub yielding: bool,
 }
 
 /// A node and the agent that registered it.

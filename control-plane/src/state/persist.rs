@@ -16,6 +16,7 @@
 //! | `tasks` | task key | task status: state, times, output, events, requeues |
 //! | `task_inputs` | task key | input and request id, written once at creation |
 //! | `executors` | id | `Executor`, the task it runs, creation time |
+//! | `executor_yields` | id | empty: the executor is yielding its session (a rotation) |
 //! | `nodes` | name | `Node` and its agent id |
 //! | `object_drops` | seq (u64, big-endian) | `ObjectDrop` |
 //! | `cluster_meta` | `cluster_ca` | `ClusterCa` (certificate and private key, PEM) |
@@ -66,6 +67,7 @@ const TASKS: Table = TableDefinition::new("tasks");
 const TASK_INPUTS: Table = TableDefinition::new("task_inputs");
 const SESSION_STATS: Table = TableDefinition::new("session_stats");
 const EXECUTORS: Table = TableDefinition::new("executors");
+const EXECUTOR_YIELDS: Table = TableDefinition::new("executor_yields");
 const NODES: Table = TableDefinition::new("nodes");
 const OBJECT_DROPS: Table = TableDefinition::new("object_drops");
 const CLUSTER_META: Table = TableDefinition::new("cluster_meta");
@@ -82,6 +84,7 @@ pub const TABLES: &[&str] = &[
     "tasks",
     "task_inputs",
     "executors",
+    "executor_yields",
     "nodes",
     "object_drops",
     "cluster_meta",
@@ -303,6 +306,11 @@ pub(crate) fn write_dirty(
         };
         state.executor_entry(id).map(row).transpose()
     })?;
+    // A separate table, so the executor row (and the format) stays as it was.
+    sync_rows(txn, EXECUTOR_YIELDS, &dirty.executors, |id| {
+        let yielding = state.executor_entry(id).is_some_and(|e| e.yielding);
+        Ok(yielding.then(Vec::new))
+    })?;
     sync_rows(txn, NODES, &dirty.nodes, |name| {
         let row = |n: &NodeEntry| {
             encode(&NodeRowRef {
@@ -426,10 +434,20 @@ pub(crate) fn load(txn: &ReadTransaction) -> Result<State, Error> {
             executor: row.executor,
             tasks: row.tasks,
             creation_time_ms: row.creation_time_ms,
+            yielding: false,
         };
         state
             .executors
             .insert(entry.executor.id.clone(), Arc::new(entry));
+        Ok(())
+    })?;
+    for_each_row(txn, EXECUTOR_YIELDS, |key, _| {
+        let id = std::str::from_utf8(key).map_err(|_| corrupt("bad executor yield key"))?;
+        let entry = state
+            .executors
+            .get_mut(id)
+            .ok_or_else(|| corrupt(format!("yield mark of unknown executor {id}")))?;
+        Arc::make_mut(entry).yielding = true;
         Ok(())
     })?;
     for_each_row(txn, NODES, |_, value| {

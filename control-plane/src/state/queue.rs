@@ -146,8 +146,8 @@ pub struct Room<'a> {
     pub bytes: u64,
 }
 
-/// The session and the room of executor `e`, if it is Bound on a Ready node and holds fewer
-/// tasks than its session's depth under `policy`.
+/// The session and the room of executor `e`, if it is Bound (and not yielding) on a Ready node
+/// and holds fewer tasks than its session's depth under `policy`.
 pub fn room_of<'a>(
     state: &'a State,
     e: &'a ExecutorEntry,
@@ -158,7 +158,7 @@ pub fn room_of<'a>(
     let ready = state
         .node(&executor.spec.node)
         .is_some_and(|n| n.state == NodeState::Ready);
-    if executor.state != ExecutorState::Bound || !ready {
+    if executor.state != ExecutorState::Bound || e.yielding || !ready {
         return None;
     }
     let entry = state.session_entry(session_id)?;

@@ -471,3 +471,14 @@ pub fn releases(commands: &[Command]) -> Vec<String> {
         })
         .collect()
 }
+
+/// Executors the plan asks to yield their session (fair-share rotations).
+pub fn yields(commands: &[Command]) -> Vec<String> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::YieldExecutor { id } => Some(id.clone()),
+            _ => None,
+        })
+        .collect()
+}
