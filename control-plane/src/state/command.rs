@@ -234,12 +234,6 @@ pub enum Command {
         /// The executor.
         id: String,
     },
-    /// Rotate a Bound executor out of its session at its next task boundary (a fair-share
-    /// rotation): it gets no new task, and the scheduler unbinds it once it holds none.
-    YieldExecutor {
-        /// The executor.
-        id: String,
-    },
     /// The agent left the session: Unbinding or Binding → Idle.
     UnbindCompleted {
         /// The executor.
@@ -308,6 +302,12 @@ pub enum Command {
         command: Box<Command>,
         /// Leader time, which dates the record and expires old ones.
         now_ms: i64,
+    },
+    /// Rotate a Bound executor out of its session at its next task boundary (a fair-share
+    /// rotation): it gets no new task, and the scheduler unbinds it once it holds none.
+    YieldExecutor {
+        /// The executor.
+        id: String,
     },
 }
 
@@ -795,6 +795,28 @@ mod flame_results {
 mod tests {
     use super::*;
     use flame_proto::error::LeaderHint;
+
+    /// Stored log entries name their variant by index, so a new command goes last: these
+    /// indices are the storage format (raftlog `FORMAT_VERSION`).
+    #[test]
+    fn command_variant_indices_are_the_stored_ones() {
+        let index = |c: &Command| postcard::to_stdvec(c).expect("encode")[0];
+        let id = || "e".to_owned();
+        assert_eq!(index(&Command::EnsureBuiltins { now_ms: 0 }), 0);
+        assert_eq!(index(&Command::UnbindExecutor { id: id() }), 17);
+        let completed = Command::UnbindCompleted {
+            id: id(),
+            now_ms: 0,
+        };
+        assert_eq!(index(&completed), 18);
+        let once = Command::Once {
+            request_id: id(),
+            command: Box::new(Command::EnsureBuiltins { now_ms: 0 }),
+            now_ms: 0,
+        };
+        assert_eq!(index(&once), 26);
+        assert_eq!(index(&Command::YieldExecutor { id: id() }), 27);
+    }
 
     #[test]
     fn responses_with_every_error_kind_survive_postcard() {
