@@ -850,8 +850,9 @@ mod agent_tests {
         assert!(model::Node::from_registration(no_capacity).is_err());
         let mut too_much = wire_node("n1");
         if let Some(s) = too_much.status.as_mut() {
+            // More than MAX_CPU_OVERCOMMIT (64) times the 4 cores.
             s.allocatable = Some(v1::ResourceRequirement {
-                cpu: 5,
+                cpu: 257,
                 memory: 1,
                 gpu: 0,
             });
