@@ -6,8 +6,11 @@
 //! `sticky` runs the flmping service with `delay_release` one hour, so without reclaim the
 //! third session would wait an hour for an executor. Eight sessions of it (1 cpu each) get 40
 //! tasks each through a follower, all at once; the test waits (at most 120 s, far below the
-//! hour) for every task of every session to succeed, then prints the agent's instance launches:
-//! each session switch is a cold start, since the instance process is replaced at every unbind.
+//! hour) for every task of every session to succeed, then counts the agent's process starts:
+//! - by default each session switch is a cold start, since the instance process is replaced at
+//!   every unbind, so there are at least as many starts as sessions;
+//! - with the application labelled `flame.warm-switch=true`, a process leaves one session and
+//!   enters the next, so fewer processes start than there are sessions.
 
 mod support;
 
@@ -23,7 +26,28 @@ const LIMIT: Duration = Duration::from_secs(120);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_sessions_share_two_slots_without_waiting_for_delay_release() -> anyhow::Result<()> {
-    let mut run = start("chaos-eight-sessions", &[], &[]).await?;
+    let launches = eight_sessions("chaos-eight-sessions", &[]).await?;
+    anyhow::ensure!(
+        launches >= SESSIONS,
+        "every session ran in a process of its own: {launches} process starts"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_sessions_of_a_warm_switch_application_reuse_their_processes() -> anyhow::Result<()> {
+    let launches = eight_sessions("chaos-eight-warm", &["flame.warm-switch=true"]).await?;
+    anyhow::ensure!(
+        launches < SESSIONS,
+        "processes moved between sessions: {launches} process starts for {SESSIONS} sessions"
+    );
+    Ok(())
+}
+
+/// Runs the eight sessions on two slots with the application labelled `labels`; returns the
+/// number of instance processes the agent started.
+async fn eight_sessions(name: &str, labels: &[&str]) -> anyhow::Result<usize> {
+    let mut run = start(name, &[], &[]).await?;
     let mut options = AgentOptions::new(&run.binaries);
     options.cpu = 2;
     run.cluster.start_agent("node-a", &options)?;
@@ -35,6 +59,7 @@ async fn eight_sessions_share_two_slots_without_waiting_for_delay_release() -> a
             application: Some(v1::ApplicationSpec {
                 command: Some("${FLAME_HOME}/bin/flmping-service".into()),
                 delay_release: Some(3600),
+                labels: labels.iter().map(|l| (*l).to_owned()).collect(),
                 ..v1::ApplicationSpec::default()
             }),
         })
@@ -59,13 +84,9 @@ async fn eight_sessions_share_two_slots_without_waiting_for_delay_release() -> a
     }
     let (launches, executors) = run.cluster.agent("node-a")?.launches()?;
     println!(
-        "{SESSIONS} sessions x {TASKS} tasks on 2 slots done in {:?}; {launches} instance \
-         launches for {executors} executors",
+        "{SESSIONS} sessions x {TASKS} tasks on 2 slots, labels {labels:?}: done in {:?}; \
+         {launches} process starts for {executors} executors",
         started.elapsed()
     );
-    anyhow::ensure!(
-        launches >= SESSIONS,
-        "every session ran in an instance of its own: {launches} launches"
-    );
-    Ok(())
+    Ok(launches)
 }

@@ -69,6 +69,8 @@ pub enum AgentError {
 pub struct AgentMetrics {
     /// Instances launched (processes that started and opened their socket).
     pub(crate) launches: AtomicU64,
+    /// Binds served by re-entering a parked instance instead of launching one.
+    pub(crate) warm_switches: AtomicU64,
     /// Binds that failed (launch or `OnSessionEnter`).
     pub(crate) bind_failures: AtomicU64,
     /// Tasks handed to an instance.
@@ -87,6 +89,11 @@ impl AgentMetrics {
     /// Instances launched (processes that started and opened their socket).
     pub fn launches(&self) -> u64 {
         self.launches.load(Ordering::Relaxed)
+    }
+
+    /// Binds served by re-entering a parked instance (warm switches) instead of launching one.
+    pub fn warm_switches(&self) -> u64 {
+        self.warm_switches.load(Ordering::Relaxed)
     }
 
     /// Binds that failed (launch or `OnSessionEnter`).

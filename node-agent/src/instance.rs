@@ -20,6 +20,8 @@
 //!   section 7.6, [`install`]); a failure is a code-10 bind error and nothing is started.
 //! - [`launch_count`] counts processes started in this agent process, including launches that
 //!   then failed to bind.
+//! - One process serves one session unless its application opts in to warm switches; then
+//!   [`Instance::switch_session`] readies a process that left its session for the next one.
 
 mod archive;
 mod connect;
@@ -346,6 +348,20 @@ impl Instance {
                 message: failure_text(result.return_code, result.message),
             });
         }
+        Ok(())
+    }
+
+    /// Readies an instance that left its session to enter `session_id` (a warm switch, see
+    /// [`crate::labels`]): the next call must be [`Instance::enter`]. Fails, changing nothing,
+    /// unless the instance is alive and its last call was a successful `OnSessionLeave`.
+    pub fn switch_session(&mut self, session_id: &str) -> Result<(), InstanceError> {
+        self.check_phase("a warm switch", Phase::Left)?;
+        tracing::info!(
+            executor_id = %self.executor_id, from = %self.session_id, to = %session_id,
+            "warm switch"
+        );
+        self.session_id = session_id.to_owned();
+        self.phase = Phase::Launched;
         Ok(())
     }
 

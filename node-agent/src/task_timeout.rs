@@ -63,24 +63,13 @@ pub fn parse(text: &str) -> Result<Option<Duration>, String> {
 
 /// The task timeout `labels` set; an error naming the label and the value when malformed.
 pub fn from_labels(labels: &[String]) -> Result<LabelTimeout, String> {
-    let Some(value) = labels.iter().rev().find_map(|label| label_value(label)) else {
+    let Some(value) = crate::labels::find(labels, LABEL) else {
         return Ok(LabelTimeout::Absent);
     };
     match parse(value) {
         Ok(Some(limit)) => Ok(LabelTimeout::After(limit)),
         Ok(None) => Ok(LabelTimeout::Off),
         Err(why) => Err(format!("invalid label {LABEL}={value}: {why}")),
-    }
-}
-
-/// The value of `label` when it is the timeout label (`flame.task-timeout=<value>`, or the
-/// bare key, whose empty value is then refused as malformed).
-fn label_value(label: &str) -> Option<&str> {
-    let label = label.trim();
-    match label.split_once('=') {
-        Some((key, value)) if key.trim() == LABEL => Some(value),
-        None if label == LABEL => Some(""),
-        _ => None,
     }
 }
 

@@ -113,6 +113,10 @@ impl ServiceError {
 ///
 /// Calls arrive one at a time and in order: `on_session_enter` once, `on_task_invoke` once per
 /// task, `on_session_leave` once. Any error becomes `return_code = -1` with its text.
+///
+/// An application labelled `flame.warm-switch=true` opts in to warm switches: after
+/// `on_session_leave` the same process may get `on_session_enter` for another session of the
+/// same application, so the service must reset its per-session state there.
 pub trait FlameService: Send + 'static {
     /// Called once, before any task, with the session this instance serves.
     fn on_session_enter(

@@ -542,7 +542,7 @@ impl Slot {
 
 /// What to launch, the `OnSessionEnter` request and the task-timeout label of a binding; a
 /// bind error when the assignment cannot be launched by this agent (including a malformed
-/// `flame.task-timeout` label, code 19, naming the label and its value).
+/// `flame.task-timeout` or `flame.warm-switch` label, code 19, naming the label and its value).
 fn launch_parts(binding: &Binding, shim: i32) -> Result<BindLaunch, BindError> {
     if shim != v1::Shim::Host as i32 {
         return Err(BindError::shim(format!(
@@ -560,6 +560,8 @@ fn launch_parts(binding: &Binding, shim: i32) -> Result<BindLaunch, BindError> {
     })?;
     let task_timeout = task_timeout::from_labels(&app.spec.labels)
         .map_err(|why| BindError::new(BindCode::Unknown, why))?;
+    let warm_switch = crate::labels::warm_switch(&app.spec.labels)
+        .map_err(|why| BindError::new(BindCode::Unknown, why))?;
     let ctx = v1::SessionContext {
         session_id: binding.session_id.clone(),
         application: Some(v1::ApplicationContext::from(&app)),
@@ -569,6 +571,7 @@ fn launch_parts(binding: &Binding, shim: i32) -> Result<BindLaunch, BindError> {
         app: AppLaunch::from(&app),
         ctx,
         task_timeout,
+        warm_switch,
     })
 }
 

@@ -21,6 +21,13 @@
 //! may be stuck, is stopped. The timeout only bounds the invocation; a newer command still
 //! interrupts it first.
 //!
+//! Warm switches: when the binding's application opts in (`flame.warm-switch=true`, see
+//! [`crate::labels`]), an unbind calls `OnSessionLeave` and *parks* the process instead of
+//! stopping it. The next bind of the same application (equal [`AppLaunch`]) re-enters the parked
+//! process; any other command that needs the executor empty, a bind of another application, or
+//! a parked process that fails to re-enter stops it (the last falls back to a fresh launch).
+//! A parked process holds no session: the reconciler sees the executor as empty.
+//!
 //! Caveats: an instance found dead after a task is stopped at once (the binding ends, per spec
 //! section 7.4); the next task for its session relaunches it, as it does after a timeout.
 //! Output over the configured limit turns a success into a failure naming the limit.
@@ -165,6 +172,8 @@ pub struct BindLaunch {
     pub ctx: v1::SessionContext,
     /// What the application's labels say about the task timeout.
     pub task_timeout: LabelTimeout,
+    /// Whether the application opted in to warm switches.
+    pub warm_switch: bool,
 }
 
 /// A worker's answer to one command.
@@ -236,6 +245,18 @@ pub struct Worker {
     instance: Option<Instance>,
     /// The task timeout of the instance's binding.
     task_timeout: Option<Duration>,
+    /// The application of the instance's binding, when it opted in to warm switches.
+    warm_app: Option<AppLaunch>,
+    /// A process that left its session, kept for the next binding of its application.
+    parked: Option<Parked>,
+}
+
+/// An instance kept alive between sessions (a warm switch).
+struct Parked {
+    /// The application it runs, as launched.
+    app: AppLaunch,
+    /// The process, after a successful `OnSessionLeave`.
+    instance: Instance,
 }
 
 impl Worker {
@@ -257,6 +278,8 @@ impl Worker {
             metrics,
             instance: None,
             task_timeout: None,
+            warm_app: None,
+            parked: None,
         };
         (worker, tx)
     }
@@ -287,7 +310,7 @@ impl Worker {
                     input,
                 } => self.run_task(seq, session_id, task_id, input).await,
                 Command::Unbind { seq, session_id } => {
-                    self.leave_and_stop().await;
+                    self.leave_and_park().await;
                     self.emit(seq, EventKind::Unbound { session_id });
                     None
                 }
@@ -312,7 +335,8 @@ impl Worker {
         }
     }
 
-    /// Launches and enters an instance; returns the command that interrupted it, if any.
+    /// Enters an instance for the session, re-entering a parked one of the same application or
+    /// launching a new one; returns the command that interrupted it, if any.
     async fn bind(
         &mut self,
         seq: u64,
@@ -320,41 +344,102 @@ impl Worker {
         launch: BindLaunch,
         report: bool,
     ) -> Option<Command> {
-        let BindLaunch {
-            app,
-            ctx,
-            task_timeout,
-        } = launch;
-        self.stop().await;
-        let spec = self.template.spec(app, &self.id, &session_id);
-        let mut instance = match interruptible(&mut self.rx, Instance::launch(spec)).await {
-            Err(next) => return self.interrupted(seq, next),
-            Ok(Err(e)) => return self.bind_failed(seq, session_id, e, report),
-            Ok(Ok(instance)) => instance,
+        self.stop_bound().await;
+        let reusable = match self.parked.take() {
+            Some(p) if launch.warm_switch && p.app == launch.app => Some(p),
+            Some(stale) => {
+                stale.instance.stop().await;
+                None
+            }
+            None => None,
         };
-        self.metrics.launches.fetch_add(1, Ordering::Relaxed);
-        match interruptible(&mut self.rx, instance.enter(ctx)).await {
+        let warm = match reusable {
+            Some(parked) => match self.reenter(parked.instance, &session_id, &launch).await {
+                Err(next) => return self.interrupted(seq, next),
+                Ok(warm) => warm,
+            },
+            None => None,
+        };
+        let instance = match warm {
+            Some(instance) => instance,
+            None => match self.launch_and_enter(&session_id, &launch).await {
+                Err(next) => return self.interrupted(seq, next),
+                Ok(Err(e)) => return self.bind_failed(seq, session_id, e, report),
+                Ok(Ok(instance)) => instance,
+            },
+        };
+        self.instance = Some(instance);
+        self.task_timeout = launch.task_timeout.resolve(self.template.task_timeout);
+        self.warm_app = launch.warm_switch.then_some(launch.app);
+        let kind = EventKind::Bound {
+            session_id,
+            result: Ok(()),
+            report,
+        };
+        self.emit(seq, kind);
+        None
+    }
+
+    /// Re-enters a parked instance into `session_id`: `Ok(Some)` when it entered, `Ok(None)`
+    /// when it did not (it is then stopped, and the caller launches afresh), `Err` with the
+    /// command that interrupted it (it is then stopped too).
+    async fn reenter(
+        &mut self,
+        mut instance: Instance,
+        session_id: &str,
+        launch: &BindLaunch,
+    ) -> Result<Option<Instance>, Command> {
+        if let Err(e) = instance.switch_session(session_id) {
+            tracing::info!(executor_id = %self.id, error = %e, "parked instance unusable; launching");
+            instance.stop().await;
+            return Ok(None);
+        }
+        match interruptible(&mut self.rx, instance.enter(launch.ctx.clone())).await {
             Err(next) => {
                 instance.stop().await;
-                self.interrupted(seq, next)
+                Err(next)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(
+                    executor_id = %self.id, %session_id, message = %e.message,
+                    "warm OnSessionEnter failed; stopping the instance and launching a new one"
+                );
+                let _ = instance.leave().await;
+                instance.stop().await;
+                Ok(None)
+            }
+            Ok(Ok(())) => {
+                self.metrics.warm_switches.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(instance))
+            }
+        }
+    }
+
+    /// Launches an instance for the session and enters it; the outer `Err` carries the command
+    /// that interrupted it (the instance is then stopped).
+    async fn launch_and_enter(
+        &mut self,
+        session_id: &str,
+        launch: &BindLaunch,
+    ) -> Result<Result<Instance, BindError>, Command> {
+        let spec = self.template.spec(launch.app.clone(), &self.id, session_id);
+        let mut instance = match interruptible(&mut self.rx, Instance::launch(spec)).await? {
+            Err(e) => return Ok(Err(e)),
+            Ok(instance) => instance,
+        };
+        self.metrics.launches.fetch_add(1, Ordering::Relaxed);
+        match interruptible(&mut self.rx, instance.enter(launch.ctx.clone())).await {
+            Err(next) => {
+                instance.stop().await;
+                Err(next)
             }
             Ok(Err(e)) => {
                 // Spec section 7.3: leave and terminate an instance whose enter failed.
                 let _ = instance.leave().await;
                 instance.stop().await;
-                self.bind_failed(seq, session_id, e, report)
+                Ok(Err(e))
             }
-            Ok(Ok(())) => {
-                self.instance = Some(instance);
-                self.task_timeout = task_timeout.resolve(self.template.task_timeout);
-                let kind = EventKind::Bound {
-                    session_id,
-                    result: Ok(()),
-                    report,
-                };
-                self.emit(seq, kind);
-                None
-            }
+            Ok(Ok(())) => Ok(Ok(instance)),
         }
     }
 
@@ -491,16 +576,46 @@ impl Worker {
 
     /// Calls `OnSessionLeave` (failures are logged by the shim) and stops the instance.
     async fn leave_and_stop(&mut self) {
+        self.warm_app = None;
         if let Some(mut instance) = self.instance.take() {
             let _ = instance.leave().await;
             instance.stop().await;
         }
     }
 
-    /// Stops the instance, if any.
-    async fn stop(&mut self) {
+    /// Calls `OnSessionLeave`, then parks the instance when its application opted in to warm
+    /// switches and it left cleanly; otherwise stops it.
+    async fn leave_and_park(&mut self) {
+        let warm_app = self.warm_app.take();
+        let Some(mut instance) = self.instance.take() else {
+            return;
+        };
+        let left = instance.leave().await.is_ok();
+        match warm_app {
+            Some(app) if left => {
+                if let Some(old) = self.parked.replace(Parked { app, instance }) {
+                    old.instance.stop().await;
+                }
+            }
+            _ => {
+                instance.stop().await;
+            }
+        }
+    }
+
+    /// Stops the bound instance, if any, keeping a parked one.
+    async fn stop_bound(&mut self) {
+        self.warm_app = None;
         if let Some(instance) = self.instance.take() {
             instance.stop().await;
+        }
+    }
+
+    /// Stops the bound instance and the parked one, if any.
+    async fn stop(&mut self) {
+        self.stop_bound().await;
+        if let Some(parked) = self.parked.take() {
+            parked.instance.stop().await;
         }
     }
 
