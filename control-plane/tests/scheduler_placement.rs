@@ -169,3 +169,28 @@ fn wasm_sessions_stay_pending_on_host_only_clusters() {
         0
     );
 }
+
+#[test]
+fn a_free_executor_goes_back_to_the_application_it_last_served() {
+    let mut w = World::default_config();
+    w.node("n1", res(2, 16, 0));
+    w.app("a", Shim::Host, 100, 60);
+    w.app("b", Shim::Host, 100, 60);
+    w.session("sb", "b", Opts::default());
+    w.session("sa", "a", Opts::default());
+    w.bound("e1", "n1", "sb");
+    w.bound("e2", "n1", "sa");
+    w.plan(); // the leader sees which application each executor serves
+    w.close("sa");
+    w.close("sb");
+    w.agents(&|_| false); // both unbinds complete: e1 and e2 are Idle
+    assert_eq!(w.executors_of("sa", ExecutorState::Bound), 0);
+    w.session("sa2", "a", Opts::default());
+    w.tasks("sa2", 1);
+    let commands = w.plan();
+    assert_eq!(
+        binds(&commands),
+        vec![("e2".into(), "sa2".into())],
+        "e2 last ran application a, so its process may be kept warm; e1 has the lower id"
+    );
+}

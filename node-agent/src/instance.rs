@@ -352,7 +352,7 @@ impl Instance {
     }
 
     /// Readies an instance that left its session to enter `session_id` (a warm switch, see
-    /// [`crate::labels`]): the next call must be [`Instance::enter`]. Fails, changing nothing,
+    /// [`flame_proto::model::labels`]): the next call must be [`Instance::enter`]. Fails, changing nothing,
     /// unless the instance is alive and its last call was a successful `OnSessionLeave`.
     pub fn switch_session(&mut self, session_id: &str) -> Result<(), InstanceError> {
         self.check_phase("a warm switch", Phase::Left)?;

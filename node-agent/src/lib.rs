@@ -11,7 +11,6 @@
 //! - [`instance`]: the host shim (launch, the three instance calls, stop).
 //! - [`reaper`]: the agent as child subreaper, reaping orphaned grandchildren.
 //! - [`task_timeout`]: the optional task timeout (application label and agent default).
-//! - [`labels`]: the application labels the agent honours, such as the warm-switch opt-in.
 //!
 //! Caveat: the protocol contract this crate implements (agent side) is
 //! `docs/agent-protocol.md`.
@@ -20,6 +19,5 @@ pub mod agent;
 pub mod cache;
 pub mod config;
 pub mod instance;
-pub mod labels;
 pub mod reaper;
 pub mod task_timeout;

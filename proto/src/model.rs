@@ -18,6 +18,7 @@
 //! - Opaque payloads are [`bytes::Bytes`], so cloning a task or session never copies its data.
 
 mod event;
+pub mod labels;
 mod objects;
 mod resources;
 mod session;
@@ -27,7 +28,7 @@ pub use event::Event;
 pub use objects::{
     Application, ApplicationSchema, ApplicationSpec, CACHE_PEER_SERVER_NAME, CacheEndpoint,
     DEFAULT_DELAY_RELEASE_SECS, DEFAULT_MAX_INSTANCES, Environment, Executor, ExecutorSpec,
-    MAX_CACHE_ADDR_LEN, Node, NodeAddress, ObjectDrop,
+    MAX_CACHE_ADDR_LEN, MAX_DELAY_RELEASE_SECS, Node, NodeAddress, ObjectDrop,
 };
 pub use resources::{ResourceRequirement, parse_memory};
 pub use session::{Session, SessionSpec, Task, TaskCounters};

@@ -92,13 +92,27 @@ pub fn request_id_from_metadata(md: &MetadataMap) -> Result<Option<String>, Flam
 }
 
 /// The model spec of RegisterApplication and UpdateApplication: a missing spec, an unknown
-/// shim, a bad schema or a relative working directory is `InvalidArgument` (reported as a
-/// status, not in-band).
+/// shim, a bad schema, a relative working directory, a `delay_release` outside 0 to
+/// [`model::MAX_DELAY_RELEASE_SECS`] or a malformed `flame.*` label
+/// ([`model::labels::check`]) is `InvalidArgument` (reported as a status, not in-band).
+///
+/// The last two are checked here only, not again on apply, so log entries written before
+/// members made these checks replay exactly as they were first applied (the scheduler clamps a
+/// negative `delay_release` to 0, and agents refuse bad labels at bind).
 pub fn application_spec(
     spec: Option<v1::ApplicationSpec>,
 ) -> Result<model::ApplicationSpec, FlameError> {
     let spec = spec.ok_or_else(|| missing("application"))?;
-    model::ApplicationSpec::try_from(spec)
+    let spec = model::ApplicationSpec::try_from(spec)?;
+    if !(0..=model::MAX_DELAY_RELEASE_SECS).contains(&spec.delay_release_secs) {
+        return Err(FlameError::InvalidArgument(format!(
+            "delay_release must be between 0 and {} seconds (365 days), got {}",
+            model::MAX_DELAY_RELEASE_SECS,
+            spec.delay_release_secs
+        )));
+    }
+    model::labels::check(&spec.labels)?;
+    Ok(spec)
 }
 
 /// `text` as error messages show it: at most [`MAX_APPLICATION_NAME_LEN`] characters, so a
@@ -255,6 +269,37 @@ mod tests {
             application_spec(Some(bad_shim)),
             Err(FlameError::InvalidArgument(_))
         ));
+    }
+
+    #[test]
+    fn negative_or_absurd_delay_release_and_bad_flame_labels_are_invalid_argument() {
+        let with = |delay: Option<i64>, labels: &[&str]| v1::ApplicationSpec {
+            delay_release: delay,
+            labels: labels.iter().map(|l| (*l).to_owned()).collect(),
+            ..v1::ApplicationSpec::default()
+        };
+        let negative = application_spec(Some(with(Some(-1), &[]))).unwrap_err();
+        assert_eq!(
+            negative.to_string(),
+            "delay_release must be between 0 and 31536000 seconds (365 days), got -1"
+        );
+        let absurd = application_spec(Some(with(Some(i64::MAX), &[]))).unwrap_err();
+        assert!(matches!(absurd, FlameError::InvalidArgument(_)), "{absurd}");
+        for ok in [0, 60, model::MAX_DELAY_RELEASE_SECS] {
+            assert!(application_spec(Some(with(Some(ok), &[]))).is_ok(), "{ok}");
+        }
+        let label = application_spec(Some(with(None, &["flame.warm-switch=maybe"])));
+        assert_eq!(
+            label.unwrap_err().to_string(),
+            "invalid label flame.warm-switch=maybe: expected true or false"
+        );
+        let timeout = application_spec(Some(with(None, &["flame.task-timeout=soon"])));
+        assert!(matches!(timeout, Err(FlameError::InvalidArgument(_))));
+        let fine = with(
+            None,
+            &["flame.warm-switch=true", "flame.task-timeout=2s", "x=y"],
+        );
+        assert!(application_spec(Some(fine)).is_ok());
     }
 
     #[test]

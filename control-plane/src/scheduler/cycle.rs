@@ -127,6 +127,8 @@ pub(super) struct Cycle<'s> {
     pub free: HashMap<Fit, VecDeque<&'s str>>,
     /// Every free executor not yet used by the plan, with its fit, by id.
     pub free_left: BTreeMap<&'s str, Fit>,
+    /// The application each free executor last served (per [`WarmTimers`]), by id.
+    pub free_app: HashMap<&'s str, String>,
     /// Executors this plan assigned a task to.
     pub busy: BTreeSet<&'s str>,
     /// Executor ids this plan created.
@@ -168,12 +170,18 @@ impl<'s> Cycle<'s> {
             index,
             free: HashMap::new(),
             free_left: BTreeMap::new(),
+            free_app: HashMap::new(),
             busy: BTreeSet::new(),
             created: BTreeSet::new(),
             unbound: BTreeSet::new(),
         };
         for e in state.executor_entries() {
             cycle.account(e);
+        }
+        for id in cycle.free_left.keys() {
+            if let Some(app) = timers.last_application(id) {
+                cycle.free_app.insert(id, app.to_owned());
+            }
         }
         cycle
     }

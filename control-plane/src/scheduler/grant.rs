@@ -3,7 +3,7 @@
 //!
 //! | Step | A session in rank order gets | Or, when impossible |
 //! |---|---|---|
-//! | Bind | the lowest-id free executor (Idle or Void, no session, Ready node) whose resreq and shim equal the session's | leaves the bind step |
+//! | Bind | a free executor (Idle or Void, no session, Ready node) whose resreq and shim equal the session's: the lowest-id one that last served the session's application (whose process may be kept for a warm switch), else the lowest-id one | leaves the bind step |
 //! | Allocate | a new executor of its resreq on the least loaded Ready node with room, created and bound at once | leaves the allocate step |
 //!
 //! Only schedulable sessions (Open, below the bind retry limit) that need instances take part.
@@ -117,13 +117,21 @@ pub(super) fn rank(cycle: &Cycle<'_>, d: &Demand<'_>) -> Rank {
     )
 }
 
-/// Binds the lowest-id matching free executor to session `i`.
+/// Binds a matching free executor to session `i`: the lowest-id one that last served its
+/// application, else the lowest-id one.
 fn bind_one(cycle: &mut Cycle<'_>, i: usize, out: &mut Vec<Command>) -> bool {
     let Some(d) = cycle.sessions.get(i) else {
         return false;
     };
     let fit = (d.resreq(), d.shim);
-    let Some(id) = cycle.free.get_mut(&fit).and_then(|q| q.pop_front()) else {
+    let app = d.entry.session.spec.application.as_str();
+    let Some(queue) = cycle.free.get_mut(&fit) else {
+        return false;
+    };
+    let warm = queue
+        .iter()
+        .position(|id| cycle.free_app.get(id).is_some_and(|a| a == app));
+    let Some(id) = queue.remove(warm.unwrap_or(0)) else {
         return false;
     };
     cycle.free_left.remove(id);

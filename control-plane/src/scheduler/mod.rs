@@ -14,12 +14,18 @@
 //! | # | Step | Applies to | Decision | Command |
 //! |---|---|---|---|---|
 //! | 1 | Dispatch | Bound executor on a Ready node holding fewer tasks than its session's queue depth (`state::queue`), its session has Pending tasks | the lowest-id Pending tasks of its session not yet assigned in this plan, dealt round-robin | one `AssignTasks` for all |
-//! | 2 | Bind | Idle or Void executor without a session on a Ready node | bound to a schedulable session that needs instances, whose resreq equals the executor's exactly and whose application's shim equals the executor's | `BindExecutor` |
+//! | 2 | Bind | Idle or Void executor without a session on a Ready node | bound to a schedulable session that needs instances, whose resreq equals the executor's exactly and whose application's shim equals the executor's; among equals, one that last served the session's application first (its agent may keep the process for a warm switch) | `BindExecutor` |
 //! | 3 | Allocate | schedulable session still needing instances, application shim run by nodes (Host) | a new executor sized like the session's resreq on the Ready node with room that is least loaded after placement (cpu, memory, gpu within allocatable, counting every executor on the node; fewer than `max_executors_per_node` executors) | `CreateExecutor`, then `BindExecutor` |
 //! | 4a | Delayed release | Bound executor holding no task, on a Ready node, not dispatched now, its session has no Pending task left | unbound once idle (per [`WarmTimers`]) for the application's `delay_release`, longest idle first, while its session keeps `desired` instances (so never below `min_instances`) | `UnbindExecutor` |
 //! | 4a' | Reclaim | the same, while a schedulable session still needs instances after steps 2 and 3 and fits some Ready node | unbound once idle for the reclaim grace (`cluster.reclaim_grace_ms`, default 50 ms) instead of `delay_release`, longest idle first, at most as many as the waiting sessions still need, with the same floor | `UnbindExecutor` |
 //! | 4c | Rotate | Bound executor of another session's size and shim, served its hold | for a session with Pending tasks waiting (per [`WarmTimers`]) at least `cluster.rotation_wait_ms` while a session of equal or lower priority holds more than it (or it holds none), kept above `min_instances`; see the `rotate` module | `YieldExecutor` (4a unbinds it once it holds no task) |
 //! | 4b | Release | Idle or Void executor without a session on a Ready node, not bound in step 2 | released unless a session that still needs instances could use it | `ReleaseExecutor` |
+//!
+//! Cold starts: a rotation (4c) only takes an executor that has served ten times the latest
+//! observed bind of its application ([`COLD_START_FACTOR`]), so rotation never costs more than a
+//! tenth of the time in starts. Applications that opt in to warm switches
+//! (`flame.warm-switch=true`, honoured by the node agent) bind in the time of one
+//! `OnSessionEnter`, so their observed cost, and their hold, shrink with it.
 //!
 //! Order among sessions (steps 2 and 3): the configured [`Policy`]s in order, where `priority`
 //! puts higher priorities first and `drf` lower dominant shares first (dominant share: the

@@ -10,6 +10,9 @@
 //! - bound: every Binding or Bound executor, with its session and the time it was first seen
 //!   Bound there; the time from its first sighting as Binding to its first as Bound is the
 //!   latest bind cost of its session's application;
+//! - last application: the application of the session each existing executor was last seen
+//!   Binding or Bound to (so a free executor goes back to its application, whose process an
+//!   agent may have kept for a warm switch);
 //! - waiting: every Open session with Pending tasks and fewer Binding or Bound executors than it
 //!   desires, with the time it was first seen so with its current count of them (a change of
 //!   the count restarts the wait); it leaves the record once it has them all.
@@ -62,6 +65,8 @@ pub struct WarmTimers {
     held: BTreeMap<String, Held>,
     /// The latest observed bind time of each application, in milliseconds.
     bind_cost: BTreeMap<String, i64>,
+    /// The application each executor was last observed held for, by executor id.
+    last_app: BTreeMap<String, String>,
     /// Sessions waiting for executors: how many they held when last observed, and since
     /// when they have waited with that many.
     waiting: BTreeMap<String, (u32, i64)>,
@@ -129,10 +134,18 @@ impl WarmTimers {
                 .and_then(held_session)
                 .is_some_and(|s| s == held.session_id)
         });
+        self.last_app
+            .retain(|id, _| state.executor_entry(id).is_some());
         for e in state.executor_entries() {
             let Some(session_id) = held_session(e) else {
                 continue;
             };
+            if let Some(session) = state.session(session_id) {
+                let app = &session.spec.application;
+                if self.last_app.get(&e.executor.id) != Some(app) {
+                    self.last_app.insert(e.executor.id.clone(), app.clone());
+                }
+            }
             let held = self.held.entry(e.executor.id.clone()).or_insert(Held {
                 session_id: session_id.to_owned(),
                 binding_ms: None,
@@ -220,6 +233,11 @@ impl WarmTimers {
     /// in milliseconds (the cold start a rotation costs), if one was observed.
     pub fn bind_cost_ms(&self, application: &str) -> Option<i64> {
         self.bind_cost.get(application).copied()
+    }
+
+    /// The application of the session executor `executor_id` was last observed held for.
+    pub fn last_application(&self, executor_id: &str) -> Option<&str> {
+        self.last_app.get(executor_id).map(String::as_str)
     }
 
     /// Since when session `session_id` has been waiting for executors (Open, Pending tasks,

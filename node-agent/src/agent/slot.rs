@@ -560,7 +560,7 @@ fn launch_parts(binding: &Binding, shim: i32) -> Result<BindLaunch, BindError> {
     })?;
     let task_timeout = task_timeout::from_labels(&app.spec.labels)
         .map_err(|why| BindError::new(BindCode::Unknown, why))?;
-    let warm_switch = crate::labels::warm_switch(&app.spec.labels)
+    let warm_switch = flame_proto::model::labels::warm_switch(&app.spec.labels)
         .map_err(|why| BindError::new(BindCode::Unknown, why))?;
     let ctx = v1::SessionContext {
         session_id: binding.session_id.clone(),

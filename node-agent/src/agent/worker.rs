@@ -22,7 +22,7 @@
 //! interrupts it first.
 //!
 //! Warm switches: when the binding's application opts in (`flame.warm-switch=true`, see
-//! [`crate::labels`]), an unbind calls `OnSessionLeave` and *parks* the process instead of
+//! [`flame_proto::model::labels`]), an unbind calls `OnSessionLeave` and *parks* the process instead of
 //! stopping it. The next bind of the same application (equal [`AppLaunch`]) re-enters the parked
 //! process; any other command that needs the executor empty, a bind of another application, or
 //! a parked process that fails to re-enter stops it (the last falls back to a fresh launch).

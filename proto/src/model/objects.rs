@@ -17,6 +17,12 @@ pub const DEFAULT_MAX_INSTANCES: u32 = 1_000_000;
 /// `delay_release` stored when RegisterApplication omits it, in seconds.
 pub const DEFAULT_DELAY_RELEASE_SECS: i64 = 60;
 
+/// Longest `delay_release` a member accepts in a new or updated application: 365 days. Longer
+/// (or negative) values are refused with `InvalidArgument`; a waiting session reclaims an idle
+/// executor whatever its `delay_release`, so this bounds only how long an unwanted executor
+/// may stay warm.
+pub const MAX_DELAY_RELEASE_SECS: i64 = 365 * 24 * 3600;
+
 /// One environment variable set when an instance is launched.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Environment {
