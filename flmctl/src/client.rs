@@ -63,15 +63,28 @@ pub fn is_unreachable(status: &Status) -> bool {
 
 /// Runs the read `op` against each member in turn and returns the first answer; a domain error
 /// (not found, invalid argument, ...) is returned at once, an unreachable member is skipped.
-pub async fn first_answer<T, F, Fut>(endpoints: &[String], mut op: F) -> anyhow::Result<T>
+pub async fn first_answer<T, F, Fut>(endpoints: &[String], op: F) -> anyhow::Result<T>
 where
     F: FnMut(FrontendClient<Channel>) -> Fut,
     Fut: Future<Output = Result<T, Status>>,
 {
+    first_answer_of(endpoints, FrontendClient::new, op).await
+}
+
+/// [`first_answer`] for any service: `client` makes the service's client from a channel.
+pub async fn first_answer_of<C, T, F, Fut>(
+    endpoints: &[String],
+    client: fn(Channel) -> C,
+    mut op: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut(C) -> Fut,
+    Fut: Future<Output = Result<T, Status>>,
+{
     let mut last = String::from("no endpoint given");
     for url in endpoints {
-        let client = FrontendClient::new(channel(url)?);
-        match tokio::time::timeout(ATTEMPT, op(client)).await {
+        let c = client(channel(url)?);
+        match tokio::time::timeout(ATTEMPT, op(c)).await {
             Ok(Ok(answer)) => return Ok(answer),
             Ok(Err(status)) if !is_unreachable(&status) => {
                 return Err(anyhow!("{url}: {}", status.message()));

@@ -8,10 +8,16 @@
 //! schema. A node (`-n <name>`) shows its name, hostname, status, capacity and platform. Reads go
 //! to the first member that answers.
 //!
+//! A session that waits for executors also shows `Waiting: <reason>` (`waiting` in JSON): why,
+//! from the scheduler's rules (`Cluster.ExplainSession`: binding, no capacity, below its share,
+//! ...), and how many executors it holds of those it wants.
+//!
 //! Caveat: times are UTC.
 
-use crate::client::first_answer;
+use crate::client::{first_answer, first_answer_of};
 use crate::output::{Format, bytes, clock};
+use flame_proto::cluster::cluster_client::ClusterClient;
+use flame_proto::cluster::{ExplainSessionReply, ExplainSessionRequest};
 use flame_proto::v1::{
     self, GetApplicationRequest, GetNodeRequest, GetSessionRequest, GetTaskRequest,
     ListTaskRequest, NodeState, SessionState, Shim, TaskState,
@@ -41,11 +47,19 @@ pub async fn view(endpoints: &[String], target: &Target, format: Format) -> anyh
     let value = match target {
         Target::Session(id) => {
             let session = get_session(endpoints, id).await?;
+            let waiting = explain(endpoints, id).await;
             if format == Format::Table {
-                return Ok(session_text(&session));
+                return Ok(session_text(&session, waiting.as_ref()));
             }
             let tasks = tasks(endpoints, id).await?;
-            session_value(&session, &tasks)
+            let mut value = session_value(&session, &tasks);
+            if let Some(w) = waiting {
+                value["waiting"] = json!({
+                    "reason": w.reason, "detail": w.detail,
+                    "instances": w.instances, "desired": w.desired,
+                });
+            }
+            value
         }
         Target::Task { session, task } => {
             let application = get_session(endpoints, session)
@@ -85,6 +99,26 @@ async fn get_session(endpoints: &[String], id: &str) -> anyhow::Result<v1::Sessi
     })
     .await?;
     Ok(reply.into_inner())
+}
+
+/// Why session `id` waits for executors, when it does; `None` also when no member could say
+/// (a member without `ExplainSession`), since the rest of the view does not depend on it.
+async fn explain(endpoints: &[String], id: &str) -> Option<ExplainSessionReply> {
+    let reply = first_answer_of(endpoints, ClusterClient::new, |mut c| {
+        let session_id = id.to_owned();
+        async move {
+            c.explain_session(ExplainSessionRequest { session_id })
+                .await
+        }
+    })
+    .await;
+    match reply {
+        Ok(reply) => Some(reply.into_inner()).filter(|r| r.waiting),
+        Err(error) => {
+            tracing::debug!(%error, "no member explained the session");
+            None
+        }
+    }
 }
 
 async fn get_task(endpoints: &[String], session: &str, task: &str) -> anyhow::Result<v1::Task> {
@@ -154,7 +188,7 @@ fn events_text(events: &[v1::Event]) -> String {
     text
 }
 
-fn session_text(session: &v1::Session) -> String {
+fn session_text(session: &v1::Session, waiting: Option<&ExplainSessionReply>) -> String {
     let spec = session.spec.clone().unwrap_or_default();
     let st = session.status.clone().unwrap_or_default();
     let id = session.metadata.as_ref().map_or("", |m| m.id.as_str());
@@ -163,9 +197,15 @@ fn session_text(session: &v1::Session) -> String {
         || "-".to_owned(),
         |r| format!("cpu={},mem={},gpu={}", r.cpu, bytes(r.memory), r.gpu),
     );
+    let waiting = waiting.map_or_else(String::new, |w| {
+        format!(
+            "Waiting: {} (holds {} of {} executors)\n",
+            w.detail, w.instances, w.desired
+        )
+    });
     format!(
         "Session: {id}\nApplication: {}\nState: {state}\nResources: {resources}\n\
-         Creation Time: {}\nTasks: \"{} pending, {} running, {} succeed, {} failed\"\n{}",
+         Creation Time: {}\nTasks: \"{} pending, {} running, {} succeed, {} failed\"\n{waiting}{}",
         spec.application,
         clock(st.creation_time),
         st.pending,

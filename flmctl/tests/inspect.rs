@@ -6,7 +6,9 @@
 mod support;
 
 use flame_proto::v1::frontend_client::FrontendClient;
-use flame_proto::v1::{CreateSessionRequest, ResourceRequirement, SessionSpec};
+use flame_proto::v1::{
+    CreateSessionRequest, CreateTaskRequest, ResourceRequirement, SessionSpec, TaskSpec,
+};
 use serde_json::Value;
 use std::time::Duration;
 use support::{Up, flmctl, free_base, golden, mask, mask_times, ok, status_until};
@@ -147,6 +149,55 @@ fn view(endpoint: &str, base: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A session with a task that no node is large enough for: `view -s` says why it waits, in
+/// text and in JSON, from a follower as from any member.
+async fn waiting(base: u16) -> anyhow::Result<()> {
+    let mut client = FrontendClient::connect(format!("http://127.0.0.1:{base}")).await?;
+    let spec = SessionSpec {
+        application: "flmping".into(),
+        resreq: Some(ResourceRequirement {
+            cpu: 100_000,
+            memory: 1 << 30,
+            gpu: 0,
+        }),
+        ..Default::default()
+    };
+    let request = CreateSessionRequest {
+        session_id: "huge".into(),
+        session: Some(spec),
+    };
+    client.create_session(request).await?;
+    client
+        .create_task(CreateTaskRequest {
+            task: Some(TaskSpec {
+                session_id: "huge".into(),
+                input: Some(b"{}".to_vec()),
+                output: None,
+            }),
+        })
+        .await?;
+    let endpoint = format!("http://127.0.0.1:{}", base + 2);
+    let expected = "Waiting: fits no node: it needs cpu=100000,mem=1g,gpu=0 per executor and no \
+                    Ready node is that large (holds 0 of 1 executors)";
+    // Member 3 may not have applied the task yet; the reason appears once it has.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut text = ok(&endpoint, &["view", "-s", "huge"]);
+    while !text.contains(expected) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        text = ok(&endpoint, &["view", "-s", "huge"]);
+    }
+    assert!(text.contains(expected), "{text}");
+    let json: Value = serde_json::from_str(&ok(&endpoint, &["view", "-s", "huge", "-o", "json"]))?;
+    assert_eq!(json["waiting"]["reason"], "fits no node", "{json}");
+    assert_eq!(json["waiting"]["desired"], 1, "{json}");
+    let idle = ok(&endpoint, &["view", "-s", "12"]);
+    assert!(
+        !idle.contains("Waiting:"),
+        "a session without tasks waits for nothing: {idle}"
+    );
+    Ok(())
+}
+
 /// No member: one line naming the endpoint, with the hint, and a failure exit status.
 fn unreachable(base: u16) {
     let dead = format!("127.0.0.1:{}", base + 50);
@@ -168,6 +219,7 @@ async fn cluster_status_and_lists_against_a_three_member_cluster() -> anyhow::Re
     let up = Up::start(dir.path(), base);
     cluster_status(base);
     lists(base).await?;
+    waiting(base).await?;
     unreachable(base);
     drop(up);
     Ok(())

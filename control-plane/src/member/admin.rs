@@ -14,18 +14,24 @@
 //! replicated cluster CA ([`super::cache_ca`]). A follower's view may trail the leader's by the
 //! entries in flight, so a directory read just after a write may not show it yet.
 //!
+//! `ExplainSession` says why a session waits for executors ([`explain_reply`], from
+//! [`crate::scheduler::explain`]), from this member's applied state and the scheduler settings
+//! every member shares.
+//!
 //! Caveat: openraft 0.9 does not publish the commit index; `committed` reports the applied
 //! index, which trails it by at most the entries in flight.
 
 use super::cache_ca;
 use super::handle::MemberHandle;
+use crate::scheduler::{SchedulerConfig, explain};
 use crate::state::{Member, State};
 use flame_proto::cluster::cluster_server::{Cluster, ClusterServer};
 use flame_proto::cluster::{
     AddLearnerRequest, CacheDirectoryReply, CacheDirectoryRequest, ChangeMembershipRequest,
-    IssueCacheCertificateReply, IssueCacheCertificateRequest, Member as WireMember, MemberStatus,
-    MembershipReply, ObjectDrop, Replication, Role, StatusRequest, TransferLeaderReply,
-    TransferLeaderRequest, TriggerSnapshotReply, TriggerSnapshotRequest,
+    ExplainSessionReply, ExplainSessionRequest, IssueCacheCertificateReply,
+    IssueCacheCertificateRequest, Member as WireMember, MemberStatus, MembershipReply, ObjectDrop,
+    Replication, Role, StatusRequest, TransferLeaderReply, TransferLeaderRequest,
+    TriggerSnapshotReply, TriggerSnapshotRequest,
 };
 use flame_proto::error::FlameError;
 use openraft::error::{ClientWriteError, RaftError};
@@ -34,6 +40,30 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime};
 use tonic::{Request, Response, Status};
 use tracing::info;
+
+/// The `ExplainSession` answer from `state`: `NotFound` for an unknown session.
+pub fn explain_reply(
+    state: &State,
+    scheduler: &SchedulerConfig,
+    session_id: &str,
+) -> Result<ExplainSessionReply, FlameError> {
+    if state.session(session_id).is_none() {
+        return Err(FlameError::NotFound(format!(
+            "session {} not found",
+            crate::frontend::request::shown(session_id)
+        )));
+    }
+    Ok(match explain(state, scheduler, session_id) {
+        Some((reason, instances, desired)) => ExplainSessionReply {
+            waiting: true,
+            reason: reason.name().to_owned(),
+            detail: reason.to_string(),
+            instances,
+            desired,
+        },
+        None => ExplainSessionReply::default(),
+    })
+}
 
 /// Most object drops one `CacheDirectory` reply carries (also the default).
 pub const MAX_DROPS_PER_REPLY: usize = 4096;
@@ -106,13 +136,20 @@ async fn campaign(handle: &MemberHandle, deadline: Duration) -> Result<(), Flame
 pub struct Admin {
     handle: MemberHandle,
     cluster_name: String,
+    /// The scheduler's settings (the same on every member), for `ExplainSession`.
+    scheduler: SchedulerConfig,
 }
 
 /// The tonic server for the admin service.
-pub fn server(handle: MemberHandle, cluster_name: String) -> ClusterServer<Admin> {
+pub fn server(
+    handle: MemberHandle,
+    cluster_name: String,
+    scheduler: SchedulerConfig,
+) -> ClusterServer<Admin> {
     ClusterServer::new(Admin {
         handle,
         cluster_name,
+        scheduler,
     })
 }
 
@@ -298,6 +335,19 @@ impl Cluster for Admin {
         Ok(Response::new(reply))
     }
 
+    async fn explain_session(
+        &self,
+        request: Request<ExplainSessionRequest>,
+    ) -> Result<Response<ExplainSessionReply>, Status> {
+        let session_id = request.into_inner().session_id;
+        let view = self.handle.local();
+        Ok(Response::new(explain_reply(
+            &view.state,
+            &self.scheduler,
+            &session_id,
+        )?))
+    }
+
     async fn issue_cache_certificate(
         &self,
         request: Request<IssueCacheCertificateRequest>,
@@ -335,5 +385,17 @@ impl Cluster for Admin {
         Ok(Response::new(TriggerSnapshotReply {
             snapshot_index: m.snapshot.map_or(0, |s| s.index),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explaining_an_unknown_session_is_not_found_naming_it() {
+        let err = explain_reply(&State::default(), &SchedulerConfig::default(), "ghost")
+            .expect_err("no such session");
+        assert_eq!(err, FlameError::NotFound("session ghost not found".into()));
     }
 }

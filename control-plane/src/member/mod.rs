@@ -20,6 +20,7 @@ pub mod scheduling;
 use crate::config::Config;
 use crate::metrics::{GrpcMetricsLayer, Metrics};
 use crate::raft::{Network, PeerAddress, RaftService, TransportConfig};
+use crate::scheduler::SchedulerConfig;
 use crate::state::{FlameApp, FlameTypeConfig, Member, StateConfig};
 use flame_proto::model::ResourceRequirement;
 use handle::{ForwardReply, ForwardRequest, MemberHandle};
@@ -201,7 +202,11 @@ async fn run(
     };
     let api_server = tonic::transport::Server::builder()
         .layer(GrpcMetricsLayer(metrics.clone()))
-        .add_service(admin::server(handle.clone(), config.cluster.name.clone()))
+        .add_service(admin::server(
+            handle.clone(),
+            config.cluster.name.clone(),
+            SchedulerConfig::from_config(&config),
+        ))
         .add_service(crate::frontend::frontend_server(
             handle.clone(),
             stop_rx.clone(),

@@ -59,12 +59,14 @@
 
 mod cycle;
 mod dispatch;
+mod explain;
 mod grant;
 mod release;
 mod resources;
 mod rotate;
 mod timers;
 
+pub use explain::{WaitReason, explain};
 pub use rotate::COLD_START_FACTOR;
 pub use timers::WarmTimers;
 
