@@ -15,6 +15,7 @@
 mod support;
 
 use chaos_tests::AgentOptions;
+use chaos_tests::prometheus::Scrape;
 use flame_proto::v1;
 use std::time::{Duration, Instant};
 use support::*;
@@ -83,10 +84,25 @@ async fn eight_sessions(name: &str, labels: &[&str]) -> anyhow::Result<usize> {
         all_succeeded(&run, follower, &format!("sticky-{i}"), TASKS, left).await?;
     }
     let (launches, executors) = run.cluster.agent("node-a")?.launches()?;
+    let metrics = Scrape::parse(&run.cluster.metrics(run.leader).await?);
+    let firsts = metrics.sum("flame_scheduler_first_executor_seconds_count", &[]);
+    let waited = metrics.sum("flame_scheduler_first_executor_seconds_sum", &[]);
+    let taken = metrics.sum("flame_scheduler_reclaims_total", &[])
+        + metrics.sum("flame_scheduler_rotations_total", &[]);
     println!(
         "{SESSIONS} sessions x {TASKS} tasks on 2 slots, labels {labels:?}: done in {:?}; \
-         {launches} process starts for {executors} executors",
-        started.elapsed()
+         {launches} process starts for {executors} executors; {taken} executors reclaimed or \
+         rotated; mean wait for a first executor {:.2} s",
+        started.elapsed(),
+        waited / firsts.max(1.0)
+    );
+    anyhow::ensure!(
+        firsts == SESSIONS as f64,
+        "the leader counted {firsts} first executors for {SESSIONS} sessions"
+    );
+    anyhow::ensure!(
+        taken >= (SESSIONS - 2) as f64,
+        "six sessions got an executor another session held: {taken} reclaims and rotations"
     );
     Ok(launches)
 }

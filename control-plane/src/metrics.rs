@@ -7,6 +7,9 @@
 //! - Apply: time to apply one entry inside the state machine.
 //! - Failover: writes a member sent to a leader again, because the leader never got them or
 //!   because their fate was unknown (the answer was lost).
+//! - Scheduler (leader only; a follower's stay at their last values): sessions waiting for
+//!   executors, reclaims, delayed releases and rotations, and how long each session waited
+//!   from creation to its first executor.
 //! - Client API: requests by method and gRPC code, and latency by method, recorded by a tower
 //!   layer on the API server ([`GrpcMetricsLayer`]).
 //!
@@ -14,6 +17,7 @@
 //! to the response headers, and the code is that of the headers (OK unless the call failed
 //! before streaming).
 
+use crate::scheduler::PlanStats;
 use crate::state::Member;
 use openraft::{RaftMetrics, ServerState};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -71,6 +75,57 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     request_seconds: Family<MethodLabels, Histogram>,
     write_resends: Family<ResendLabels, Counter>,
+    scheduler: SchedulerMetrics,
+}
+
+/// The leader scheduler's metrics.
+struct SchedulerMetrics {
+    waiting_sessions: Gauge,
+    reclaims: Counter,
+    delayed_releases: Counter,
+    rotations: Counter,
+    first_executor_seconds: Histogram,
+}
+
+impl SchedulerMetrics {
+    fn new() -> Self {
+        SchedulerMetrics {
+            // 10 ms to about 5.8 minutes.
+            waiting_sessions: Gauge::default(),
+            reclaims: Counter::default(),
+            delayed_releases: Counter::default(),
+            rotations: Counter::default(),
+            first_executor_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
+        }
+    }
+
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "scheduler_waiting_sessions",
+            "Open sessions with Pending tasks and fewer executors than they want (leader)",
+            self.waiting_sessions.clone(),
+        );
+        r.register(
+            "scheduler_reclaims",
+            "Idle executors unbound for a waiting session before their delay_release",
+            self.reclaims.clone(),
+        );
+        r.register(
+            "scheduler_delayed_releases",
+            "Idle executors unbound after their application's delay_release",
+            self.delayed_releases.clone(),
+        );
+        r.register(
+            "scheduler_rotations",
+            "Executors yielded to a waiting session at a task boundary",
+            self.rotations.clone(),
+        );
+        r.register(
+            "scheduler_first_executor_seconds",
+            "From a session's creation to its first bound executor",
+            self.first_executor_seconds.clone(),
+        );
+    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -102,9 +157,11 @@ impl Metrics {
             requests: Family::default(),
             request_seconds: Family::new_with_constructor(latency_histogram),
             write_resends: Family::default(),
+            scheduler: SchedulerMetrics::new(),
             registry: Registry::default(),
         };
         let r = &mut registry;
+        m.scheduler.register(r);
         r.register(
             "raft_role",
             "0 learner, 1 follower, 2 candidate, 3 leader, 4 shutdown",
@@ -177,6 +234,20 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    /// Records one scheduling cycle of the leader: the sessions waiting as of its observation,
+    /// what its plan decided, and the first-executor waits (milliseconds) it observed.
+    pub fn observe_scheduling(&self, waiting: usize, stats: &PlanStats, first_waits: &[i64]) {
+        let s = &self.scheduler;
+        s.waiting_sessions
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+        s.reclaims.inc_by(u64::from(stats.reclaims));
+        s.delayed_releases.inc_by(u64::from(stats.delayed_releases));
+        s.rotations.inc_by(u64::from(stats.rotations));
+        for ms in first_waits {
+            s.first_executor_seconds.observe(*ms as f64 / 1000.0);
+        }
     }
 
     /// Copies openraft's metrics into the gauges.
@@ -298,5 +369,36 @@ where
             metrics.observe_request(&method, &code, started.elapsed().as_secs_f64());
             Ok(response)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scheduling_cycles_add_up_in_the_scheduler_metrics() {
+        let m = Metrics::new();
+        let stats = PlanStats {
+            reclaims: 2,
+            delayed_releases: 1,
+            rotations: 3,
+        };
+        m.observe_scheduling(4, &stats, &[1_500]);
+        m.observe_scheduling(1, &stats, &[]);
+        let text = m.render();
+        for line in [
+            "flame_scheduler_waiting_sessions 1",
+            "flame_scheduler_reclaims_total 4",
+            "flame_scheduler_delayed_releases_total 2",
+            "flame_scheduler_rotations_total 6",
+            "flame_scheduler_first_executor_seconds_sum 1.5",
+            "flame_scheduler_first_executor_seconds_count 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
     }
 }

@@ -41,6 +41,11 @@ fn a_waiting_session_takes_an_idle_executor_after_the_grace_not_delay_release() 
         vec!["e1"],
         "the longest idle, and one only"
     );
+    assert_eq!(
+        (w.last_stats.reclaims, w.last_stats.delayed_releases),
+        (1, 0),
+        "counted as a reclaim"
+    );
     w.agents(&|_| false); // e1 leaves the session
     let commands = w.step();
     assert_eq!(binds(&commands), vec![("e1".into(), "waiting".into())]);

@@ -36,6 +36,33 @@ fn delayed_release_unbinds_only_after_delay_release() {
     let commands = w.step();
     assert_eq!(unbinds(&commands), vec!["e1", "e2"]);
     assert_eq!(w.executors_of("s", ExecutorState::Unbinding), 2);
+    assert_eq!(
+        (w.last_stats.delayed_releases, w.last_stats.reclaims),
+        (2, 0)
+    );
+}
+
+#[test]
+fn the_leader_counts_how_long_each_session_waited_for_its_first_executor() {
+    let mut w = warm_world(0);
+    w.plan(); // the first observation: `s` was served before this leader, so it is not counted
+    assert_eq!(w.timers.take_first_waits(), Vec::<i64>::new());
+    w.session("late", "warm", Opts::default());
+    w.tasks("late", 1);
+    let created = w.now;
+    w.step(); // an executor is created and bound for it (Binding)
+    assert_eq!(w.timers.waiting_sessions(), 1, "late waits");
+    w.now += 250;
+    w.agents(&|_| false); // the bind completes
+    w.plan();
+    assert_eq!(w.timers.take_first_waits(), vec![w.now - created]);
+    w.now += 1_000;
+    w.plan();
+    assert_eq!(
+        w.timers.take_first_waits(),
+        Vec::<i64>::new(),
+        "counted once"
+    );
 }
 
 #[test]

@@ -39,6 +39,7 @@ fn the_only_slot_changes_hands_at_a_task_boundary_after_the_rotation_wait() {
     assert!(yields(&w.plan()).is_empty(), "within the wait");
     w.now += 1;
     assert_eq!(yields(&w.step()), vec!["e1"]);
+    assert_eq!(w.last_stats.rotations, 1, "counted as a rotation");
     let e1 = |w: &World| w.m.state().executor_entry("e1").cloned().expect("e1");
     assert!(e1(&w).yielding);
     assert_eq!(e1(&w).tasks.len(), 1, "its current task runs on");

@@ -4,8 +4,9 @@
 //! promptly after every applied batch that changed anything (a view with effects, or views the
 //! loop never saw). Cycles are debounced: at most one runs at a time, and every trigger that
 //! arrives meanwhile folds into one follow-up cycle. A cycle is `WarmTimers::observe` → `plan`
-//! (new executor ids are UUIDv4s) → `WarmTimers::note_plan` → propose the commands one after
-//! another, in plan order.
+//! (new executor ids are UUIDv4s) → `WarmTimers::note_plan` → metrics (waiting sessions,
+//! reclaims, rotations, first-executor waits) → propose the commands one after another, in plan
+//! order.
 //!
 //! Why sequential proposals: the plan's order matters (an executor is created before it is
 //! bound), and the proposer does not promise that concurrently proposed entries commit in the
@@ -26,7 +27,7 @@
 use super::handle::MemberHandle;
 use super::proposer::now_ms;
 use crate::config::Config;
-use crate::scheduler::{SchedulerConfig, WarmTimers, plan};
+use crate::scheduler::{PlanStats, SchedulerConfig, WarmTimers, plan_with_stats};
 use crate::state::{Outcome, StateView};
 use flame_proto::error::FlameError;
 use openraft::ServerState;
@@ -170,8 +171,20 @@ async fn cycle(
     let now = now_ms();
     timers.observe(&view.state, now);
     let mut new_id = || uuid::Uuid::new_v4().to_string();
-    let commands = plan(&view.state, now, timers, settings, &mut new_id);
+    let (commands, stats) = plan_with_stats(&view.state, now, timers, settings, &mut new_id);
     timers.note_plan(&commands);
+    let first_waits = timers.take_first_waits();
+    handle
+        .metrics
+        .observe_scheduling(timers.waiting_sessions(), &stats, &first_waits);
+    if stats != PlanStats::default() {
+        info!(
+            reclaims = stats.reclaims,
+            delayed_releases = stats.delayed_releases,
+            rotations = stats.rotations,
+            "executors taken back"
+        );
+    }
     if commands.is_empty() {
         return Ok(0);
     }

@@ -16,7 +16,7 @@
 //! while Open) are ignored.
 
 use super::resources::Res;
-use super::{SchedulerConfig, WarmTimers};
+use super::{PlanStats, SchedulerConfig, WarmTimers};
 use crate::state::{ExecutorEntry, SessionEntry, State};
 use flame_proto::model::{ExecutorState, NodeState, ResourceRequirement, SessionState, Shim};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -135,6 +135,8 @@ pub(super) struct Cycle<'s> {
     pub created: BTreeSet<String>,
     /// Bound executors this plan unbound (step 4a).
     pub unbound: BTreeSet<&'s str>,
+    /// What the plan decided, counted.
+    pub stats: PlanStats,
 }
 
 impl<'s> Cycle<'s> {
@@ -174,6 +176,7 @@ impl<'s> Cycle<'s> {
             busy: BTreeSet::new(),
             created: BTreeSet::new(),
             unbound: BTreeSet::new(),
+            stats: PlanStats::default(),
         };
         for e in state.executor_entries() {
             cycle.account(e);

@@ -160,6 +160,17 @@ impl SchedulerConfig {
     }
 }
 
+/// What a plan decided besides its commands' order, for the leader's metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanStats {
+    /// Idle executors unbound for a waiting session before their `delay_release` (step 4a').
+    pub reclaims: u32,
+    /// Idle executors unbound after their application's `delay_release` (step 4a).
+    pub delayed_releases: u32,
+    /// Executors marked to yield to a waiting session at their next task boundary (step 4c).
+    pub rotations: u32,
+}
+
 /// The commands to propose now, in the order they must be applied; empty when nothing is to be
 /// done. See the module docs for the decisions.
 ///
@@ -174,6 +185,17 @@ pub fn plan(
     config: &SchedulerConfig,
     new_id: &mut dyn FnMut() -> String,
 ) -> Vec<Command> {
+    plan_with_stats(state, now_ms, timers, config, new_id).0
+}
+
+/// [`plan`], with what it decided counted.
+pub fn plan_with_stats(
+    state: &State,
+    now_ms: i64,
+    timers: &WarmTimers,
+    config: &SchedulerConfig,
+    new_id: &mut dyn FnMut() -> String,
+) -> (Vec<Command>, PlanStats) {
     let mut cycle = Cycle::new(state, config, timers);
     let mut out = Vec::new();
     let assignments = dispatch::assign(&mut cycle, &config.dispatch);
@@ -186,9 +208,12 @@ pub fn plan(
     grant::bind(&mut cycle, &mut out);
     grant::allocate(&mut cycle, now_ms, new_id, &mut out);
     release::unbind_idle(&mut cycle, timers, now_ms, &mut out);
+    let before = out.len();
     rotate::rotate(&cycle, timers, now_ms, &mut out);
+    let rotations = out.len().saturating_sub(before);
+    cycle.stats.rotations = u32::try_from(rotations).unwrap_or(u32::MAX);
     release::release_free(&cycle, &mut out);
-    out
+    (out, cycle.stats)
 }
 
 #[cfg(test)]

@@ -90,6 +90,9 @@ pub(super) fn unbind_idle(
             d.instances -= 1;
             if reclaim {
                 reclaims -= 1;
+                cycle.stats.reclaims += 1;
+            } else {
+                cycle.stats.delayed_releases += 1;
             }
             cycle.unbound.insert(id);
             out.push(Command::UnbindExecutor { id: id.to_owned() });

@@ -13,6 +13,8 @@
 //! - last application: the application of the session each existing executor was last seen
 //!   Binding or Bound to (so a free executor goes back to its application, whose process an
 //!   agent may have kept for a warm switch);
+//! - first executor: the first time an Open session is seen with a Bound executor, how long
+//!   after its creation that was ([`WarmTimers::take_first_waits`], for the leader's metrics);
 //! - waiting: every Open session with Pending tasks and fewer Binding or Bound executors than it
 //!   desires, with the time it was first seen so with its current count of them (a change of
 //!   the count restarts the wait); it leaves the record once it has them all.
@@ -21,6 +23,9 @@
 //! completion would double the log traffic of the hot path for decisions only the leader makes.
 //!
 //! Caveats:
+//! - First-executor waits count sessions this leader saw get their first executor: sessions
+//!   already served when a leader starts (its first observation) are not counted, and a session
+//!   that lost every executor before a leader change is counted again when it gets one.
 //! - Not replicated: a new leader starts with no timers, so every delay, hold and wait starts
 //!   again at its first observation. That only keeps executors warm and bound longer.
 //! - Only what is observed counts: a task assigned and completed between two calls of
@@ -34,7 +39,7 @@
 use super::cycle::desired_instances;
 use crate::state::{Command, ExecutorEntry, State};
 use flame_proto::model::{ExecutorState, SessionState};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Since when an executor has been in some condition, and in which session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +72,13 @@ pub struct WarmTimers {
     bind_cost: BTreeMap<String, i64>,
     /// The application each executor was last observed held for, by executor id.
     last_app: BTreeMap<String, String>,
+    /// Open sessions observed with a Bound executor at least once.
+    served: BTreeSet<String>,
+    /// Whether anything was observed yet (the first observation counts no first executor).
+    primed: bool,
+    /// Milliseconds from creation to first Bound executor, of sessions served since the last
+    /// [`WarmTimers::take_first_waits`].
+    first_waits: Vec<i64>,
     /// Sessions waiting for executors: how many they held when last observed, and since
     /// when they have waited with that many.
     waiting: BTreeMap<String, (u32, i64)>,
@@ -104,6 +116,37 @@ impl WarmTimers {
         self.observe_idle(state, now_ms);
         self.observe_held(state, now_ms);
         self.observe_waiting(state, now_ms);
+        self.observe_served(state, now_ms);
+    }
+
+    fn observe_served(&mut self, state: &State, now_ms: i64) {
+        self.served.retain(|id| {
+            state
+                .session(id)
+                .is_some_and(|s| s.state == SessionState::Open)
+        });
+        for e in state.executor_entries() {
+            if e.executor.state != ExecutorState::Bound {
+                continue;
+            }
+            let Some(session) = e
+                .executor
+                .session_id
+                .as_deref()
+                .and_then(|s| state.session(s))
+            else {
+                continue;
+            };
+            if session.state != SessionState::Open || self.served.contains(&session.id) {
+                continue;
+            }
+            self.served.insert(session.id.clone());
+            if self.primed {
+                let waited = now_ms.saturating_sub(session.creation_time_ms).max(0);
+                self.first_waits.push(waited);
+            }
+        }
+        self.primed = true;
     }
 
     fn observe_idle(&mut self, state: &State, now_ms: i64) {
@@ -246,6 +289,18 @@ impl WarmTimers {
     /// one that was not, and one that just gave an executor up waits its turn again.
     pub fn waiting_since(&self, session_id: &str) -> Option<i64> {
         self.waiting.get(session_id).map(|&(_, since)| since)
+    }
+
+    /// How many sessions are waiting for executors (Open, Pending tasks, fewer executors than
+    /// they desire) as of the last observation.
+    pub fn waiting_sessions(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Takes the first-executor waits (milliseconds from creation to the first Bound executor)
+    /// of sessions first observed served since the last call.
+    pub fn take_first_waits(&mut self) -> Vec<i64> {
+        std::mem::take(&mut self.first_waits)
     }
 
     /// The number of idle executors with a running timer.

@@ -8,7 +8,7 @@
 #![allow(dead_code)]
 
 use bytes::Bytes;
-use flame_control_plane::scheduler::{SchedulerConfig, WarmTimers, plan};
+use flame_control_plane::scheduler::{PlanStats, SchedulerConfig, WarmTimers, plan_with_stats};
 use flame_control_plane::state::{
     Assignment, BindResult, Command, NewTask, Outcome, Response, StateConfig, StateMachine,
     TaskResult,
@@ -80,6 +80,8 @@ pub struct World {
     pub config: SchedulerConfig,
     /// The next generated executor id's number.
     pub next_id: u64,
+    /// What the last plan decided, counted.
+    pub last_stats: PlanStats,
     /// Whether the simulated agents' CompleteTasks refill executors (as the leader's report
     /// worker does) or leave that to the next plan.
     pub refill: bool,
@@ -101,6 +103,7 @@ impl World {
             timers: WarmTimers::new(),
             config,
             next_id: 1,
+            last_stats: PlanStats::default(),
             refill: true,
         }
     }
@@ -280,13 +283,14 @@ impl World {
             next += 1;
             format!("x{}", next - 1)
         };
-        let commands = plan(
+        let (commands, stats) = plan_with_stats(
             self.m.state(),
             self.now,
             &self.timers,
             &self.config,
             &mut ids,
         );
+        self.last_stats = stats;
         self.next_id = next;
         self.timers.note_plan(&commands);
         commands
