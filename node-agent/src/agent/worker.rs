@@ -22,11 +22,11 @@
 //! interrupts it first.
 //!
 //! Warm switches: when the binding's application opts in (`flame.warm-switch=true`, see
-//! [`flame_proto::model::labels`]), an unbind calls `OnSessionLeave` and *parks* the process instead of
-//! stopping it. The next bind of the same application (equal [`AppLaunch`]) re-enters the parked
-//! process; any other command that needs the executor empty, a bind of another application, or
-//! a parked process that fails to re-enter stops it (the last falls back to a fresh launch).
-//! A parked process holds no session: the reconciler sees the executor as empty.
+//! [`flame_proto::model::labels`]), an unbind calls `OnSessionLeave` and *parks* the process
+//! instead of stopping it. The next bind of the same application (equal [`AppLaunch`])
+//! re-enters the parked process; a stop, a release, a bind of another application, or a parked
+//! process that fails to re-enter stops it (the last falls back to a fresh launch). A parked
+//! process holds no session: the reconciler sees the executor as empty.
 //!
 //! Caveats: an instance found dead after a task is stopped at once (the binding ends, per spec
 //! section 7.4); the next task for its session relaunches it, as it does after a timeout.
@@ -390,7 +390,9 @@ impl Worker {
         launch: &BindLaunch,
     ) -> Result<Option<Instance>, Command> {
         if let Err(e) = instance.switch_session(session_id) {
-            tracing::info!(executor_id = %self.id, error = %e, "parked instance unusable; launching");
+            tracing::info!(
+                executor_id = %self.id, error = %e, "parked instance unusable; launching"
+            );
             instance.stop().await;
             return Ok(None);
         }
