@@ -12,10 +12,14 @@ flamepy 0.6.0:
   per priority. flamepy 0.6.0's SessionAttributes has no priority, so these sessions are
   created with flamepy's own generated stubs (`CreateSession` with `SessionSpec.priority`) and
   then opened with `Connection.open_session`; tasks still go through flamepy's Session.
+- `--shared`: every session on one flamepy Connection, as one client with one watch pool
+  (10 threads) would run them; a session whose tasks wait then holds watch threads that the
+  other sessions' results need.
 - `--warm`: the sessions use `flmping-warm`, flmping registered with the label
   `flame.warm-switch=true`, so executors move between sessions without a new process.
 
 Usage: python3 scripts/elastic-bench.py [--sessions 8] [--tasks 250] [--priorities 0,1] [--warm]
+       [--shared]
 """
 
 import argparse
@@ -44,8 +48,8 @@ def open_session(conn, app, index, priority):
     return conn.open_session(session_id)
 
 
-def one_session(app, index, tasks, priority, results):
-    conn = connect(ENDPOINT)
+def one_session(app, index, tasks, priority, results, shared):
+    conn = shared or connect(ENDPOINT)
     started = time.monotonic()
     ssn = open_session(conn, app, index, priority)
     done_at = []
@@ -61,13 +65,14 @@ def one_session(app, index, tasks, priority, results):
     results[index] = (priority, min(done_at) - started, time.monotonic() - started)
 
 
-def run(app, sessions, tasks, priorities):
+def run(app, sessions, tasks, priorities, shared=False):
     results = [None] * sessions
+    conn = connect(ENDPOINT) if shared else None
     threads = []
     for i in range(sessions):
         priority = priorities[i % len(priorities)] if priorities else None
         threads.append(threading.Thread(target=one_session,
-                                        args=(app, i, tasks, priority, results)))
+                                        args=(app, i, tasks, priority, results, conn)))
     started = time.monotonic()
     for t in threads:
         t.start()
@@ -98,6 +103,7 @@ def main():
     p.add_argument("--tasks", type=int, default=250)
     p.add_argument("--priorities", type=str, default="")
     p.add_argument("--warm", action="store_true")
+    p.add_argument("--shared", action="store_true")
     a = p.parse_args()
     priorities = [int(x) for x in a.priorities.split(",") if x.strip()]
     app = "flmping"
@@ -105,7 +111,7 @@ def main():
         register_warm()
         app = "flmping-warm"
     total = a.sessions * a.tasks
-    wall_many, results = run(app, a.sessions, a.tasks, priorities)
+    wall_many, results = run(app, a.sessions, a.tasks, priorities, a.shared)
     print(f"{app}: {a.sessions} sessions x {a.tasks} tasks: {wall_many:.1f} s; "
           f"{describe(results)}", flush=True)
     for priority in sorted(set(priorities)):
