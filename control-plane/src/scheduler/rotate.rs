@@ -37,7 +37,7 @@ use super::WarmTimers;
 use super::cycle::{Cycle, Demand, Fit};
 use super::grant::rank;
 use super::resources::Res;
-use crate::state::Command;
+use crate::state::{Command, ExecutorEntry};
 use flame_proto::model::ExecutorState;
 use std::collections::{BTreeSet, HashMap};
 
@@ -135,16 +135,10 @@ fn victim<'s>(
     let by_priority = cycle.config.policies.contains(&Policy::Priority);
     let mut best = None;
     for e in cycle.state.executor_entries() {
-        let executor = &e.executor;
-        if executor.state != ExecutorState::Bound
-            || e.yielding
-            || (executor.spec.resreq, executor.spec.shim) != fit
-            || !cycle.is_ready(&executor.spec.node)
-            || cycle.unbound.contains(executor.id.as_str())
-            || taken.contains(executor.id.as_str())
-        {
+        if !rotatable(cycle, e, fit, taken) {
             continue;
         }
+        let executor = &e.executor;
         let Some(v_id) = executor.session_id.as_deref() else {
             continue;
         };
@@ -155,32 +149,19 @@ fn victim<'s>(
         let Some(bound_ms) = timers.bound_since(&executor.id, v_id) else {
             continue;
         };
-        let hold = hold_ms(cycle, timers, vd);
-        if now_ms.saturating_sub(bound_ms) < hold
+        if now_ms.saturating_sub(bound_ms) < hold_ms(cycle, timers, vd)
             || holdings[v].instances <= vd.entry.session.spec.min_instances
+            || !behind(cycle, holdings, w, v)
         {
-            continue;
-        }
-        let (vp, wp) = (
-            vd.entry.session.spec.priority,
-            wd.entry.session.spec.priority,
-        );
-        let share_after = holdings[v]
-            .allocated
-            .minus(Res::of(&vd.resreq()))
-            .dominant_share(cycle.total);
-        let w_share = holdings[w].allocated.dominant_share(cycle.total);
-        let behind = if by_priority && vp != wp {
-            vp < wp
-        } else {
-            holdings[w].instances == 0 || share_after > w_share
-        };
-        if !behind {
             continue;
         }
         let v_share = holdings[v].allocated.dominant_share(cycle.total);
         let key = (
-            if by_priority { vp } else { 0 },
+            if by_priority {
+                vd.entry.session.spec.priority
+            } else {
+                0
+            },
             std::cmp::Reverse(v_share.to_bits()),
             e.tasks.len(),
             bound_ms,
@@ -191,6 +172,37 @@ fn victim<'s>(
         }
     }
     best.map(|(_, id, v)| (id, v))
+}
+
+/// Whether executor `e` may be rotated at all in this plan: Bound, not yielding, of `fit`, on
+/// a Ready node, and neither unbound nor already taken by this plan.
+fn rotatable(cycle: &Cycle<'_>, e: &ExecutorEntry, fit: Fit, taken: &BTreeSet<&str>) -> bool {
+    let executor = &e.executor;
+    executor.state == ExecutorState::Bound
+        && !e.yielding
+        && (executor.spec.resreq, executor.spec.shim) == fit
+        && cycle.is_ready(&executor.spec.node)
+        && !cycle.unbound.contains(executor.id.as_str())
+        && !taken.contains(executor.id.as_str())
+}
+
+/// Whether waiting session `w` is behind session `v`: of lower priority when priorities
+/// differ and count, else holding nothing or a smaller dominant share than `v` would keep
+/// after giving one executor up.
+fn behind(cycle: &Cycle<'_>, holdings: &[Holding], w: usize, v: usize) -> bool {
+    let (wd, vd) = (&cycle.sessions[w], &cycle.sessions[v]);
+    let (vp, wp) = (
+        vd.entry.session.spec.priority,
+        wd.entry.session.spec.priority,
+    );
+    if cycle.config.policies.contains(&Policy::Priority) && vp != wp {
+        return vp < wp;
+    }
+    let share_after = holdings[v]
+        .allocated
+        .minus(Res::of(&vd.resreq()))
+        .dominant_share(cycle.total);
+    holdings[w].instances == 0 || share_after > holdings[w].allocated.dominant_share(cycle.total)
 }
 
 /// The least time an executor of session `d` serves before it may be rotated.
