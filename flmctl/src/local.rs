@@ -17,8 +17,9 @@
 //! `cpu=1` instances), since a local cluster runs cheap instances; real deployments keep the
 //! agent's strict default of 1.
 //!
-//! It also prepares `<data dir>/home/bin/{flmping-service,flmexec-service}` as links to this
-//! binary, which serves those built-in applications when run under their names.
+//! It also prepares `FLAME_HOME` under `<data dir>/home` ([`crate::home`]): the built-in
+//! services as links to this binary, and (unless `--no-python`) `bin/uv` and flamepy 0.6.0 for
+//! `flmrun` and the Runner, from a Python environment built once per machine.
 //!
 //! Caveat: everything shares one process, so a local cluster shows the protocol, not fault
 //! isolation (the chaos tests run members and agents as separate processes).
@@ -60,6 +61,12 @@ pub struct UpArgs {
     /// cpu=1 instances the node offers per core (default: enough for 8 such instances).
     #[arg(long)]
     cpu_overcommit: Option<u32>,
+    /// Prepare no Python for flmrun and the Runner (uv and flamepy under FLAME_HOME).
+    #[arg(long)]
+    no_python: bool,
+    /// The Python interpreter instances use (its venv gets uv and flamepy 0.6.0 once).
+    #[arg(long, default_value = "python3", env = "FLAME_PYTHON3")]
+    python3: std::ffi::OsString,
 }
 
 /// Executor slots for `cpu=1` instances a local cluster offers at least, by default: a local
@@ -74,8 +81,6 @@ fn local_overcommit(asked: Option<u32>) -> u32 {
         LOCAL_SLOTS.div_ceil(cores).max(1)
     })
 }
-
-const BUILTINS: [&str; 2] = ["flmping-service", "flmexec-service"];
 
 /// Prints a line to stdout, ignoring a closed pipe: a reader that went away must not turn a
 /// clean shutdown into a panic.
@@ -93,7 +98,7 @@ pub fn builtin_service_name() -> Option<&'static str> {
         .file_name()?
         .to_str()?
         .to_owned();
-    BUILTINS.into_iter().find(|b| *b == name)
+    crate::home::BUILTINS.into_iter().find(|b| *b == name)
 }
 
 /// Serves a built-in application's instance on `FLAME_INSTANCE_ENDPOINT`.
@@ -158,21 +163,6 @@ fn agent_config(args: &UpArgs, home: &std::path::Path) -> anyhow::Result<AgentCo
     )?)
 }
 
-/// Links the built-in services to this binary under `<data dir>/home/bin`.
-fn prepare_home(data_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
-    let home = data_dir.join("home");
-    let bin = home.join("bin");
-    std::fs::create_dir_all(&bin).with_context(|| format!("cannot create {}", bin.display()))?;
-    let me = std::env::current_exe()?;
-    for name in BUILTINS {
-        let link = bin.join(name);
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&me, &link)
-            .with_context(|| format!("cannot link {}", link.display()))?;
-    }
-    Ok(std::path::absolute(home)?)
-}
-
 /// Runs `flmctl local up` until Ctrl-C.
 pub fn up(args: UpArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -183,11 +173,21 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let configs = member_configs(&args)?;
-    let home = prepare_home(&args.data_dir)?;
+    let python3 = (!args.no_python).then_some(&args.python3);
+    let (home, python) = crate::home::prepare(&args.data_dir, python3)?;
+    let home = Home { path: home, python };
     tokio::runtime::Runtime::new()?.block_on(run(args, configs, home))
 }
 
-async fn run(args: UpArgs, configs: Vec<Config>, home: PathBuf) -> anyhow::Result<()> {
+/// The `FLAME_HOME` a local cluster's instances get, and the Python it offers.
+struct Home {
+    /// The directory.
+    path: PathBuf,
+    /// Python for flmrun and the Runner, or why there is none.
+    python: anyhow::Result<crate::home::PythonHome>,
+}
+
+async fn run(args: UpArgs, configs: Vec<Config>, home: Home) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut members = Vec::new();
     for config in configs {
@@ -198,7 +198,7 @@ async fn run(args: UpArgs, configs: Vec<Config>, home: PathBuf) -> anyhow::Resul
         };
         members.push(tokio::spawn(serve(config, listeners, shutdown)));
     }
-    let mut agent_config = agent_config(&args, &home)?;
+    let mut agent_config = agent_config(&args, &home.path)?;
     let cache = cache_args(&args).config(&agent_config)?;
     let cache = flame_node_agent::cache::start_embedded(&mut agent_config, cache)
         .await
@@ -357,7 +357,7 @@ fn write_client_config(
 fn print_banner(
     args: &UpArgs,
     leader: u64,
-    home: &std::path::Path,
+    home: &Home,
     cache_endpoint: Option<&str>,
     client_config: &std::path::Path,
 ) {
@@ -383,7 +383,19 @@ fn print_banner(
     if let Some(cache) = cache_endpoint {
         out!("  object cache: {cache}");
     }
-    out!("  FLAME_HOME for instances: {}", home.display());
+    out!("  FLAME_HOME for instances: {}", home.path.display());
+    match &home.python {
+        Ok(p) => out!(
+            "  Python for flmrun and the Runner: python{} with flamepy {} and uv ({})",
+            p.version,
+            crate::home::FLAMEPY_VERSION,
+            p.env.display()
+        ),
+        Err(e) => out!(
+            "  Python for flmrun and the Runner: not prepared ({e:#}); flmping and shell \
+             tasks work without it"
+        ),
+    }
     out!(
         "  client configuration: {} (copy it to ~/.flame/flame.yaml for flamepy)",
         client_config.display()

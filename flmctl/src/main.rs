@@ -31,6 +31,7 @@ mod bench;
 mod cache;
 mod client;
 mod cluster;
+mod home;
 mod list;
 mod local;
 mod output;

@@ -31,6 +31,8 @@ fn start(dir: &Path, base: u16, extra: &[&str]) -> Child {
             "--cache-port",
             &(base + 200).to_string(),
         ])
+        // Python provisioning has a test of its own (local_up_python.rs).
+        .arg("--no-python")
         .args(extra)
         .env("RUST_BACKTRACE", "0")
         .stdout(Stdio::piped())
@@ -171,7 +173,7 @@ async fn local_up_serves_stops_on_sigint_and_resumes_with_its_data() -> anyhow::
         .arg(third.path())
         .args(["--api-port", &other_base.to_string()])
         .args(["--raft-port", &(other_base + 100).to_string()])
-        .args(["--cache-port", &cache_port])
+        .args(["--cache-port", &cache_port, "--no-python"])
         .env("RUST_BACKTRACE", "0")
         .stdout(Stdio::null())
         .stderr(log)

@@ -46,6 +46,7 @@ impl Up {
             .args(["--api-port", &base.to_string()])
             .args(["--raft-port", &(base + 100).to_string()])
             .args(["--cache-port", &(base + 200).to_string()])
+            .arg("--no-python")
             .env("RUST_BACKTRACE", "0")
             .stdout(Stdio::piped())
             .stderr(log)

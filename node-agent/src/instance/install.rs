@@ -21,6 +21,10 @@
 //! [`BindError`] that the executor loop retries with its bind backoff (the spec's recommended
 //! improvement over caching a failure until restart).
 //!
+//! Python instances also get `UV_CACHE_DIR` and `PIP_CACHE_DIR` under the agent's work
+//! directory ([`cache_vars`]), unless already set, and the agent's own `uv pip install` uses the
+//! same uv cache, so a dependency is downloaded once per node.
+//!
 //! Caveats: `http(s)://` packages are refused with a message naming the scheme (not
 //! implemented yet), and `grpcs://` ones because the cache serves no TLS yet. `LD_LIBRARY_PATH` is not set for python packages (wheels
 //! carry their libraries via RPATH). `uv` is looked up as `$FLAME_HOME/bin/uv`, then on `PATH`.
@@ -164,7 +168,9 @@ pub async fn install(spec: &LaunchSpec) -> Result<Vec<InstallVar>, BindError> {
         if installer == Installer::Binary {
             return Err(fail("installer binary needs a url to install from"));
         }
-        return Ok(python_vars(&version, home.as_deref(), None));
+        let mut vars = python_vars(&version, home.as_deref(), None);
+        vars.extend(cache_vars(&spec.work_dir));
+        return Ok(vars);
     };
     let url = expand_vars(url, |n| match (&home, n) {
         (Some(h), "FLAME_HOME") => Some(h.display().to_string()),
@@ -186,9 +192,31 @@ pub async fn install(spec: &LaunchSpec) -> Result<Vec<InstallVar>, BindError> {
         "application installed"
     );
     Ok(match installer {
-        Installer::Python => python_vars(&version, home.as_deref(), Some(&release)),
+        Installer::Python => {
+            let mut vars = python_vars(&version, home.as_deref(), Some(&release));
+            vars.extend(cache_vars(&spec.work_dir));
+            vars
+        }
         Installer::Binary => binary_vars(&release),
     })
+}
+
+/// uv's and pip's cache directories under the agent's `work_dir` (`cache/uv`, `cache/pip`),
+/// where installs run by the agent and by python instances (`uv run`, nested installs) share
+/// downloads across releases; set only when the environment does not set them already.
+pub fn cache_vars(work_dir: &Path) -> Vec<InstallVar> {
+    vec![
+        InstallVar::default_value("UV_CACHE_DIR", uv_cache_dir(work_dir).display().to_string()),
+        InstallVar::default_value(
+            "PIP_CACHE_DIR",
+            work_dir.join("cache").join("pip").display().to_string(),
+        ),
+    ]
+}
+
+/// uv's cache under the agent's `work_dir`.
+pub fn uv_cache_dir(work_dir: &Path) -> PathBuf {
+    work_dir.join("cache").join("uv")
 }
 
 /// The Python version to use: `current` (validated), else the newest `python<ver>` under
@@ -383,6 +411,24 @@ mod tests {
                 ),
                 ("FLAME_PYTHON_VERSION".into(), "3.12".into()),
             ]
+        );
+    }
+
+    #[test]
+    fn uv_and_pip_caches_go_under_the_work_directory_unless_already_set() {
+        let vars = cache_vars(Path::new("/var/flame"));
+        let env = compose(&vars, |_| None);
+        assert_eq!(
+            env,
+            vec![
+                ("UV_CACHE_DIR".into(), "/var/flame/cache/uv".into()),
+                ("PIP_CACHE_DIR".into(), "/var/flame/cache/pip".into()),
+            ]
+        );
+        let env = compose(&vars, |n| (n == "UV_CACHE_DIR").then(|| "/mine".into()));
+        assert_eq!(
+            env,
+            vec![("PIP_CACHE_DIR".into(), "/var/flame/cache/pip".into())]
         );
     }
 

@@ -362,6 +362,11 @@ async fn run_uv(uv: &Path, req: &Request, src: &Path, deps: &Path) -> Result<(),
         .arg(deps)
         .args(["--python", &req.python_version, "."])
         .current_dir(src)
+        .env(
+            "UV_CACHE_DIR",
+            std::env::var_os("UV_CACHE_DIR")
+                .unwrap_or_else(|| super::install::uv_cache_dir(&req.work_dir).into_os_string()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
