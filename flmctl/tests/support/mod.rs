@@ -38,15 +38,27 @@ pub fn free_base() -> u16 {
 pub struct Up(pub Child);
 
 impl Up {
+    /// Starts `flmctl local up` without Python provisioning (tests that need it say so).
     pub fn start(dir: &Path, base: u16) -> Up {
+        Up::start_with(dir, base, false).0
+    }
+
+    /// Starts `flmctl local up` under `dir`, preparing Python for flmrun when `python` (the
+    /// first run on a machine downloads it, so the wait is long); returns it with the lines it
+    /// printed up to `Press Ctrl-C`.
+    pub fn start_with(dir: &Path, base: u16, python: bool) -> (Up, Vec<String>) {
         let log = std::fs::File::create(dir.join("up.log")).expect("log file");
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args(["local", "up", "--data-dir"])
             .arg(dir.join("data"))
             .args(["--api-port", &base.to_string()])
             .args(["--raft-port", &(base + 100).to_string()])
-            .args(["--cache-port", &(base + 200).to_string()])
-            .arg("--no-python")
+            .args(["--cache-port", &(base + 200).to_string()]);
+        if !python {
+            command.arg("--no-python");
+        }
+        let mut child = command
             .env("RUST_BACKTRACE", "0")
             .stdout(Stdio::piped())
             .stderr(log)
@@ -54,13 +66,23 @@ impl Up {
             .expect("flmctl starts");
         let stdout = child.stdout.take().expect("piped");
         let up = Up(child);
-        let mut lines = BufReader::new(stdout).lines();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            match lines.next() {
-                Some(Ok(line)) if line.starts_with("Press Ctrl-C") => return up,
-                Some(Ok(_)) => {}
-                _ => break,
+        let limit = Duration::from_secs(if python { 600 } else { 30 });
+        // Lines arrive on a channel so the wait is bounded even if nothing is printed.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let deadline = Instant::now() + limit;
+        let mut printed = Vec::new();
+        while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            let done = line.starts_with("Press Ctrl-C");
+            printed.push(line);
+            if done {
+                return (up, printed);
             }
         }
         panic!(
