@@ -1,8 +1,9 @@
 //! Application installation at launch (spec section 7.6) with the real `flmexec-service`:
 //! the python installer without a url exports flamepy's site-packages and the Python
 //! version; the binary installer unpacks a `file://` `.tar.gz` into a release whose `src/bin`
-//! is on `PATH` and which later bindings reuse; a corrupt archive and an unsupported scheme
-//! are code-10 bind failures naming the problem, with nothing started. A `grpc://` url of an
+//! is on `PATH` and which later bindings reuse; an `http://` url is downloaded and installed the
+//! same way; a corrupt archive, a missing http package and an unsupported scheme are code-10
+//! bind failures naming the problem, with nothing started. A `grpc://` url of an
 //! in-process cache installs the object, and a new release follows when the object is put
 //! again.
 //!
@@ -232,15 +233,65 @@ async fn corrupt_archive_is_code_10_naming_the_archive() -> anyhow::Result<()> {
 #[tokio::test]
 async fn unsupported_url_scheme_is_code_10_naming_the_scheme() -> anyhow::Result<()> {
     let fx = Fixture::new()?;
-    let url = Some("https://example.invalid/pkg.tar.gz".to_owned());
-    let err = install_failure(&fx, installed_app("python", url), "exec-https").await?;
+    let url = Some("ftp://example.invalid/pkg.tar.gz".to_owned());
+    let err = install_failure(&fx, installed_app("python", url), "exec-ftp").await?;
     assert_eq!(err.code.value(), 10);
     assert!(
         err.message.starts_with("application installation failed: ")
-            && err.message.contains("scheme https:// is not supported"),
+            && err.message.contains("unknown scheme ftp://"),
         "{}",
         err.message
     );
+    Ok(())
+}
+
+/// Serves `pkg` at `/pkg.tar.gz` on a loopback port; returns the base url.
+async fn serve_package(pkg: Vec<u8>) -> anyhow::Result<String> {
+    let app = axum::Router::new().route(
+        "/pkg.tar.gz",
+        axum::routing::get(move || {
+            let pkg = pkg.clone();
+            async move { pkg }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(format!("http://{addr}"))
+}
+
+#[tokio::test]
+async fn binary_installer_from_an_http_url_runs_the_package_and_a_missing_one_is_code_10()
+-> anyhow::Result<()> {
+    let fx = Fixture::new()?;
+    let pkg = fx.root.path().join("pkg.tar.gz");
+    write_package(&pkg)?;
+    let base = serve_package(std::fs::read(&pkg)?).await?;
+    let url = format!("{base}/pkg.tar.gz");
+    let mut instance =
+        Instance::launch(fx.spec(installed_app("binary", Some(url)), "exec-http")).await?;
+    instance.enter(session(None)).await?;
+    let out = run_shell(&mut instance, 1, "hello-flame").await?;
+    instance.leave().await?;
+    instance.stop().await;
+    assert!(out.trim().starts_with("hello from "), "{out}");
+
+    let missing = format!("{base}/gone.tar.gz");
+    let app = installed_app("binary", Some(missing.clone()));
+    let err = install_failure(&fx, app, "exec-http-missing").await?;
+    assert_eq!(err.code.value(), 10);
+    assert!(
+        err.message.contains(&missing) && err.message.contains("404"),
+        "{}",
+        err.message
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(fx.work.join("releases"))?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "half-installed: {leftovers:?}");
     Ok(())
 }
 

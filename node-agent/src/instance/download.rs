@@ -16,23 +16,34 @@
 //! TLS: `grpcs://` (and `grpc+tls://`) fetch over TLS, trusting the agent's `ca_file`
 //! (`FLAME_CA_FILE`), or the system's roots without it.
 //!
-//! Caveats: `http(s)://` are refused (not implemented). A package must be a plain object (a base
-//! without patches): a patched archive cannot be applied, so it is refused naming the key. The
-//! object is held in memory while it is written to disk (objects are at most the cache's
-//! `max_object_size`, 1 GiB by default). Each fetch opens a new connection to the cache.
+//! `http://` and `https://` packages ([`fetch_http`]) stream to a file, at most
+//! [`MAX_HTTP_PACKAGE_BYTES`] and within the install timeout; `https://` trusts the agent's
+//! `ca_file` when it has one, else the system's roots, over rustls on ring.
+//!
+//! Caveats: a cache package must be a plain object (a base without patches): a patched archive
+//! cannot be applied, so it is refused naming the key. The object is held in memory while it
+//! is written to disk (objects are at most the cache's `max_object_size`, 1 GiB by default).
+//! Each fetch opens a new connection. An `http(s)://` url is downloaded once per release (its
+//! release is keyed by the url), so publish a new version at a new url.
 
 use super::error::BindError;
 use super::install::fail;
 use bytes::Bytes;
 use flame_cache::client::ClientTls;
 use flame_cache::{CacheClient, CacheError, Fetched, ObjectKey};
-use std::path::PathBuf;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 
 /// Where a package url points.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     /// A local file or directory (`file://<absolute path>`).
     File(PathBuf),
+    /// A file on a web server (`http://` or `https://`).
+    Http(String),
     /// An object of the cache (`grpc://host:port/<key>` or `grpcs://host:port/<key>`).
     Cache {
         /// The cache's endpoint, `grpc://host:port` or `grpcs://host:port`.
@@ -48,7 +59,8 @@ impl Source {
     pub fn parse(url: &str) -> Result<Source, BindError> {
         let Some((scheme, rest)) = url.split_once("://") else {
             return Err(fail(format!(
-                "url {url:?} has no scheme (use file://<absolute path> or grpc://host:port/<key>)"
+                "url {url:?} has no scheme (use file://<absolute path>, http(s)://... or \
+                 grpc://host:port/<key>)"
             )));
         };
         match scheme.to_ascii_lowercase().as_str() {
@@ -61,12 +73,17 @@ impl Source {
             }
             "grpc" => cache_source(url, "grpc", rest),
             "grpcs" | "grpc+tls" => cache_source(url, "grpcs", rest),
-            s @ ("http" | "https") => Err(fail(format!(
-                "url {url:?}: scheme {s}:// is not supported by this agent yet \
-                 (use file:// or grpc://)"
-            ))),
+            "http" | "https" => {
+                // URL parsers forgive `http:///x` (taking `x` as the host); a package url
+                // must name its server.
+                let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+                if authority.is_empty() || reqwest::Url::parse(url).is_err() {
+                    return Err(fail(format!("url {url:?} is not a valid http(s) url")));
+                }
+                Ok(Source::Http(url.to_owned()))
+            }
             s => Err(fail(format!(
-                "url {url:?}: unknown scheme {s}:// (use file:// or grpc://)"
+                "url {url:?}: unknown scheme {s}:// (use file://, http(s):// or grpc://)"
             ))),
         }
     }
@@ -85,6 +102,126 @@ fn cache_source(url: &str, scheme: &str, rest: &str) -> Result<Source, BindError
         endpoint: format!("{scheme}://{authority}"),
         key,
     })
+}
+
+/// Largest `http(s)://` package downloaded, in bytes (1 GiB, the cache's default object limit).
+pub const MAX_HTTP_PACKAGE_BYTES: u64 = 1 << 30;
+
+/// Downloads `url` into the file `dest`, at most `limit` bytes and within `timeout` (connect,
+/// response and body together), trusting `ca_file` for `https://` when given, else the
+/// system's roots. Returns the size. Failures are install failures naming the url and cause;
+/// a partial file is removed.
+pub async fn fetch_http(
+    url: &str,
+    dest: &Path,
+    limit: u64,
+    timeout: Duration,
+    ca_file: Option<&Path>,
+) -> Result<u64, BindError> {
+    let failed = |why: String| fail(format!("package {url}: {why}"));
+    let client = http_client(ca_file, timeout).map_err(failed)?;
+    let written = match tokio::time::timeout(timeout, download(&client, url, dest, limit)).await {
+        Ok(result) => result.map_err(failed),
+        Err(_) => Err(failed(format!(
+            "the download did not finish within {}s",
+            timeout.as_secs()
+        ))),
+    };
+    if written.is_err() {
+        let _ = std::fs::remove_file(dest);
+    }
+    written
+}
+
+/// The body of [`fetch_http`]: status check, size limit, streaming to `dest`.
+async fn download(
+    client: &reqwest::Client,
+    url: &str,
+    dest: &Path,
+    limit: u64,
+) -> Result<u64, String> {
+    let mut response = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("the request failed: {}", error_chain(&e)))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("the server answered {status}"));
+    }
+    let too_large = |size: u64| format!("it is larger than the limit of {limit} bytes ({size})");
+    if let Some(length) = response.content_length().filter(|l| *l > limit) {
+        return Err(too_large(length));
+    }
+    let mut file = tokio::fs::File::create(dest)
+        .await
+        .map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
+    let mut size = 0u64;
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("the download broke off: {}", error_chain(&e)))?
+    {
+        size = size.saturating_add(chunk.len() as u64);
+        if size > limit {
+            return Err(too_large(size));
+        }
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| format!("cannot write {}: {e}", dest.display()))?;
+    }
+    file.flush()
+        .await
+        .map_err(|e| format!("cannot write {}: {e}", dest.display()))?;
+    Ok(size)
+}
+
+/// An HTTP client on rustls with ring, trusting `ca_file` or else the system's roots.
+fn http_client(ca_file: Option<&Path>, timeout: Duration) -> Result<reqwest::Client, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("cannot read the CA file {}: {e}", path.display()))?;
+            for cert in certs {
+                let cert =
+                    cert.map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                // An unusable system certificate only narrows what is trusted.
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .connect_timeout(timeout.min(Duration::from_secs(30)))
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {}", error_chain(&e)))
+}
+
+/// An error with its sources, as one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// What the cache said about a package object.
@@ -192,17 +329,102 @@ mod tests {
         }
     }
 
+    /// Serves `/fixed` (100 bytes with a length), `/streamed` (100 bytes in chunks, no
+    /// length) and 404 elsewhere on a loopback port; returns its base url.
+    async fn web_server() -> String {
+        use axum::body::Body;
+        let body = || Bytes::from(vec![7u8; 100]);
+        let app = axum::Router::new()
+            .route("/fixed", axum::routing::get(move || async move { body() }))
+            .route(
+                "/streamed",
+                axum::routing::get(|| async {
+                    let chunks =
+                        (0..10).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![7u8; 10])));
+                    Body::from_stream(tokio_stream::iter(chunks))
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn an_http_download_streams_to_disk_within_its_size_limit() {
+        let base = web_server().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let limit = Duration::from_secs(10);
+        for path in ["fixed", "streamed"] {
+            let dest = dir.path().join(path);
+            let url = format!("{base}/{path}");
+            let size = fetch_http(&url, &dest, 100, limit, None).await;
+            assert_eq!(size.ok(), Some(100), "{url}");
+            assert_eq!(std::fs::read(&dest).ok(), Some(vec![7u8; 100]));
+            let too_big = fetch_http(&url, &dest, 99, limit, None).await.unwrap_err();
+            assert!(
+                too_big
+                    .message
+                    .contains("larger than the limit of 99 bytes")
+                    && too_big.message.contains(&url),
+                "{}",
+                too_big.message
+            );
+            assert!(!dest.exists(), "a refused download leaves no file");
+        }
+        let missing = format!("{base}/missing.tar.gz");
+        let err = fetch_http(&missing, &dir.path().join("m"), 100, limit, None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code.value(), 10);
+        assert!(
+            err.message.contains("404") && err.message.contains(&missing),
+            "{}",
+            err.message
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_http_server_is_an_install_failure_naming_the_url() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/p.tgz", listener.local_addr().expect("addr"));
+        drop(listener);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = fetch_http(
+            &url,
+            &dir.path().join("p"),
+            100,
+            Duration::from_secs(5),
+            None,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            err.message.contains(&url) && err.message.contains("request failed"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn http_and_https_urls_are_sources() {
+        for url in [
+            "http://example.com/p.tgz",
+            "https://example.com:8443/a/p.zip?x=1",
+        ] {
+            assert_eq!(Source::parse(url).ok(), Some(Source::Http(url.to_owned())));
+        }
+    }
+
     #[test]
     fn other_urls_are_refused_naming_the_url_and_why() {
         for (url, says) in [
-            (
-                "https://example.com/p.tgz",
-                "scheme https:// is not supported",
-            ),
-            (
-                "http://example.com/p.tgz",
-                "scheme http:// is not supported",
-            ),
+            ("http:///p.tgz", "is not a valid http(s) url"),
+            ("https://", "is not a valid http(s) url"),
             ("grpcs://cache:9090/a/pkg", "invalid object key"),
             ("ftp://x/p.tgz", "unknown scheme ftp://"),
             ("/opt/p.tgz", "has no scheme"),

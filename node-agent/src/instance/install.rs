@@ -6,10 +6,10 @@
 //! - `python` without `url`: `PYTHONPATH` gets flamepy's `$FLAME_HOME/lib/python<ver>/site-packages`
 //!   and `FLAME_PYTHON_VERSION=<ver>`, which makes `flmrun`'s `python${FLAME_PYTHON_VERSION}`
 //!   argument resolvable;
-//! - `python` or `binary` with a `file://` url, or a `grpc://host:port/<key>` url of an object
-//!   of the cache ([`super::download`]): the package (`.tar.gz`, `.tgz`, `.zip`, or a
-//!   directory for `file://`) becomes a release under `<work_dir>/releases`
-//!   ([`super::release`]); python packages get their dependencies from
+//! - `python` or `binary` with a `file://` url, an `http(s)://` url, or a
+//!   `grpc://host:port/<key>` url of an object of the cache ([`super::download`]): the package
+//!   (`.tar.gz`, `.tgz`, `.zip`, or a directory for `file://`) becomes a release under
+//!   `<work_dir>/releases` ([`super::release`]); python packages get their dependencies from
 //!   `uv pip install --target <release>/deps .`.
 //!
 //! `<ver>` is the launch environment's `FLAME_PYTHON_VERSION` (the application's, else the
@@ -25,9 +25,10 @@
 //! directory ([`cache_vars`]), unless already set, and the agent's own `uv pip install` uses the
 //! same uv cache, so a dependency is downloaded once per node.
 //!
-//! Caveats: `http(s)://` packages are refused with a message naming the scheme (not
-//! implemented yet), and `grpcs://` ones because the cache serves no TLS yet. `LD_LIBRARY_PATH` is not set for python packages (wheels
-//! carry their libraries via RPATH). `uv` is looked up as `$FLAME_HOME/bin/uv`, then on `PATH`.
+//! `http(s)://` packages are downloaded too ([`super::download::fetch_http`]).
+//!
+//! Caveats: `LD_LIBRARY_PATH` is not set for python packages (wheels carry their libraries
+//! via RPATH). `uv` is looked up as `$FLAME_HOME/bin/uv`, then on `PATH`.
 
 use super::error::{BindCode, BindError};
 use super::expand::expand_vars;

@@ -20,10 +20,11 @@
 //! so a release that exists (with its marker) is complete; two bindings installing the same
 //! package race harmlessly, the loser discards its copy and uses the winner's.
 //!
-//! Caveats: `file://` and `grpc://` urls are supported; `http(s)://` and `grpcs://` fail with
-//! a message naming the scheme ([`super::download`]). The hash is FNV-1a (stable across
-//! builds), not a cryptographic digest: keys come from the replicated application spec, not
-//! from an adversary, and the content hash only tells versions of one object apart. An object
+//! `http(s)://` packages are streamed into `<tmp>/.package` ([`download::fetch_http`]) and
+//! unpacked the same way; their release is keyed by the url alone, like `file://`.
+//!
+//! Caveats: the hash is FNV-1a (stable across builds), not a cryptographic digest: keys come
+//! from the replicated application spec, not from an adversary, and the content hash only tells versions of one object apart. An object
 //! deleted and put again at exactly the version installed last is taken as unchanged (the
 //! cache's versions restart after a delete); releases of older versions are not removed. An
 //! unreachable cache fails the binding even when a release of the url is installed. Temporary
@@ -107,6 +108,8 @@ enum Package {
     Path(PathBuf),
     /// An object's bytes, written to [`DOWNLOADED`] before unpacking.
     Bytes(Bytes),
+    /// An `http(s)://` download, already in this file (inside the temporary release).
+    Downloaded(PathBuf),
 }
 
 /// FNV-1a's offset basis.
@@ -161,6 +164,15 @@ pub async fn obtain(req: Request) -> Result<Release, BindError> {
             };
             if !release.is_complete() {
                 install(&req, &release, Package::Path(path)).await?;
+            }
+            Ok(release)
+        }
+        Source::Http(url) => {
+            let release = Release {
+                root: releases_dir(&req).join(release_name(&req)),
+            };
+            if !release.is_complete() {
+                install(&req, &release, Package::Downloaded(PathBuf::from(url))).await?;
             }
             Ok(release)
         }
@@ -279,6 +291,18 @@ impl Drop for TmpDir {
 /// Builds a release in `tmp`: unpack, check, install dependencies, write the marker.
 async fn build(req: &Request, package: Package, tmp: &Path) -> Result<(), BindError> {
     let src = tmp.join("src");
+    let package = match package {
+        Package::Downloaded(url) => {
+            std::fs::create_dir_all(tmp)
+                .map_err(|e| fail(format!("cannot create {}: {e}", tmp.display())))?;
+            let file = tmp.join(DOWNLOADED);
+            let url = url.to_string_lossy();
+            let limit = download::MAX_HTTP_PACKAGE_BYTES;
+            download::fetch_http(&url, &file, limit, req.timeout, req.ca_file.as_deref()).await?;
+            Package::Downloaded(file)
+        }
+        other => other,
+    };
     let (url, tmp_owned) = (req.url.clone(), tmp.to_owned());
     let unpacked = tokio::task::spawn_blocking(move || unpack(package, &url, &tmp_owned))
         .await
@@ -314,6 +338,11 @@ fn unpack(package: Package, url: &str, tmp: &Path) -> Result<(), String> {
             let file = tmp.join(DOWNLOADED);
             std::fs::write(&file, &data)
                 .map_err(|e| format!("cannot write package {url} to {}: {e}", file.display()))?;
+            archive::unpack_named(&file, url, &src)?;
+            std::fs::remove_file(&file)
+                .map_err(|e| format!("cannot remove {}: {e}", file.display()))?;
+        }
+        Package::Downloaded(file) => {
             archive::unpack_named(&file, url, &src)?;
             std::fs::remove_file(&file)
                 .map_err(|e| format!("cannot remove {}: {e}", file.display()))?;
