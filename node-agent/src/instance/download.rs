@@ -31,6 +31,7 @@ use super::install::fail;
 use bytes::Bytes;
 use flame_cache::client::ClientTls;
 use flame_cache::{CacheClient, CacheError, Fetched, ObjectKey};
+use flame_proto::error::source_chain;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use std::path::{Path, PathBuf};
@@ -144,7 +145,7 @@ async fn download(
         .get(url)
         .send()
         .await
-        .map_err(|e| format!("the request failed: {}", error_chain(&e)))?;
+        .map_err(|e| format!("the request failed: {}", source_chain(&e)))?;
     let status = response.status();
     if !status.is_success() {
         return Err(format!("the server answered {status}"));
@@ -160,7 +161,7 @@ async fn download(
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| format!("the download broke off: {}", error_chain(&e)))?
+        .map_err(|e| format!("the download broke off: {}", source_chain(&e)))?
     {
         size = size.saturating_add(chunk.len() as u64);
         if size > limit {
@@ -209,19 +210,7 @@ fn http_client(ca_file: Option<&Path>, timeout: Duration) -> Result<reqwest::Cli
         .tls_backend_preconfigured(tls)
         .connect_timeout(timeout.min(Duration::from_secs(30)))
         .build()
-        .map_err(|e| format!("cannot build an HTTP client: {}", error_chain(&e)))
-}
-
-/// An error with its sources, as one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
+        .map_err(|e| format!("cannot build an HTTP client: {}", source_chain(&e)))
 }
 
 /// What the cache said about a package object.
