@@ -41,8 +41,13 @@ async fn learners_are_promoted_and_dead_members_replaced_online() -> anyhow::Res
         reply.learners.iter().map(|m| m.id).collect::<Vec<_>>(),
         vec![four]
     );
-    let status = cluster.status(four).await.expect("learner answers");
-    assert_eq!(status.role(), flame_proto::cluster::Role::Learner);
+    // Its own view catches up with the membership a moment after the leader's reply.
+    let learner = flame_proto::cluster::Role::Learner;
+    chaos_tests::poll("member 4 to see itself a learner", DEADLINE, || async {
+        let role = cluster.status(four).await.map(|s| s.role());
+        Ok::<_, anyhow::Error>((role == Some(learner)).then_some(()))
+    })
+    .await?;
 
     // Promote it.
     let reply = admin
