@@ -1,7 +1,8 @@
 //! Claim: flamepy 0.6.0's `Runner`, unmodified, works end to end against `flmctl local up`
 //! through a follower: it packages a small project written here (a `pyproject.toml` and a
-//! module), uploads it to the node's cache, clones `flmrun`, runs a function over a list of
-//! inputs and a stateful object, and on close unregisters its application.
+//! module depending on numpy), uploads it to the node's cache, clones `flmrun` (the agent
+//! installs numpy with uv from PyPI), runs a function over a list of inputs, a numpy function
+//! and a stateful object, and on close unregisters its application.
 //!
 //! How: local up prepares Python for flmrun (uv and flamepy under `FLAME_HOME`); the client
 //! script runs from the project directory (the Runner packages its working directory) with
@@ -21,7 +22,7 @@ const PYPROJECT: &str = r#"[project]
 name = "runner-e2e"
 version = "0.1.0"
 requires-python = ">=3.9"
-dependencies = []
+dependencies = ["numpy"]
 
 [tool.setuptools]
 py-modules = ["mathfns"]
@@ -30,6 +31,13 @@ py-modules = ["mathfns"]
 const MODULE: &str = r#"
 def square(x):
     return x * x
+
+
+def norm(values):
+    # Imported here: numpy is installed on the node by uv, not in the client's venv.
+    import numpy
+
+    return float(numpy.linalg.norm(numpy.array(values, dtype=float)))
 
 
 class Counter:
@@ -47,12 +55,13 @@ os.chdir(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.getcwd())
 import flamepy
 from flamepy.runner import Runner
-from mathfns import Counter, square
+from mathfns import Counter, norm, square
 
 name = "runner-e2e-" + str(os.getpid())
 with Runner(name) as runner:
     squares = runner.service(square)
     print("SQUARES", [f.get() for f in [squares(i) for i in range(10)]])
+    print("NORM", runner.service(norm)([3, 4]).get())
     counter = runner.service(Counter())
     print("TOTALS", [counter.add(n).get() for n in (1, 2, 3, 4)])
     print("REGISTERED", flamepy.get_application(name) is not None)
@@ -61,7 +70,8 @@ print("RUNNER OK")
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_runner_runs_a_function_and_a_stateful_object_and_cleans_up() -> anyhow::Result<()> {
+async fn a_runner_runs_functions_with_a_numpy_dependency_and_a_stateful_object_then_cleans_up()
+-> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let base = free_base();
     let (up, _) = Up::start_with(dir.path(), base, true);
@@ -79,6 +89,7 @@ async fn a_runner_runs_a_function_and_a_stateful_object_and_cleans_up() -> anyho
     anyhow::ensure!(run.passed("RUNNER OK"), "{}", run.describe());
     let expect = [
         "SQUARES [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]",
+        "NORM 5.0",
         "TOTALS [1, 3, 6, 10]",
         "REGISTERED True",
         "AFTER True",
