@@ -38,7 +38,7 @@
 
 use super::cycle::desired_instances;
 use crate::state::{Command, ExecutorEntry, State};
-use flame_proto::model::{ExecutorState, SessionState};
+use flame_proto::model::{ExecutorState, Session, SessionState};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Since when an executor has been in some condition, and in which session.
@@ -116,37 +116,6 @@ impl WarmTimers {
         self.observe_idle(state, now_ms);
         self.observe_held(state, now_ms);
         self.observe_waiting(state, now_ms);
-        self.observe_served(state, now_ms);
-    }
-
-    fn observe_served(&mut self, state: &State, now_ms: i64) {
-        self.served.retain(|id| {
-            state
-                .session(id)
-                .is_some_and(|s| s.state == SessionState::Open)
-        });
-        for e in state.executor_entries() {
-            if e.executor.state != ExecutorState::Bound {
-                continue;
-            }
-            let Some(session) = e
-                .executor
-                .session_id
-                .as_deref()
-                .and_then(|s| state.session(s))
-            else {
-                continue;
-            };
-            if session.state != SessionState::Open || self.served.contains(&session.id) {
-                continue;
-            }
-            self.served.insert(session.id.clone());
-            if self.primed {
-                let waited = now_ms.saturating_sub(session.creation_time_ms).max(0);
-                self.first_waits.push(waited);
-            }
-        }
-        self.primed = true;
     }
 
     fn observe_idle(&mut self, state: &State, now_ms: i64) {
@@ -170,6 +139,8 @@ impl WarmTimers {
         }
     }
 
+    /// One pass over the Binding and Bound executors: hold times, bind costs, last
+    /// applications and first executors.
     fn observe_held(&mut self, state: &State, now_ms: i64) {
         self.held.retain(|id, held| {
             state
@@ -179,14 +150,23 @@ impl WarmTimers {
         });
         self.last_app
             .retain(|id, _| state.executor_entry(id).is_some());
+        self.served.retain(|id| {
+            state
+                .session(id)
+                .is_some_and(|s| s.state == SessionState::Open)
+        });
         for e in state.executor_entries() {
             let Some(session_id) = held_session(e) else {
                 continue;
             };
-            if let Some(session) = state.session(session_id) {
+            let session = state.session(session_id);
+            if let Some(session) = session {
                 let app = &session.spec.application;
                 if self.last_app.get(&e.executor.id) != Some(app) {
                     self.last_app.insert(e.executor.id.clone(), app.clone());
+                }
+                if e.executor.state == ExecutorState::Bound {
+                    self.note_served(session, now_ms);
                 }
             }
             let held = self.held.entry(e.executor.id.clone()).or_insert(Held {
@@ -200,15 +180,27 @@ impl WarmTimers {
                 }
                 _ if held.bound_ms.is_none() => {
                     held.bound_ms = Some(now_ms);
-                    let application = state
-                        .session(session_id)
-                        .map(|s| s.spec.application.clone());
+                    let application = session.map(|s| s.spec.application.clone());
                     if let (Some(start), Some(app)) = (held.binding_ms, application) {
                         self.bind_cost.insert(app, now_ms.saturating_sub(start));
                     }
                 }
                 _ => {}
             }
+        }
+        self.primed = true;
+    }
+
+    /// Records `session` (seen with a Bound executor) as served; the first time, after the
+    /// first observation, its wait since creation is a first-executor wait.
+    fn note_served(&mut self, session: &Session, now_ms: i64) {
+        if session.state != SessionState::Open || self.served.contains(&session.id) {
+            return;
+        }
+        self.served.insert(session.id.clone());
+        if self.primed {
+            let waited = now_ms.saturating_sub(session.creation_time_ms).max(0);
+            self.first_waits.push(waited);
         }
     }
 
