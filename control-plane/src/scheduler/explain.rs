@@ -20,7 +20,7 @@
 //! Caveat: the leader's timers (how long it has waited, how long an executor has idled) are not
 //! replicated, so the reason says what will bring an executor, not when.
 
-use super::cycle::Cycle;
+use super::cycle::{Cycle, Demand};
 use super::resources::Res;
 use super::{SchedulerConfig, WarmTimers};
 use crate::state::State;
@@ -146,12 +146,11 @@ pub fn explain(
 ) -> Option<(WaitReason, u32, u32)> {
     let cycle = Cycle::new(state, config, &WarmTimers::new());
     let d = cycle.demand(session_id)?;
-    let session = &d.entry.session;
-    if session.counters.pending == 0 || d.instances >= d.desired && starting(state, session_id) == 0
-    {
+    let starting = starting(state, session_id);
+    if d.entry.session.counters.pending == 0 || d.instances >= d.desired && starting == 0 {
         return None;
     }
-    let reason = reason(&cycle, session_id)?;
+    let reason = reason(&cycle, d, starting);
     Some((reason, d.instances, d.desired))
 }
 
@@ -165,24 +164,24 @@ fn starting(state: &State, session_id: &str) -> u32 {
     u32::try_from(count).unwrap_or(u32::MAX)
 }
 
-/// The first matching row of the module's table for a waiting session.
-fn reason(cycle: &Cycle<'_>, session_id: &str) -> Option<WaitReason> {
-    let d = cycle.demand(session_id)?;
+/// The first matching row of the module's table for waiting session `d`, which has
+/// `starting` executors Binding.
+fn reason(cycle: &Cycle<'_>, d: &Demand<'_>, starting: u32) -> WaitReason {
+    let session_id = d.id();
     let needs = d.resreq();
     let size = Res::of(&needs);
     if !d.schedulable {
         let failures = d.entry.bind_failures;
-        return Some(WaitReason::RetryLimit { failures });
+        return WaitReason::RetryLimit { failures };
     }
     if d.shim != Shim::Host {
-        return Some(WaitReason::NoShim { shim: d.shim });
+        return WaitReason::NoShim { shim: d.shim };
     }
-    let starting = starting(cycle.state, session_id);
     if starting > 0 {
-        return Some(WaitReason::Binding { starting });
+        return WaitReason::Binding { starting };
     }
     if !cycle.nodes.values().any(|n| size.within(n.allocatable)) {
-        return Some(WaitReason::FitsNoNode { needs });
+        return WaitReason::FitsNoNode { needs };
     }
     let max = cycle.config.max_executors_per_node;
     let room = cycle
@@ -195,7 +194,7 @@ fn reason(cycle: &Cycle<'_>, session_id: &str) -> Option<WaitReason> {
             .get(&(needs, d.shim))
             .is_some_and(|q| !q.is_empty())
     {
-        return Some(WaitReason::Scheduling);
+        return WaitReason::Scheduling;
     }
     let priority = d.entry.session.spec.priority;
     let holder = cycle
@@ -204,7 +203,7 @@ fn reason(cycle: &Cycle<'_>, session_id: &str) -> Option<WaitReason> {
         .filter(|o| o.id() != session_id && o.entry.session.spec.priority <= priority)
         .filter(|o| o.instances > d.instances)
         .max_by_key(|o| (o.instances, std::cmp::Reverse(o.id())));
-    Some(match holder {
+    match holder {
         Some(o) => WaitReason::BelowShare {
             holds: d.instances,
             holder: o.id().to_owned(),
@@ -212,5 +211,5 @@ fn reason(cycle: &Cycle<'_>, session_id: &str) -> Option<WaitReason> {
             rotation: cycle.config.rotation_wait_ms > 0,
         },
         None => WaitReason::NoCapacity { needs },
-    })
+    }
 }
