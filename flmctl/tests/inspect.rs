@@ -180,13 +180,15 @@ async fn waiting(base: u16) -> anyhow::Result<()> {
     let expected = "Waiting: fits no node: it needs cpu=100000,mem=1g,gpu=0 per executor and no \
                     Ready node is that large (holds 0 of 1 executors)";
     // Member 3 may not have applied the task yet; the reason appears once it has.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let mut text = ok(&endpoint, &["view", "-s", "huge"]);
-    while !text.contains(expected) && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        text = ok(&endpoint, &["view", "-s", "huge"]);
-    }
-    assert!(text.contains(expected), "{text}");
+    chaos_tests::poll(
+        "view -s to explain the wait",
+        Duration::from_secs(20),
+        || async {
+            let text = ok(&endpoint, &["view", "-s", "huge"]);
+            Ok::<_, anyhow::Error>(text.contains(expected).then_some(()))
+        },
+    )
+    .await?;
     let json: Value = serde_json::from_str(&ok(&endpoint, &["view", "-s", "huge", "-o", "json"]))?;
     assert_eq!(json["waiting"]["reason"], "fits no node", "{json}");
     assert_eq!(json["waiting"]["desired"], 1, "{json}");
