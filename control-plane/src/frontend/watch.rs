@@ -13,7 +13,9 @@
 //! - The first message is the task as it is when the watch starts (the specification allows
 //!   sending the current state first; flamepy ignores non-terminal messages). The start is a
 //!   linearizable read when a leader answers, so a task just created through any member is
-//!   found; without a leader the watch starts from this member's own state.
+//!   found; without a leader the watch starts from this member's own state, and waits up to
+//!   [`CATCH_UP_WAIT`] for the task to appear there, since a create acknowledged just before
+//!   a leader change may not have reached this member yet.
 //! - Every message carries the task's events (the specification's compatible improvement), so
 //!   flamepy raises the service's real error text.
 //!
@@ -55,6 +57,10 @@ pub const LEADERLESS_LIMIT: Duration = Duration::from_secs(5);
 
 /// Messages a watch buffers for a slow client before it waits.
 const WATCH_BUFFER: usize = 16;
+
+/// How long a watch that could not start from a linearizable view waits for its task to reach
+/// this member's applied state before answering NOT_FOUND (as long as a write is held).
+pub const CATCH_UP_WAIT: Duration = crate::member::handle::WRITE_WAIT;
 
 /// The stream a WatchTask call returns.
 pub type WatchStream = ReceiverStream<Result<v1::Task, Status>>;
@@ -366,14 +372,7 @@ pub async fn watch(
     let session_id = request::session_id(&req.session_id)?;
     let span = info_span!("watch_task", session_id, task_id);
     let registration = hub.register(session_id, task_id);
-    let view = match handle.read().await {
-        Ok(view) => view,
-        Err(error) => {
-            debug!(parent: &span, %error, "no linearizable start; watching this member's own state");
-            handle.local()
-        }
-    };
-    let first = lookup(&view.state, session_id, task_id)?.clone();
+    let first = first_sight(handle, session_id, task_id, &span).await?;
     let (tx, rx) = mpsc::channel(WATCH_BUFFER);
     tx.try_send(Ok(v1::Task::from(&first)))
         .map_err(|e| FlameError::Internal(format!("cannot queue the first watch message: {e}")))?;
@@ -387,6 +386,34 @@ pub async fn watch(
         tokio::spawn(follow(watcher).instrument(span));
     }
     Ok(ReceiverStream::new(rx))
+}
+
+/// The task as the watch first sends it: from a linearizable view, or without a leader from
+/// this member's own views once the task is there (at most [`CATCH_UP_WAIT`]).
+async fn first_sight(
+    handle: &MemberHandle,
+    session_id: &str,
+    task_id: u64,
+    span: &tracing::Span,
+) -> Result<Task, FlameError> {
+    let error = match handle.read().await {
+        Ok(view) => return lookup(&view.state, session_id, task_id).cloned(),
+        Err(error) => error,
+    };
+    debug!(parent: span, %error, "no linearizable start; watching this member's own state");
+    let mut reader = handle.reader.clone();
+    let deadline = tokio::time::Instant::now() + CATCH_UP_WAIT;
+    // Bounded by the deadline: each pass waits for a newer applied view.
+    loop {
+        let missing = match lookup(&handle.local().state, session_id, task_id) {
+            Ok(task) => return Ok(task.clone()),
+            Err(missing) => missing,
+        };
+        match tokio::time::timeout_at(deadline, reader.changed()).await {
+            Ok(Some(_)) => {}
+            _ => return Err(missing),
+        }
+    }
 }
 
 #[cfg(test)]
