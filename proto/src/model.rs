@@ -18,6 +18,7 @@
 //! - Opaque payloads are [`bytes::Bytes`], so cloning a task or session never copies its data.
 
 mod event;
+pub mod flame_home;
 pub mod labels;
 mod objects;
 mod resources;

@@ -34,6 +34,7 @@ use super::error::{BindCode, BindError};
 use super::expand::expand_vars;
 use super::release::{self, Release};
 use super::spec::LaunchSpec;
+use flame_proto::model::flame_home;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -224,7 +225,7 @@ pub fn uv_cache_dir(work_dir: &Path) -> PathBuf {
 /// `<home>/lib`, else [`DEFAULT_PYTHON_VERSION`].
 pub fn python_version(current: Option<&str>, home: Option<&Path>) -> Result<String, BindError> {
     if let Some(v) = current.map(str::trim).filter(|v| !v.is_empty()) {
-        return match version_parts(v) {
+        return match flame_home::version_parts(v) {
             Some(_) => Ok(v.to_owned()),
             None => Err(fail(format!(
                 "FLAME_PYTHON_VERSION {v:?} is not a version such as 3.12"
@@ -232,43 +233,8 @@ pub fn python_version(current: Option<&str>, home: Option<&Path>) -> Result<Stri
         };
     }
     Ok(home
-        .and_then(newest_installed_python)
+        .and_then(flame_home::newest_python)
         .unwrap_or_else(|| DEFAULT_PYTHON_VERSION.to_owned()))
-}
-
-/// The numeric parts of a version such as `3.12`: one to three dot-separated numbers.
-fn version_parts(v: &str) -> Option<Vec<u32>> {
-    let parts: Option<Vec<u32>> = v
-        .split('.')
-        .map(|p| {
-            (!p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| p.parse().ok())
-                .flatten()
-        })
-        .collect();
-    parts.filter(|p| (1..=3).contains(&p.len()))
-}
-
-/// The newest `<ver>` among the `python<ver>` directories in `<home>/lib`.
-fn newest_installed_python(home: &Path) -> Option<String> {
-    let entries = std::fs::read_dir(home.join("lib")).ok()?;
-    entries
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let ver = name.strip_prefix("python")?.to_owned();
-            Some((version_parts(&ver)?, ver))
-        })
-        .max()
-        .map(|(_, ver)| ver)
-}
-
-/// flamepy's site-packages for `version`.
-pub fn flamepy_site_packages(home: &Path, version: &str) -> PathBuf {
-    home.join("lib")
-        .join(format!("python{version}"))
-        .join("site-packages")
 }
 
 /// The variables of the python installer, with or without an installed `release`.
@@ -289,7 +255,7 @@ pub fn python_vars(
         ));
     }
     match home {
-        Some(h) => pythonpath.push(flamepy_site_packages(h, version)),
+        Some(h) => pythonpath.push(flame_home::site_packages(h, version)),
         None => {
             tracing::warn!("FLAME_HOME is not set; flamepy's site-packages is not on PYTHONPATH")
         }

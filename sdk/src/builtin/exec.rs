@@ -7,9 +7,12 @@
 //!
 //! How each language runs:
 //! - `shell`: `bash -c <code>`. `runtime` is ignored.
-//! - `python`: `uv run [--python <runtime>] python -c <code>` when `uv` is on `PATH` or at
-//!   `$FLAME_HOME/bin/uv`; otherwise `python<runtime>` when `runtime` is a version such as
-//!   `3.11`, else `python3`.
+//! - `python`: `uv run [--python <python>] python -c <code>` when `uv` is on `PATH` or at
+//!   `$FLAME_HOME/bin/uv`; otherwise `python<ver>` when the Python is a version such as
+//!   `3.11`, else `python3`. The Python is `runtime` when given, else the newest one
+//!   `FLAME_HOME` holds flamepy for (`lib/python<ver>`, as for `flmrun`), and that flamepy's
+//!   site-packages go first on the script's `PYTHONPATH`: so a script can `import flamepy` and
+//!   start a Runner or open sessions on the cluster (spec checklist item 36).
 //!
 //! Caveats: the script inherits the instance's environment and working directory, so nested
 //! clients find the cluster through `FLAME_ENDPOINT`. There is no timeout here (the agent owns
@@ -18,6 +21,7 @@
 use super::tail_text;
 use crate::service::{FlameService, ServiceError, TaskContext};
 use bytes::Bytes;
+use flame_proto::model::flame_home;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -84,20 +88,44 @@ impl Language {
 pub struct ExecService {
     /// `uv`, when found at construction.
     uv: Option<PathBuf>,
+    /// `FLAME_HOME`, whose `lib/python<ver>/site-packages` (flamepy) Python scripts import.
+    flame_home: Option<PathBuf>,
 }
 
 impl ExecService {
     /// A service that uses `uv` from `PATH` or `$FLAME_HOME/bin` for Python, if there is one.
     pub fn new() -> Self {
-        let flame_home_uv = std::env::var_os("FLAME_HOME").map(|h| Path::new(&h).join("bin/uv"));
+        let flame_home = std::env::var_os("FLAME_HOME")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from);
+        let flame_home_uv = flame_home.as_ref().map(|h| h.join("bin/uv"));
         let uv = find_on_path("uv").or(flame_home_uv.filter(|p| p.is_file()));
-        tracing::info!(uv = ?uv, "flmexec ready");
-        ExecService { uv }
+        tracing::info!(uv = ?uv, flame_home = ?flame_home, "flmexec ready");
+        ExecService { uv, flame_home }
     }
 
-    /// A service that runs Python through `uv` at `uv`, or through `python3` when `None`.
-    pub fn with_uv(uv: Option<PathBuf>) -> Self {
-        ExecService { uv }
+    /// A service that runs Python through `uv` at `uv`, or through `python3` when `None`,
+    /// with flamepy from `flame_home` when it has some.
+    pub fn with_uv(uv: Option<PathBuf>, flame_home: Option<PathBuf>) -> Self {
+        ExecService { uv, flame_home }
+    }
+
+    /// The Python a script asks for (`runtime`), else the one `FLAME_HOME` has flamepy for,
+    /// and that flamepy's site-packages when `FLAME_HOME` has them.
+    fn python_for_script(&self, runtime: Option<&str>) -> (Option<String>, Option<PathBuf>) {
+        let runtime = runtime.map(str::trim).filter(|r| !r.is_empty());
+        let Some(home) = &self.flame_home else {
+            return (runtime.map(str::to_owned), None);
+        };
+        let version = match runtime {
+            Some(r) => flame_home::version_parts(r).map(|_| r.to_owned()),
+            None => flame_home::newest_python(home),
+        };
+        let site = version
+            .as_deref()
+            .map(|v| flame_home::site_packages(home, v))
+            .filter(|p| p.is_dir());
+        (runtime.map(str::to_owned).or(version), site)
     }
 
     /// The command that runs `request`'s script.
@@ -108,22 +136,34 @@ impl ExecService {
                 cmd.arg("-c").arg(&request.code);
                 cmd
             }
-            Language::Python => match &self.uv {
-                Some(uv) => {
-                    let mut cmd = Command::new(uv);
-                    cmd.arg("run");
-                    if let Some(runtime) = &request.runtime {
-                        cmd.arg("--python").arg(runtime);
+            Language::Python => {
+                let (python, site) = self.python_for_script(request.runtime.as_deref());
+                let mut cmd = match &self.uv {
+                    Some(uv) => {
+                        let mut cmd = Command::new(uv);
+                        cmd.arg("run");
+                        if let Some(python) = &python {
+                            // uv takes any request (`3.11`, `pypy`, a path); a version is
+                            // named as an executable so uv finds it on PATH, not a download.
+                            cmd.arg("--python")
+                                .arg(versioned(python).unwrap_or(python.clone()));
+                        }
+                        cmd.arg("python");
+                        cmd
                     }
-                    cmd.arg("python").arg("-c").arg(&request.code);
-                    cmd
+                    None => Command::new(
+                        python
+                            .as_deref()
+                            .and_then(versioned)
+                            .unwrap_or_else(|| "python3".to_owned()),
+                    ),
+                };
+                cmd.arg("-c").arg(&request.code);
+                if let Some(site) = site {
+                    cmd.env("PYTHONPATH", prepend_path(&site));
                 }
-                None => {
-                    let mut cmd = Command::new(python_for(request.runtime.as_deref()));
-                    cmd.arg("-c").arg(&request.code);
-                    cmd
-                }
-            },
+                cmd
+            }
         }
     }
 
@@ -169,14 +209,17 @@ impl ExecService {
     }
 }
 
-/// The Python interpreter for `runtime` when `uv` is not available.
-fn python_for(runtime: Option<&str>) -> String {
-    match runtime {
-        Some(v) if !v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.') => {
-            format!("python{v}")
-        }
-        _ => "python3".to_owned(),
-    }
+/// `python<ver>` when `runtime` is a version such as `3.11`.
+fn versioned(runtime: &str) -> Option<String> {
+    flame_home::version_parts(runtime).map(|_| format!("python{runtime}"))
+}
+
+/// `PYTHONPATH` with `dir` first, ahead of what the instance inherited.
+fn prepend_path(dir: &Path) -> std::ffi::OsString {
+    let inherited = std::env::var_os("PYTHONPATH").unwrap_or_default();
+    let parts = std::iter::once(dir.to_path_buf())
+        .chain(std::env::split_paths(&inherited).filter(|p| !p.as_os_str().is_empty()));
+    std::env::join_paths(parts).unwrap_or_else(|_| dir.as_os_str().to_owned())
 }
 
 /// The first executable file called `name` in a `PATH` directory.
@@ -230,8 +273,62 @@ mod tests {
 
     #[test]
     fn python_without_uv_picks_a_versioned_interpreter_only_for_versions() {
-        assert_eq!(python_for(Some("3.11")), "python3.11");
-        assert_eq!(python_for(Some("; rm -rf /")), "python3");
-        assert_eq!(python_for(None), "python3");
+        let service = ExecService::with_uv(None, None);
+        let program = |runtime: Option<&str>| {
+            let request = ExecRequest {
+                language: "python".into(),
+                runtime: runtime.map(str::to_owned),
+                code: "pass".into(),
+                input: None,
+            };
+            let cmd = service.command(Language::Python, &request);
+            cmd.as_std().get_program().to_string_lossy().into_owned()
+        };
+        assert_eq!(program(Some("3.11")), "python3.11");
+        assert_eq!(program(Some("; rm -rf /")), "python3");
+        assert_eq!(program(None), "python3");
+    }
+
+    #[test]
+    fn python_scripts_get_flame_homes_flamepy_and_its_interpreter() -> std::io::Result<()> {
+        let home = tempfile::tempdir()?;
+        let site = home.path().join("lib/python3.11/site-packages");
+        std::fs::create_dir_all(&site)?;
+        let uv = home.path().join("bin/uv");
+        let service = ExecService::with_uv(Some(uv.clone()), Some(home.path().to_owned()));
+        let request = ExecRequest {
+            language: "python".into(),
+            runtime: None,
+            code: "import flamepy".into(),
+            input: None,
+        };
+        let cmd = service.command(Language::Python, &request);
+        let args: Vec<_> = cmd
+            .as_std()
+            .get_args()
+            .map(|a| a.to_string_lossy())
+            .collect();
+        assert_eq!(cmd.as_std().get_program(), uv.as_os_str());
+        assert_eq!(
+            args,
+            [
+                "run",
+                "--python",
+                "python3.11",
+                "python",
+                "-c",
+                "import flamepy"
+            ]
+        );
+        let pythonpath = cmd
+            .as_std()
+            .get_envs()
+            .find(|(k, _)| *k == "PYTHONPATH")
+            .and_then(|(_, v)| v.map(|v| v.to_owned()));
+        let first = pythonpath
+            .as_ref()
+            .and_then(|p| std::env::split_paths(p).next());
+        assert_eq!(first, Some(site));
+        Ok(())
     }
 }
