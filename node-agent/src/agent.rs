@@ -11,7 +11,9 @@
 //! - `slot`: one executor's reconcile rules and remembered outcomes;
 //! - `worker`: one tokio task per executor, owning its [`crate::instance::Instance`];
 //! - `link`: discovery (hints, `Cluster.Status`), `RegisterNode`, the `Sync` stream;
-//! - `report`, `backoff`, `node`: report batching, jittered backoff, the node description.
+//! - `report`, `backoff`, `node`: report batching, jittered backoff, the node description;
+//! - `releases`: sweeps installed packages of applications the cluster no longer has;
+//! - [`crate::relay`]: the `FLAME_ENDPOINT` instances get, reaching any live member.
 //!
 //! Caveats:
 //! - Leader changes keep instances running: the agent re-registers with the executors it
@@ -24,6 +26,7 @@ mod backoff;
 mod core;
 mod link;
 mod node;
+mod releases;
 mod report;
 mod slot;
 mod worker;
@@ -56,6 +59,12 @@ pub enum AgentError {
         what: &'static str,
         /// Its path.
         path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The member relay for instances could not listen on loopback.
+    #[error("cannot start the member relay for instances on 127.0.0.1: {source}")]
+    Relay {
         /// Why.
         source: std::io::Error,
     },
@@ -165,14 +174,36 @@ pub async fn run_with_metrics(
             flame_home = %config.flame_home.display(), capacity = ?config.capacity,
             "node agent starting"
         );
+        let relay = match &config.flame_endpoint {
+            Some(_) => None,
+            None => crate::relay::Relay::start(&config.endpoints)
+                .await
+                .map_err(|source| AgentError::Relay { source })?,
+        };
+        let flame_endpoint = crate::relay::instance_endpoint(
+            config.flame_endpoint.as_deref(),
+            relay.as_ref(),
+            &config.endpoints,
+        );
+        tracing::info!(%flame_endpoint, "instances reach the cluster here");
         let core = core::Core::new(
             config.endpoints.clone(),
             node::NodeInfo::new(&config),
-            worker::LaunchTemplate::new(&config),
+            worker::LaunchTemplate::new(&config, flame_endpoint),
             config.report_flush_interval,
             metrics,
         );
+        let sweeper = tokio::spawn(
+            releases::run(
+                config.work_dir.clone(),
+                config.endpoints.clone(),
+                core.assigned_applications(),
+            )
+            .in_current_span(),
+        );
         let result = core.run(shutdown).await;
+        sweeper.abort();
+        drop(relay);
         let _ = stop_reaper.send(());
         let _ = reaper.await;
         match &result {

@@ -13,7 +13,7 @@
 //! work_dir: /var/lib/flame/agent                    # default: <tmp>/flame-agent-<node>
 //! socket_dir: /run/flame                            # default: <work_dir>/sockets
 //! flame_home: /usr/local/flame                      # default: <agent binary dir>/..
-//! flame_endpoint: http://cp.example:8080            # default: the first endpoint
+//! flame_endpoint: http://cp.example:8080            # default: the agent's member relay
 //! cache_endpoint: grpc://cache.example:9090
 //! ca_file: /etc/flame/ca.pem                       # FLAME_CA_FILE: trust for grpcs:// caches
 //! instance_startup_timeout_ms: 60000
@@ -125,8 +125,10 @@ pub struct AgentConfig {
     pub log_dir: Option<PathBuf>,
     /// `FLAME_HOME` given to instances and used to expand their commands.
     pub flame_home: PathBuf,
-    /// `FLAME_ENDPOINT` given to instances: the cluster's Frontend URL.
-    pub flame_endpoint: String,
+    /// `FLAME_ENDPOINT` given to instances: the cluster's Frontend URL. `None` (the default):
+    /// the agent's member relay ([`crate::relay`]), which reaches any live member of
+    /// `endpoints`, so nested clients survive the loss of one member.
+    pub flame_endpoint: Option<String>,
     /// `FLAME_CACHE_ENDPOINT` given to instances, when a cache exists.
     pub cache_endpoint: Option<String>,
     /// The CA that verifies TLS endpoints (`grpcs://` package downloads), given to instances as
@@ -595,9 +597,9 @@ fn resolve(layer: Layer, env: &dyn Fn(&str) -> Option<String>) -> Result<AgentCo
         .agent_id
         .or_else(detect::host_id)
         .unwrap_or_else(|| node_name.clone());
-    let flame_endpoint = match layer.flame_endpoint {
-        Some(url) => normalize_endpoint(&url).map_err(|m| invalid("flame_endpoint", m))?,
-        None => endpoints.first().cloned().unwrap_or_default(),
+    let flame_endpoint = match layer.flame_endpoint.filter(|u| !u.trim().is_empty()) {
+        Some(url) => Some(normalize_endpoint(&url).map_err(|m| invalid("flame_endpoint", m))?),
+        None => None,
     };
     let ms = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_millis);
     let startup_timeout = ms(layer.instance_startup_timeout_ms, DEFAULT_STARTUP_TIMEOUT);

@@ -38,7 +38,10 @@ pub use error::{BindCode, BindError, InstanceError};
 pub use expand::expand_vars;
 pub use install::{EnvMode, InstallVar};
 pub use process::{STDERR_TAIL_BYTES, group_alive};
-pub use release::{MARKER as RELEASE_MARKER, Release};
+pub use release::gc::{
+    OWNER as RELEASE_OWNER, Swept, owners as release_owners, sweep as sweep_releases,
+};
+pub use release::{MARKER as RELEASE_MARKER, Release, releases_under};
 pub use spec::{
     AppLaunch, DEFAULT_LEAVE_TIMEOUT, DEFAULT_STARTUP_TIMEOUT, DEFAULT_STOP_GRACE, InstancePaths,
     LaunchPlan, LaunchSpec, MAX_EXECUTOR_ID_LEN, MAX_SOCKET_PATH_BYTES, check_executor_id,

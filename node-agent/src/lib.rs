@@ -20,4 +20,5 @@ pub mod cache;
 pub mod config;
 pub mod instance;
 pub mod reaper;
+pub mod relay;
 pub mod task_timeout;

@@ -27,7 +27,7 @@ use super::worker::{Event, LaunchTemplate, Worker};
 use super::{AgentError, AgentMetrics};
 use flame_proto::agent::agent_message::Message as AgentKind;
 use flame_proto::agent::{Assignments, ExecutorAction, ExecutorAssignment, HeldExecutor, Pull};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,6 +103,8 @@ pub struct Core {
     dialer: Arc<Dialer>,
     /// Publishes the held executors for registration.
     held: watch::Sender<Vec<HeldExecutor>>,
+    /// Publishes the applications the assignments name, for the release sweeper.
+    assigned: watch::Sender<BTreeSet<String>>,
     /// Starts workers.
     spawner: Spawner,
     /// Worker events.
@@ -157,6 +159,7 @@ impl Core {
                 metrics: metrics.clone(),
             }),
             held,
+            assigned: watch::Sender::new(BTreeSet::new()),
             spawner: Spawner {
                 workers: JoinSet::new(),
                 next: 0,
@@ -180,6 +183,12 @@ impl Core {
             flush_interval,
             shutdown_bound,
         }
+    }
+
+    /// The applications the newest assignments name (bound, binding or unbinding executors);
+    /// the channel closes when the core stops.
+    pub fn assigned_applications(&self) -> watch::Receiver<BTreeSet<String>> {
+        self.assigned.subscribe()
     }
 
     /// Runs until `shutdown` resolves or the cluster refuses the node; then leaves and stops
@@ -341,6 +350,17 @@ impl Core {
             keep
         });
         self.desired = desired;
+        let apps: BTreeSet<String> = self
+            .desired
+            .values()
+            .filter_map(|a| a.binding.as_ref()?.application.as_ref()?.metadata.as_ref())
+            .map(|m| m.name.clone())
+            .collect();
+        self.assigned.send_if_modified(|current| {
+            let changed = *current != apps;
+            *current = apps;
+            changed
+        });
         self.reconcile_all();
         if let Some(link) = &self.link {
             link.send(AgentKind::Pull(Pull {

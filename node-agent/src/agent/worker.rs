@@ -74,10 +74,10 @@ pub struct LaunchTemplate {
 }
 
 impl LaunchTemplate {
-    /// The template of `config`.
-    pub fn new(config: &AgentConfig) -> Self {
+    /// The template of `config`, handing instances `flame_endpoint` as `FLAME_ENDPOINT`.
+    pub fn new(config: &AgentConfig, flame_endpoint: String) -> Self {
         LaunchTemplate {
-            flame_endpoint: config.flame_endpoint.clone(),
+            flame_endpoint,
             cache_endpoint: config.cache_endpoint.clone(),
             ca_file: config.ca_file.clone(),
             flame_home: config.flame_home.clone(),

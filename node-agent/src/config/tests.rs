@@ -31,7 +31,7 @@ fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
 fn defaults_are_detected_and_derived() -> Result<(), ConfigError> {
     let c = AgentConfig::load(None, env(&[("CUDA_VISIBLE_DEVICES", "0,1")]), &minimal())?;
     assert_eq!(c.endpoints, vec!["http://127.0.0.1:8080".to_owned()]);
-    assert_eq!(c.flame_endpoint, "http://127.0.0.1:8080");
+    assert_eq!(c.flame_endpoint, None, "instances get the member relay");
     assert_eq!(Some(c.node_name.clone()), hostname());
     assert_eq!(c.capacity.cpu, cpu_count());
     assert_eq!(Some(c.capacity.memory), total_memory());

@@ -49,7 +49,7 @@ use std::time::Duration;
 /// The file whose presence marks a release complete.
 pub const MARKER: &str = ".flame-installed";
 /// Suffix of the file naming the release a cache url installed last.
-const CURRENT_SUFFIX: &str = ".current";
+pub(crate) const CURRENT_SUFFIX: &str = ".current";
 /// Where a downloaded package is written inside a temporary release directory.
 const DOWNLOADED: &str = ".package";
 /// How much of `uv`'s output a failure quotes, in bytes.
@@ -182,7 +182,12 @@ pub async fn obtain(req: Request) -> Result<Release, BindError> {
 
 /// `<work_dir>/releases`.
 fn releases_dir(req: &Request) -> PathBuf {
-    req.work_dir.join("releases")
+    releases_under(&req.work_dir)
+}
+
+/// The releases directory of the agent working in `work_dir`.
+pub fn releases_under(work_dir: &Path) -> PathBuf {
+    work_dir.join("releases")
 }
 
 /// The release of a cache url: the one installed last when the object is unchanged, else
@@ -322,8 +327,15 @@ async fn build(req: &Request, package: Package, tmp: &Path) -> Result<(), BindEr
         )?;
         run_uv(&uv, req, &src, &tmp.join("deps")).await?;
     }
-    std::fs::write(tmp.join(MARKER), req.url.as_bytes())
-        .map_err(|e| fail(format!("cannot write {}: {e}", tmp.join(MARKER).display())))
+    // The owner first: a release with its marker always names its application for the sweep.
+    for (file, text) in [
+        (gc::OWNER, req.app.as_bytes()),
+        (MARKER, req.url.as_bytes()),
+    ] {
+        std::fs::write(tmp.join(file), text)
+            .map_err(|e| fail(format!("cannot write {}: {e}", tmp.join(file).display())))?;
+    }
+    Ok(())
 }
 
 /// Unpacks `package` (from `url`) into `<tmp>/src` and hoists a single top directory; a
@@ -514,3 +526,4 @@ mod tests {
 
 #[cfg(test)]
 mod cache_tests;
+pub mod gc;
