@@ -44,6 +44,10 @@ pub struct AgentOptions {
     pub extra_flags: Vec<String>,
     /// Run the node's object cache in the agent (the agent's default); off adds `--no-cache`.
     pub cache: bool,
+    /// Python for `flmrun` and the Runner: `uv` and a `lib/python<ver>` directory holding
+    /// flamepy, linked into the agent's `FLAME_HOME` as `bin/uv` and `lib/python<ver>`
+    /// (see [`crate::flamepy::flamepy_home_parts`]); `None`: no Python.
+    pub python: Option<(PathBuf, PathBuf)>,
 }
 
 impl AgentOptions {
@@ -56,6 +60,7 @@ impl AgentOptions {
             memory: "8g".to_owned(),
             extra_flags: Vec::new(),
             cache: true,
+            python: None,
         }
     }
 }
@@ -147,6 +152,14 @@ impl Drop for Agent {
     }
 }
 
+/// Links `link` to `target` unless something is there already (a restarted agent).
+fn link_once(target: &Path, link: &Path) -> std::io::Result<()> {
+    if link.symlink_metadata().is_err() {
+        std::os::unix::fs::symlink(target, link)?;
+    }
+    Ok(())
+}
+
 /// SIGKILLs every process whose working directory is under `dir` (best effort, Linux).
 fn kill_processes_under(dir: &Path) {
     let Ok(dir) = dir.canonicalize() else { return };
@@ -194,9 +207,16 @@ impl Cluster {
         let flame_home = dir.join("home");
         std::fs::create_dir_all(&work_dir)?;
         std::fs::create_dir_all(flame_home.join("bin"))?;
-        let link = flame_home.join("bin").join("flmping-service");
-        if link.symlink_metadata().is_err() {
-            std::os::unix::fs::symlink(&options.flmping_service, &link)?;
+        link_once(
+            &options.flmping_service,
+            &flame_home.join("bin/flmping-service"),
+        )?;
+        if let Some((uv, lib)) = &options.python {
+            link_once(uv, &flame_home.join("bin/uv"))?;
+            std::fs::create_dir_all(flame_home.join("lib"))?;
+            if let Some(name) = lib.file_name() {
+                link_once(lib, &flame_home.join("lib").join(name))?;
+            }
         }
         let log = dir.join("agent.log");
         let agent_id = format!("{name}-id");

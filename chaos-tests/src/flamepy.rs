@@ -43,6 +43,29 @@ fn make_venv() -> Result<PathBuf, String> {
     }
 }
 
+/// The venv as `FLAME_HOME`'s Python for node agents: its `bin/uv` and its `lib/python<ver>`
+/// directory (flamepy's site-packages), with `<ver>`.
+pub fn flamepy_home_parts() -> anyhow::Result<(PathBuf, PathBuf, String)> {
+    let python = flamepy_python()?;
+    let venv = python
+        .parent()
+        .and_then(Path::parent)
+        .context("the venv's python is not in <venv>/bin")?;
+    let lib = std::fs::read_dir(venv.join("lib"))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("python"))
+        })
+        .context("the venv has no lib/python<ver>")?;
+    let version = lib
+        .file_name()
+        .map(|n| n.to_string_lossy().trim_start_matches("python").to_owned())
+        .unwrap_or_default();
+    Ok((venv.join("bin/uv"), lib, version))
+}
+
 /// A script under `chaos-tests/python/`.
 pub fn python_script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

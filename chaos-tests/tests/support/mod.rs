@@ -35,6 +35,16 @@ pub struct Running {
 /// Builds the binaries, starts three members (with `member_flags`), waits for a leader and the
 /// built-in applications, then starts one agent per name in `agents` (4 cores, 8 GiB each).
 pub async fn start(name: &str, member_flags: &[&str], agents: &[&str]) -> anyhow::Result<Running> {
+    start_with(name, member_flags, agents, AgentOptions::new).await
+}
+
+/// [`start`], with the agents' options made by `options` from the built binaries.
+pub async fn start_with(
+    name: &str,
+    member_flags: &[&str],
+    agents: &[&str],
+    options: impl FnOnce(&Binaries) -> AgentOptions,
+) -> anyhow::Result<Running> {
     let binaries = build_binaries()?;
     let mut cluster = Cluster::start_with(&binaries.control_plane, name, 3, member_flags)?;
     let leader = match cluster.wait_for_leader(&[1, 2, 3], STARTUP).await {
@@ -55,7 +65,7 @@ pub async fn start(name: &str, member_flags: &[&str], agents: &[&str]) -> anyhow
         }
     })
     .await?;
-    let options = AgentOptions::new(&binaries);
+    let options = options(&binaries);
     for agent in agents {
         cluster.start_agent(agent, &options)?;
     }
