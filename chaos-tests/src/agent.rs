@@ -1,10 +1,11 @@
 //! Real `flame-node-agent` processes started against a [`Cluster`]'s members.
 //!
 //! Each agent gets its own directory under the cluster's root: `work/` (its work directory,
-//! with instance logs in `work/logs/<executor>.out|.err`), `home/bin/flmping-service` (its
-//! `FLAME_HOME`) and `agent.log` (its own stdout and stderr; never a pipe). An agent killed
-//! with [`Cluster::kill_agent`] can be started again under the same name: same directories,
-//! node name and agent id, its log appended to, like a machine that reboots.
+//! with instance logs in `work/logs/<executor>.out|.err`), `home/` (its `FLAME_HOME`:
+//! `bin/flmping-service`, `bin/flmexec-service`, and `uv` and flamepy when
+//! [`AgentOptions::python`] says) and `agent.log` (its own stdout and stderr; never a pipe).
+//! An agent killed with [`Cluster::kill_agent`] can be started again under the same name: same
+//! directories, node name and agent id, its log appended to, like a machine that reboots.
 //!
 //! Counting launches: every time the agent's host shim starts an instance it writes one
 //! `=== <header>` line at the top of that executor's `.out` log before the process runs, and
@@ -36,6 +37,8 @@ pub struct AgentOptions {
     pub binary: PathBuf,
     /// The `flmping-service` binary, linked into the agent's `FLAME_HOME/bin`.
     pub flmping_service: PathBuf,
+    /// The `flmexec-service` binary, linked into the agent's `FLAME_HOME/bin`.
+    pub flmexec_service: PathBuf,
     /// CPU cores offered (`--cpu`).
     pub cpu: u64,
     /// Memory offered (`--memory`, such as `8g`).
@@ -56,6 +59,7 @@ impl AgentOptions {
         AgentOptions {
             binary: binaries.node_agent.clone(),
             flmping_service: binaries.flmping_service.clone(),
+            flmexec_service: binaries.flmexec_service.clone(),
             cpu: 4,
             memory: "8g".to_owned(),
             extra_flags: Vec::new(),
@@ -210,6 +214,10 @@ impl Cluster {
         link_once(
             &options.flmping_service,
             &flame_home.join("bin/flmping-service"),
+        )?;
+        link_once(
+            &options.flmexec_service,
+            &flame_home.join("bin/flmexec-service"),
         )?;
         if let Some((uv, lib)) = &options.python {
             link_once(uv, &flame_home.join("bin/uv"))?;

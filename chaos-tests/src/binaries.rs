@@ -23,6 +23,8 @@ pub struct Binaries {
     pub node_agent: PathBuf,
     /// The built-in `flmping` service, to be placed in `<FLAME_HOME>/bin`.
     pub flmping_service: PathBuf,
+    /// The built-in `flmexec` service, to be placed in `<FLAME_HOME>/bin`.
+    pub flmexec_service: PathBuf,
 }
 
 /// Builds the binaries (once per process) and returns their paths.
@@ -48,6 +50,7 @@ fn build() -> Result<Binaries, HarnessError> {
         control_plane: found(profile_dir.join("flame-control-plane"))?,
         node_agent: found(profile_dir.join("flame-node-agent"))?,
         flmping_service: found(profile_dir.join("flmping-service"))?,
+        flmexec_service: found(profile_dir.join("flmexec-service"))?,
     })
 }
 

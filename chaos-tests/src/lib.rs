@@ -31,6 +31,7 @@ mod agent;
 mod binaries;
 pub mod flamepy;
 pub mod prometheus;
+pub mod runner;
 mod wait;
 
 pub use agent::{Agent, AgentOptions};

@@ -26,8 +26,7 @@
 mod support;
 
 use anyhow::{Context, bail, ensure};
-use chaos_tests::AgentOptions;
-use chaos_tests::flamepy::{flamepy_home_parts, flamepy_python, run_client_script};
+use chaos_tests::flamepy::{flamepy_python, run_client_script};
 use flame_proto::v1;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -105,13 +104,7 @@ async fn a_runner_job_survives_a_leader_sigkill_and_nested_clients_a_lost_member
         .context("FLAME_CHAOS_RUNNER_CALLS must be a number")?
         .unwrap_or(500);
     let python = flamepy_python()?;
-    let (uv, lib, _) = flamepy_home_parts()?;
-    let mut run = start_with("chaos-runner", &[], &["node-a"], |binaries| {
-        let mut options = AgentOptions::new(binaries);
-        options.python = Some((uv, lib));
-        options
-    })
-    .await?;
+    let mut run = start_python("chaos-runner", &["node-a"]).await?;
     let follower = run.followers[0];
     let endpoint = run.cluster.member(follower)?.url();
     let agent = run.cluster.agent("node-a")?;

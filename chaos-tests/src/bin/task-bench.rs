@@ -153,7 +153,7 @@ fn args_json(args: &Args) -> serde_json::Value {
     })
 }
 
-/// The member, agent and flmping binaries in `dir` (default: this executable's directory).
+/// The member, agent, flmping and flmexec binaries in `dir` (default: this executable's directory).
 fn locate_binaries(dir: Option<PathBuf>) -> anyhow::Result<Binaries> {
     let dir = match dir {
         Some(dir) => dir,
@@ -176,6 +176,7 @@ fn locate_binaries(dir: Option<PathBuf>) -> anyhow::Result<Binaries> {
         control_plane: find("flame-control-plane")?,
         node_agent: find("flame-node-agent")?,
         flmping_service: find("flmping-service")?,
+        flmexec_service: find("flmexec-service")?,
     })
 }
 

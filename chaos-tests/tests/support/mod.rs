@@ -77,6 +77,34 @@ pub async fn start_with(
     })
 }
 
+/// [`start`] with agents whose `FLAME_HOME` has Python for `flmrun` (the test venv's `uv` and
+/// flamepy), as flamepy's Runner needs.
+pub async fn start_python(name: &str, agents: &[&str]) -> anyhow::Result<Running> {
+    let (uv, lib, _) = chaos_tests::flamepy::flamepy_home_parts()?;
+    start_with(name, &[], agents, |binaries| {
+        let mut options = AgentOptions::new(binaries);
+        options.python = Some((uv, lib));
+        options
+    })
+    .await
+}
+
+/// The scenarios' target in `run`: its first follower, agent `agent`'s cache and releases.
+pub fn runner_target(
+    run: &Running,
+    agent: &str,
+    scratch: &std::path::Path,
+) -> anyhow::Result<chaos_tests::runner::Target> {
+    let agent = run.cluster.agent(agent)?;
+    Ok(chaos_tests::runner::Target {
+        python: chaos_tests::flamepy::flamepy_python()?,
+        endpoint: run.cluster.member(run.followers[0])?.url(),
+        cache: agent.cache_endpoint().context("the agent runs a cache")?,
+        releases: agent.work_dir.join("releases"),
+        scratch: scratch.to_owned(),
+    })
+}
+
 /// [`chaos_tests::poll`] for checks whose errors are `anyhow` errors.
 pub async fn poll<T, F, Fut>(what: &str, limit: Duration, check: F) -> anyhow::Result<T>
 where
