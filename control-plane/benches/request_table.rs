@@ -35,23 +35,25 @@ fn arg(name: &str, default: u64) -> u64 {
 
 fn machine() -> StateMachine {
     let mut m = StateMachine::new(StateConfig::default());
-    m.apply(Command::EnsureBuiltins { now_ms: 0 });
-    m.apply(Command::CreateSession {
-        id: "bench".into(),
-        spec: SessionSpec {
-            application: "flmping".into(),
-            common_data: None,
-            min_instances: 0,
-            max_instances: None,
-            priority: 0,
-            resreq: ResourceRequirement::default(),
+    m.apply(0, Command::EnsureBuiltins);
+    m.apply(
+        0,
+        Command::CreateSession {
+            id: "bench".into(),
+            spec: SessionSpec {
+                application: "flmping".into(),
+                common_data: None,
+                min_instances: 0,
+                max_instances: None,
+                priority: 0,
+                resreq: ResourceRequirement::default(),
+            },
         },
-        now_ms: 0,
-    });
+    );
     m
 }
 
-fn create(input: &Bytes, now_ms: i64) -> Command {
+fn create(input: &Bytes) -> Command {
     Command::CreateTasks {
         session_id: "bench".into(),
         tasks: vec![NewTask {
@@ -59,20 +61,19 @@ fn create(input: &Bytes, now_ms: i64) -> Command {
             request_id: None,
         }],
         dispatch: None,
-        now_ms,
     }
 }
 
-/// Applies `total` commands built by `command(i, now_ms)`; returns the heap the machine grew
-/// by and the median microseconds per apply.
-fn run(total: u64, per_minute: u64, command: impl Fn(u64, i64) -> Command) -> (usize, f64) {
+/// Applies `total` commands built by `command(i)`, `per_minute` per minute of leader time;
+/// returns the heap the machine grew by and the median microseconds per apply.
+fn run(total: u64, per_minute: u64, command: impl Fn(u64) -> Command) -> (usize, f64) {
     let before = ALLOC.allocated();
     let mut m = machine();
     let mut samples = Vec::new();
     let mut slice = Instant::now();
     for i in 0..total {
         let now_ms = i64::try_from(i * 60_000 / per_minute).unwrap_or(i64::MAX);
-        m.apply(command(i, now_ms));
+        m.apply(now_ms, command(i));
         if (i + 1) % SLICE as u64 == 0 {
             samples.push(slice.elapsed().as_secs_f64() * 1e6 / SLICE as f64);
             slice = Instant::now();
@@ -98,11 +99,10 @@ fn main() {
         "{total} single-task CreateTasks at {per_minute}/min of leader time, request TTL {} s",
         REQUEST_TTL_MS / 1000
     );
-    let (bare_heap, bare_us) = run(total, per_minute, |_, now| create(&input, now));
-    let (once_heap, once_us) = run(total, per_minute, |i, now| Command::Once {
+    let (bare_heap, bare_us) = run(total, per_minute, |_| create(&input));
+    let (once_heap, once_us) = run(total, per_minute, |i| Command::Once {
         request_id: uuid::Uuid::from_u128(u128::from(i) + 1).to_string(),
-        command: Box::new(create(&input, now)),
-        now_ms: now,
+        command: Box::new(create(&input)),
     });
     let expected = per_minute * u64::try_from(REQUEST_TTL_MS / 60_000).unwrap_or(2);
     let table = once_heap.saturating_sub(bare_heap);

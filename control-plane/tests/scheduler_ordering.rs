@@ -57,7 +57,6 @@ fn holding(w: &mut World, id: &str, session: &str, size: flame_proto::model::Res
         node: "n1".into(),
         resreq: size,
         shim: Shim::Host,
-        now_ms: 0,
     });
     w.ok(Command::BindExecutor {
         id: id.into(),

@@ -232,10 +232,12 @@ fn build(sc: &Scenario) -> World {
     for (i, s) in sc.sessions.iter().enumerate() {
         if s.close {
             // Refused while a task runs; then the session simply stays Open.
-            w.m.apply(Command::CloseSession {
-                id: format!("s{i}"),
-                now_ms: w.now,
-            });
+            w.m.apply(
+                w.now,
+                Command::CloseSession {
+                    id: format!("s{i}"),
+                },
+            );
         }
     }
     for (i, n) in sc.nodes.iter().enumerate() {
@@ -262,16 +264,14 @@ fn build_executor(w: &mut World, sc: &Scenario, id: &str, e: &ExecGen) {
     if !has_room(w.m.state(), &node, size, sc.max_per_node) {
         return;
     }
-    let now_ms = w.now;
     let mut steps = vec![Command::CreateExecutor {
         id: id.into(),
         node,
         resreq: size,
         shim: Shim::Host,
-        now_ms,
     }];
     let session_id = format!("s{}", session.unwrap_or(0));
-    steps.extend(walk(id, &session_id, e.target, now_ms));
+    steps.extend(walk(id, &session_id, e.target));
     for step in steps {
         if let Command::AssignTasks { .. } = step {
             let pending = w.m.state().session_entry(&session_id);
@@ -287,7 +287,7 @@ fn build_executor(w: &mut World, sc: &Scenario, id: &str, e: &ExecGen) {
 
 /// The commands that take a Void executor to `target` (an `AssignTasks` placeholder for
 /// Running, filled in with the session's lowest Pending task).
-fn walk(id: &str, session_id: &str, target: Target, now_ms: i64) -> Vec<Command> {
+fn walk(id: &str, session_id: &str, target: Target) -> Vec<Command> {
     let register = Command::RegisterExecutor { id: id.into() };
     let bind = Command::BindExecutor {
         id: id.into(),
@@ -297,11 +297,9 @@ fn walk(id: &str, session_id: &str, target: Target, now_ms: i64) -> Vec<Command>
         id: id.into(),
         session_id: session_id.into(),
         result: flame_control_plane::state::BindResult::Ok,
-        now_ms,
     };
     let run = Command::AssignTasks {
         assignments: Vec::new(),
-        now_ms,
     };
     let unbind = Command::UnbindExecutor { id: id.into() };
     match target {
@@ -454,7 +452,7 @@ fn round(w: &mut World, failing: &BTreeSet<String>) -> Result<Vec<Command>, Stri
     w.timers.note_plan(&commands);
     check_plan(w.m.state(), &w.config, &commands)?;
     for command in &commands {
-        let r = w.m.apply(command.clone());
+        let r = w.m.apply(w.now, command.clone());
         if let Some(why) = refusal(&r) {
             return Err(format!("{command:?} refused: {why}"));
         }

@@ -143,7 +143,6 @@ fn idle_executors_nobody_needs_are_released() {
         node: "n1".into(),
         resreq: res(1, 1, 0),
         shim: Shim::Host,
-        now_ms: 0,
     });
     let commands = w.step();
     assert_eq!(releases(&commands), vec!["spare", "void"]);

@@ -108,7 +108,6 @@ fn the_hold_is_ten_cold_starts_when_binds_are_slow() {
         id: "e1".into(),
         session_id: "a".into(),
         result: flame_control_plane::state::BindResult::Ok,
-        now_ms: w.now,
     });
     w.session("b", "svc", Opts::default());
     w.tasks("b", 5);

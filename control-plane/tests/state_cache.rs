@@ -11,28 +11,24 @@ use flame_proto::model::{ApplicationSpec, CacheEndpoint, Node, ObjectDrop};
 use state_support::*;
 
 fn close(m: &mut StateMachine, id: &str, now_ms: i64) -> Outcome {
-    m.apply(Command::CloseSession {
-        id: id.into(),
-        now_ms,
-    })
-    .outcome
+    m.apply(now_ms, Command::CloseSession { id: id.into() })
+        .outcome
 }
 
 fn register_app(m: &mut StateMachine, name: &str) {
-    let r = m.apply(Command::RegisterApplication {
-        name: name.into(),
-        spec: ApplicationSpec::default(),
-        now_ms: 3,
-    });
+    let r = m.apply(
+        3,
+        Command::RegisterApplication {
+            name: name.into(),
+            spec: ApplicationSpec::default(),
+        },
+    );
     assert!(matches!(r.outcome, Outcome::Application(Ok(_))), "{r:?}");
 }
 
 fn unregister(m: &mut StateMachine, name: &str, now_ms: i64) -> Outcome {
-    m.apply(Command::UnregisterApplication {
-        name: name.into(),
-        now_ms,
-    })
-    .outcome
+    m.apply(now_ms, Command::UnregisterApplication { name: name.into() })
+        .outcome
 }
 
 fn all_drops(m: &StateMachine) -> Vec<ObjectDrop> {
@@ -170,12 +166,12 @@ fn the_log_keeps_only_the_newest_max_object_drops() {
 fn the_first_cluster_ca_wins() {
     let mut m = machine();
     assert!(m.state().cluster_ca().is_none());
-    assert_eq!(m.apply(ca(1)).outcome, Outcome::ClusterCa(Ok(true)));
+    assert_eq!(m.apply(0, ca(1)).outcome, Outcome::ClusterCa(Ok(true)));
     assert!(m.dirty().cluster_ca);
     let stored = m.state().cluster_ca().cloned().expect("a CA");
     assert!(stored.cert_pem.contains("CA1") && stored.key_pem.contains("K1"));
 
-    let second = m.apply(ca(2));
+    let second = m.apply(0, ca(2));
     assert_eq!(second.outcome, Outcome::ClusterCa(Ok(false)));
     assert!(second.effects.is_empty() && m.dirty().is_empty());
     assert_eq!(m.state().cluster_ca(), Some(&stored));
@@ -185,16 +181,19 @@ fn the_first_cluster_ca_wins() {
 #[test]
 fn a_malformed_cluster_ca_is_refused() {
     let mut m = machine();
-    let r = m.apply(Command::SetClusterCa {
-        cert_pem: String::new(),
-        key_pem: "-----BEGIN PRIVATE KEY-----\nK\n-----END PRIVATE KEY-----\n".into(),
-    });
+    let r = m.apply(
+        0,
+        Command::SetClusterCa {
+            cert_pem: String::new(),
+            key_pem: "-----BEGIN PRIVATE KEY-----\nK\n-----END PRIVATE KEY-----\n".into(),
+        },
+    );
     assert!(matches!(
         r.outcome,
         Outcome::ClusterCa(Err(FlameError::InvalidArgument(_)))
     ));
     assert!(m.state().cluster_ca().is_none());
-    assert_eq!(m.apply(ca(1)).outcome, Outcome::ClusterCa(Ok(true)));
+    assert_eq!(m.apply(0, ca(1)).outcome, Outcome::ClusterCa(Ok(true)));
 }
 
 #[test]
@@ -208,14 +207,13 @@ fn a_re_registration_replaces_the_cache_with_the_node_description() {
     let register = |node: Node| Command::RegisterNode {
         node,
         agent_id: "a1".into(),
-        now_ms: 5,
     };
-    m.apply(register(described.clone()));
+    m.apply(5, register(described.clone()));
     assert_eq!(
         m.state().node("n1").and_then(|n| n.cache.clone()),
         described.cache
     );
-    let r = m.apply(register(node("n1")));
+    let r = m.apply(5, register(node("n1")));
     assert!(
         matches!(&r.outcome, Outcome::Node(Ok(n)) if n.cache.is_none()),
         "{r:?}"

@@ -56,14 +56,14 @@ proptest! {
         let db = memory_db();
         let mut app = FlameApp::new(config());
         let mut plain = StateMachine::new(config());
-        let all = std::iter::once(Command::EnsureBuiltins { now_ms: 0 }).chain(commands);
-        for (i, command) in all.enumerate() {
+        let all = std::iter::once((0, Command::EnsureBuiltins)).chain(commands);
+        for (i, (now, command)) in all.enumerate() {
             let mut txn = db.begin_write().expect("txn");
             txn.set_durability(Durability::None).expect("durability");
-            let proposal = Proposal::one(command.clone());
+            let proposal = Proposal::one(now, command.clone());
             let response = app.apply(&txn, &log_id(i as u64 + 1), proposal);
             txn.commit().expect("commit");
-            prop_assert_eq!(response.expect("apply"), vec![plain.apply(command)]);
+            prop_assert_eq!(response.expect("apply"), vec![plain.apply(now, command)]);
             if i % 8 == 0 {
                 prop_assert_eq!(&restored(&db, config()), app.state());
             }
@@ -73,40 +73,43 @@ proptest! {
     }
 }
 
-fn entry(index: u64, command: Command) -> Entry<FlameTypeConfig> {
+fn entry(index: u64, (now_ms, command): (i64, Command)) -> Entry<FlameTypeConfig> {
     Entry {
         log_id: log_id(index),
-        payload: EntryPayload::Normal(Proposal::one(command)),
+        payload: EntryPayload::Normal(Proposal::one(now_ms, command)),
     }
 }
 
 /// A small workload: built-ins, two sessions with tasks, one closed.
-fn workload() -> Vec<Command> {
-    let mut out = vec![Command::EnsureBuiltins { now_ms: 1 }];
+fn workload() -> Vec<(i64, Command)> {
+    let mut out = vec![(1, Command::EnsureBuiltins)];
     out.extend([
-        Command::CreateSession {
-            id: "a".into(),
-            spec: state_support::spec("flmrun"),
-            now_ms: 10,
-        },
-        Command::CreateSession {
-            id: "b".into(),
-            spec: state_support::spec("flmping"),
-            now_ms: 11,
-        },
-        Command::CreateTasks {
-            session_id: "a".into(),
-            tasks: vec![flame_control_plane::state::NewTask {
-                input: Some(bytes::Bytes::from_static(b"x")),
-                request_id: Some("r".into()),
-            }],
-            dispatch: None,
-            now_ms: 12,
-        },
-        Command::CloseSession {
-            id: "b".into(),
-            now_ms: 13,
-        },
+        (
+            10,
+            Command::CreateSession {
+                id: "a".into(),
+                spec: state_support::spec("flmrun"),
+            },
+        ),
+        (
+            11,
+            Command::CreateSession {
+                id: "b".into(),
+                spec: state_support::spec("flmping"),
+            },
+        ),
+        (
+            12,
+            Command::CreateTasks {
+                session_id: "a".into(),
+                tasks: vec![flame_control_plane::state::NewTask {
+                    input: Some(bytes::Bytes::from_static(b"x")),
+                    request_id: Some("r".into()),
+                }],
+                dispatch: None,
+            },
+        ),
+        (13, Command::CloseSession { id: "b".into() }),
     ]);
     out
 }
@@ -175,31 +178,36 @@ async fn state_machine_store_persists_publishes_and_installs_snapshots() -> anyh
 
 /// The cache workload: two sessions closed, an application unregistered, and two CAs of which
 /// the first wins.
-fn cache_workload() -> Vec<Command> {
-    let ca = |n: u8| Command::SetClusterCa {
-        cert_pem: format!("-----BEGIN CERTIFICATE-----\nCA{n}\n-----END CERTIFICATE-----\n"),
-        key_pem: format!("-----BEGIN PRIVATE KEY-----\nK{n}\n-----END PRIVATE KEY-----\n"),
+fn cache_workload() -> Vec<(i64, Command)> {
+    let ca = |n: u8| {
+        (
+            24,
+            Command::SetClusterCa {
+                cert_pem: format!(
+                    "-----BEGIN CERTIFICATE-----\nCA{n}\n-----END CERTIFICATE-----\n"
+                ),
+                key_pem: format!("-----BEGIN PRIVATE KEY-----\nK{n}\n-----END PRIVATE KEY-----\n"),
+            },
+        )
     };
     let mut out = workload();
     out.extend([
-        Command::RegisterApplication {
-            name: "app".into(),
-            spec: flame_proto::model::ApplicationSpec::default(),
-            now_ms: 20,
-        },
-        Command::CreateSession {
-            id: "c".into(),
-            spec: state_support::spec("app"),
-            now_ms: 21,
-        },
-        Command::CloseSession {
-            id: "c".into(),
-            now_ms: 22,
-        },
-        Command::UnregisterApplication {
-            name: "app".into(),
-            now_ms: 23,
-        },
+        (
+            20,
+            Command::RegisterApplication {
+                name: "app".into(),
+                spec: flame_proto::model::ApplicationSpec::default(),
+            },
+        ),
+        (
+            21,
+            Command::CreateSession {
+                id: "c".into(),
+                spec: state_support::spec("app"),
+            },
+        ),
+        (22, Command::CloseSession { id: "c".into() }),
+        (23, Command::UnregisterApplication { name: "app".into() }),
         ca(1),
         ca(2),
     ]);
@@ -258,21 +266,24 @@ async fn object_drops_and_the_cluster_ca_survive_reopen_and_snapshot_install() -
 fn trimmed_object_drops_are_deleted_from_the_table() {
     let db = memory_db();
     let mut app = FlameApp::new(config());
-    let mut commands = vec![Command::EnsureBuiltins { now_ms: 0 }];
-    for i in 0..MAX_OBJECT_DROPS as i64 + 2 {
+    let mut commands = vec![Command::EnsureBuiltins];
+    for _ in 0..MAX_OBJECT_DROPS + 2 {
         commands.push(Command::RegisterApplication {
             name: "app".into(),
             spec: flame_proto::model::ApplicationSpec::default(),
-            now_ms: i,
         });
-        commands.push(Command::UnregisterApplication {
-            name: "app".into(),
-            now_ms: i,
-        });
+        commands.push(Command::UnregisterApplication { name: "app".into() });
     }
     let txn = db.begin_write().expect("txn");
-    app.apply(&txn, &log_id(1), Proposal { commands })
-        .expect("apply");
+    app.apply(
+        &txn,
+        &log_id(1),
+        Proposal {
+            now_ms: 7,
+            commands,
+        },
+    )
+    .expect("apply");
     txn.commit().expect("commit");
     let back = restored(&db, config());
     assert_eq!(back.object_drop_range(), (3, MAX_OBJECT_DROPS as u64 + 2));

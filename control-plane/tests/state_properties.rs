@@ -8,7 +8,7 @@
 
 mod state_support;
 
-use flame_control_plane::state::{Command, Dirty, Outcome, StateConfig, StateMachine};
+use flame_control_plane::state::{Command, Dirty, Outcome, Proposal, StateConfig, StateMachine};
 use proptest::prelude::*;
 use state_support::strategy::{check_invariants, commands};
 
@@ -28,12 +28,12 @@ proptest! {
     ) {
         let mut a = StateMachine::new(config());
         let mut b = StateMachine::new(config());
-        a.apply(Command::EnsureBuiltins { now_ms: 0 });
-        b.apply(Command::EnsureBuiltins { now_ms: 0 });
-        for command in commands {
+        a.apply(0, Command::EnsureBuiltins );
+        b.apply(0, Command::EnsureBuiltins );
+        for (now, command) in commands {
             let before = a.state().clone();
-            let ra = a.apply(command.clone());
-            let rb = b.apply(command.clone());
+            let ra = a.apply(now, command.clone());
+            let rb = b.apply(now, command.clone());
             prop_assert_eq!(&ra, &rb);
             prop_assert_eq!(a.state(), b.state());
             check_invariants(a.state());
@@ -69,9 +69,9 @@ fn random_sequences_reach_deep_states() {
     for _ in 0..400 {
         let commands = strategy.new_tree(&mut runner).expect("tree").current();
         let mut m = StateMachine::new(config());
-        m.apply(Command::EnsureBuiltins { now_ms: 0 });
-        for command in commands {
-            m.apply(command);
+        m.apply(0, Command::EnsureBuiltins);
+        for (now, command) in commands {
+            m.apply(now, command);
             let state = m.state();
             for s in state.session_entries() {
                 seen.extend(s.tasks().map(|t| format!("task {:?}", t.task.state)));
@@ -105,5 +105,90 @@ fn random_sequences_reach_deep_states() {
         "cluster CA",
     ] {
         assert!(seen.contains(wanted), "never reached {wanted}: {seen:?}");
+    }
+}
+
+/// Every time the state records, with where it was found: creation and completion times,
+/// events, heartbeats, executor creation, object drops and request records.
+fn timestamps(state: &flame_control_plane::state::State) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for a in state.applications() {
+        out.push((format!("application {}", a.name), a.creation_time_ms));
+    }
+    for entry in state.session_entries() {
+        let s = &entry.session;
+        out.push((format!("session {} created", s.id), s.creation_time_ms));
+        out.extend(
+            s.completion_time_ms
+                .map(|t| (format!("session {} closed", s.id), t)),
+        );
+        out.extend(
+            s.events
+                .iter()
+                .map(|e| (format!("session {} event", s.id), e.creation_time_ms)),
+        );
+        for t in entry.tasks().map(|t| &t.task) {
+            let name = format!("task {}/{}", s.id, t.id);
+            out.push((format!("{name} created"), t.creation_time_ms));
+            out.extend(
+                t.completion_time_ms
+                    .map(|c| (format!("{name} completed"), c)),
+            );
+            out.extend(
+                t.events
+                    .iter()
+                    .map(|e| (format!("{name} event"), e.creation_time_ms)),
+            );
+        }
+    }
+    for e in state.executor_entries() {
+        out.push((format!("executor {}", e.executor.id), e.creation_time_ms));
+    }
+    for n in state.nodes() {
+        out.push((format!("node {} heartbeat", n.name), n.last_heartbeat_ms));
+    }
+    let (first, last) = state.object_drop_range();
+    for seq in first..=last {
+        out.extend(
+            state
+                .object_drop(seq)
+                .map(|d| (format!("drop {seq}"), d.at_ms)),
+        );
+    }
+    for (id, record) in state.requests().iter() {
+        out.push((format!("request {id}"), record.time_ms));
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+
+    /// The leader's time travels on the `Proposal`: applied to two machines, one proposal at
+    /// time T (all the commands a random sequence holds, in one entry) records T and nothing
+    /// else in every timestamp it creates, on both.
+    #[test]
+    fn one_proposal_at_time_t_stamps_every_timestamp_with_t_on_two_machines(
+        commands in commands(30),
+        t in 1_000i64..1_000_000_000,
+    ) {
+        let proposal = Proposal {
+            now_ms: t,
+            commands: std::iter::once(Command::EnsureBuiltins)
+                .chain(commands.into_iter().map(|(_, command)| command))
+                .collect(),
+        };
+        let mut a = StateMachine::new(config());
+        let mut b = StateMachine::new(config());
+        for command in &proposal.commands {
+            let ra = a.apply(proposal.now_ms, command.clone());
+            prop_assert_eq!(ra, b.apply(proposal.now_ms, command.clone()));
+        }
+        prop_assert_eq!(a.state(), b.state());
+        let stamped = timestamps(a.state());
+        prop_assert!(!stamped.is_empty());
+        for (what, at) in stamped {
+            prop_assert_eq!(at, t, "{} was stamped {} instead of the proposal's time", what, at);
+        }
     }
 }

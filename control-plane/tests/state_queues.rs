@@ -23,19 +23,21 @@ fn held(m: &StateMachine, executor: &str) -> Vec<u64> {
 
 /// Completes task `task_id` on `executor`, measured at `duration_us`, refilling under `POLICY`.
 fn complete_measured(m: &mut StateMachine, executor: &str, task_id: u64, duration_us: u64) {
-    let r = m.apply(Command::CompleteTasks {
-        results: vec![TaskResult {
-            executor_id: executor.into(),
-            session_id: "s".into(),
-            task_id,
-            return_code: 0,
-            output: Some(Bytes::from_static(b"ok")),
-            message: None,
-            duration_us,
-        }],
-        refill: Some(POLICY),
-        now_ms: 50,
-    });
+    let r = m.apply(
+        50,
+        Command::CompleteTasks {
+            results: vec![TaskResult {
+                executor_id: executor.into(),
+                session_id: "s".into(),
+                task_id,
+                return_code: 0,
+                output: Some(Bytes::from_static(b"ok")),
+                message: None,
+                duration_us,
+            }],
+            refill: Some(POLICY),
+        },
+    );
     let Outcome::TaskUpdates(items) = r.outcome else {
         panic!("{:?}", r.outcome)
     };
@@ -86,12 +88,14 @@ fn a_queue_holds_no_more_input_than_the_byte_budget() {
             request_id: None,
         })
         .collect();
-    m.apply(Command::CreateTasks {
-        session_id: "s".into(),
-        tasks,
-        dispatch: None,
-        now_ms: 20,
-    });
+    m.apply(
+        20,
+        Command::CreateTasks {
+            session_id: "s".into(),
+            tasks,
+            dispatch: None,
+        },
+    );
     bound_executor(&mut m, "e1", "n1", "s");
     assign(&mut m, "e1", "s", 1).expect("assign");
     complete_measured(&mut m, "e1", 1, 100);
@@ -108,10 +112,7 @@ fn a_lost_executor_charges_a_retry_only_to_the_task_it_may_have_started() {
     for id in 1..=3 {
         assign(&mut m, "e1", "s", id).expect("assign");
     }
-    m.apply(Command::ExecutorReleased {
-        id: "e1".into(),
-        now_ms: 70,
-    });
+    m.apply(70, Command::ExecutorReleased { id: "e1".into() });
     let entry = m.state().session_entry("s").expect("s");
     let requeues: Vec<(TaskState, u32)> =
         entry.tasks().map(|t| (t.task.state, t.requeues)).collect();
@@ -137,19 +138,21 @@ fn a_stale_result_refills_nothing() {
     bound_executor(&mut m, "e2", "n1", "s");
     assign(&mut m, "e1", "s", 1).expect("assign");
     let before = m.state().clone();
-    let r = m.apply(Command::CompleteTasks {
-        results: vec![TaskResult {
-            executor_id: "e2".into(),
-            session_id: "s".into(),
-            task_id: 1,
-            return_code: 0,
-            output: None,
-            message: None,
-            duration_us: 10,
-        }],
-        refill: Some(POLICY),
-        now_ms: 50,
-    });
+    let r = m.apply(
+        50,
+        Command::CompleteTasks {
+            results: vec![TaskResult {
+                executor_id: "e2".into(),
+                session_id: "s".into(),
+                task_id: 1,
+                return_code: 0,
+                output: None,
+                message: None,
+                duration_us: 10,
+            }],
+            refill: Some(POLICY),
+        },
+    );
     assert!(r.effects.is_empty(), "{:?}", r.effects);
     assert_eq!(m.state(), &before);
 }
@@ -166,12 +169,14 @@ fn tasks_created_for_a_session_with_free_executors_are_dealt_in_the_same_apply()
             request_id: None,
         })
         .collect();
-    let r = m.apply(Command::CreateTasks {
-        session_id: "s".into(),
-        tasks,
-        dispatch: Some(POLICY),
-        now_ms: 20,
-    });
+    let r = m.apply(
+        20,
+        Command::CreateTasks {
+            session_id: "s".into(),
+            tasks,
+            dispatch: Some(POLICY),
+        },
+    );
     let Outcome::Tasks(Ok(created)) = r.outcome else {
         panic!("{:?}", r.outcome)
     };

@@ -15,11 +15,10 @@ use proptest::prelude::*;
 use state_support::strategy::commands;
 use state_support::*;
 
-fn once(request_id: &str, command: Command, now_ms: i64) -> Command {
+fn once(request_id: &str, command: Command) -> Command {
     Command::Once {
         request_id: request_id.into(),
         command: Box::new(command),
-        now_ms,
     }
 }
 
@@ -31,7 +30,6 @@ fn create_task(session_id: &str, input: &[u8], request_id: Option<&str>) -> Comm
             request_id: request_id.map(String::from),
         }],
         dispatch: None,
-        now_ms: 0,
     }
 }
 
@@ -50,9 +48,9 @@ fn task_count(m: &StateMachine, session_id: &str) -> usize {
 fn a_repeated_create_task_is_applied_once_and_answered_as_the_first() {
     let mut m = machine();
     create_session(&mut m, "s", "flmrun");
-    let first = m.apply(once("r1", create_task("s", b"in", None), 100));
+    let first = m.apply(100, once("r1", create_task("s", b"in", None)));
     assert!(!first.effects.is_empty(), "the first apply changes state");
-    let repeat = m.apply(once("r1", create_task("s", b"in", None), 200));
+    let repeat = m.apply(200, once("r1", create_task("s", b"in", None)));
     assert_eq!(
         repeat.outcome, first.outcome,
         "the repeat answers as the first"
@@ -69,13 +67,10 @@ fn a_repeated_create_task_is_applied_once_and_answered_as_the_first() {
 fn a_repeated_close_session_succeeds_like_the_first_instead_of_already_closed() {
     let mut m = machine();
     create_session(&mut m, "s", "flmrun");
-    let close = |now_ms| Command::CloseSession {
-        id: "s".into(),
-        now_ms,
-    };
-    let first = session(m.apply(once("c1", close(0), 100)));
+    let close = || Command::CloseSession { id: "s".into() };
+    let first = session(m.apply(100, once("c1", close())));
     assert_eq!(first.state, SessionState::Closed);
-    let repeat = session(m.apply(once("c1", close(0), 300)));
+    let repeat = session(m.apply(300, once("c1", close())));
     assert_eq!(repeat, first, "same state and the first completion time");
 }
 
@@ -85,16 +80,15 @@ fn a_repeated_register_application_succeeds_like_the_first_instead_of_already_ex
     let register = Command::RegisterApplication {
         name: "app1".into(),
         spec: ApplicationSpec::default(),
-        now_ms: 0,
     };
-    let first = m.apply(once("a1", register.clone(), 100));
+    let first = m.apply(100, once("a1", register.clone()));
     assert!(
         matches!(first.outcome, Outcome::Application(Ok(_))),
         "{first:?}"
     );
-    let repeat = m.apply(once("a1", register.clone(), 150));
+    let repeat = m.apply(150, once("a1", register.clone()));
     assert_eq!(repeat.outcome, first.outcome);
-    let fresh = m.apply(once("a2", register, 160));
+    let fresh = m.apply(160, once("a2", register));
     assert!(
         matches!(
             fresh.outcome,
@@ -110,19 +104,20 @@ fn a_first_failure_stands_for_its_repeats_even_after_the_state_changed() {
     let create = Command::CreateSession {
         id: "s".into(),
         spec: spec("later"),
-        now_ms: 0,
     };
-    let first = m.apply(once("r", create.clone(), 100));
+    let first = m.apply(100, once("r", create.clone()));
     assert!(matches!(
         first.outcome,
         Outcome::Session(Err(FlameError::NotFound(_)))
     ));
-    m.apply(Command::RegisterApplication {
-        name: "later".into(),
-        spec: ApplicationSpec::default(),
-        now_ms: 110,
-    });
-    let repeat = m.apply(once("r", create, 120));
+    m.apply(
+        110,
+        Command::RegisterApplication {
+            name: "later".into(),
+            spec: ApplicationSpec::default(),
+        },
+    );
+    let repeat = m.apply(120, once("r", create));
     assert_eq!(repeat.outcome, first.outcome);
     assert!(
         m.state().session("s").is_none(),
@@ -135,13 +130,13 @@ fn records_keep_no_bulk_bytes_and_a_repeat_gets_them_back_from_the_state() {
     let mut m = machine();
     create_session(&mut m, "s", "flmrun");
     let input = vec![7u8; 64 << 10];
-    m.apply(once("big", create_task("s", &input, None), 100));
+    m.apply(100, once("big", create_task("s", &input, None)));
     let record = m.state().requests().get("big").expect("a record");
     match record.outcome() {
         Outcome::Tasks(Ok(t)) => assert_eq!(t[0].input, None, "the record has no input"),
         other => panic!("{other:?}"),
     }
-    let repeat = tasks(m.apply(once("big", create_task("s", &input, None), 200)));
+    let repeat = tasks(m.apply(200, once("big", create_task("s", &input, None))));
     assert_eq!(repeat.expect("task")[0].input.as_deref(), Some(&input[..]));
 }
 
@@ -149,25 +144,22 @@ fn records_keep_no_bulk_bytes_and_a_repeat_gets_them_back_from_the_state() {
 fn a_request_id_is_forgotten_after_the_ttl_of_leader_time() {
     let mut m = machine();
     create_session(&mut m, "s", "flmrun");
-    m.apply(once("r", create_task("s", b"x", None), 1_000));
-    m.apply(once(
-        "r",
-        create_task("s", b"x", None),
+    m.apply(1_000, once("r", create_task("s", b"x", None)));
+    m.apply(
         1_000 + REQUEST_TTL_MS - 1,
-    ));
+        once("r", create_task("s", b"x", None)),
+    );
     assert_eq!(task_count(&m, "s"), 1, "within the TTL it is a repeat");
     // Another write moves leader time past the TTL; the record goes.
-    m.apply(once(
-        "other",
-        create_task("s", b"y", None),
+    m.apply(
         1_001 + REQUEST_TTL_MS,
-    ));
+        once("other", create_task("s", b"y", None)),
+    );
     assert!(m.state().requests().get("r").is_none());
-    m.apply(once(
-        "r",
-        create_task("s", b"x", None),
+    m.apply(
         1_002 + REQUEST_TTL_MS,
-    ));
+        once("r", create_task("s", b"x", None)),
+    );
     assert_eq!(task_count(&m, "s"), 3, "after the TTL the id is new again");
 }
 
@@ -177,12 +169,12 @@ fn one_apply_expires_a_bounded_number_of_records() {
     create_session(&mut m, "s", "flmrun");
     let old = MAX_EXPIRED_PER_APPLY + 10;
     for i in 0..old {
-        m.apply(once(&format!("r{i}"), create_task("s", b"", None), 0));
+        m.apply(0, once(&format!("r{i}"), create_task("s", b"", None)));
     }
     let later = REQUEST_TTL_MS * 2;
-    m.apply(once("new-1", create_task("s", b"", None), later));
+    m.apply(later, once("new-1", create_task("s", b"", None)));
     assert_eq!(m.state().requests().len(), old + 1 - MAX_EXPIRED_PER_APPLY);
-    m.apply(once("new-2", create_task("s", b"", None), later));
+    m.apply(later, once("new-2", create_task("s", b"", None)));
     assert_eq!(
         m.state().requests().len(),
         2,
@@ -193,17 +185,14 @@ fn one_apply_expires_a_bounded_number_of_records() {
 #[test]
 fn a_once_that_wraps_an_internal_command_or_has_no_id_is_refused() {
     let mut m = machine();
-    let heartbeat = Command::Heartbeat {
-        node: "n".into(),
-        now_ms: 0,
-    };
-    let r = m.apply(once("h", heartbeat, 1));
+    let heartbeat = Command::Heartbeat { node: "n".into() };
+    let r = m.apply(1, once("h", heartbeat));
     assert!(matches!(
         r.outcome,
         Outcome::Done(Err(FlameError::InvalidArgument(_)))
     ));
     create_session(&mut m, "s", "flmrun");
-    let r = m.apply(once("", create_task("s", b"", None), 1));
+    let r = m.apply(1, once("", create_task("s", b"", None)));
     assert!(matches!(
         r.outcome,
         Outcome::Done(Err(FlameError::InvalidArgument(_)))
@@ -216,14 +205,11 @@ fn a_once_that_wraps_an_internal_command_or_has_no_id_is_refused() {
 fn a_retried_create_task_after_close_returns_the_original_task() {
     let mut m = machine();
     create_session(&mut m, "s", "flmrun");
-    let first = tasks(m.apply(create_task("s", b"in", Some("t1")))).expect("created");
-    m.apply(Command::CloseSession {
-        id: "s".into(),
-        now_ms: 50,
-    });
-    let retry = tasks(m.apply(create_task("s", b"in", Some("t1")))).expect("the original");
+    let first = tasks(m.apply(0, create_task("s", b"in", Some("t1")))).expect("created");
+    m.apply(50, Command::CloseSession { id: "s".into() });
+    let retry = tasks(m.apply(0, create_task("s", b"in", Some("t1")))).expect("the original");
     assert_eq!(retry[0].id, first[0].id);
-    let new = m.apply(create_task("s", b"in", Some("t2")));
+    let new = m.apply(0, create_task("s", b"in", Some("t2")));
     assert!(matches!(
         new.outcome,
         Outcome::Tasks(Err(FlameError::InvalidState(_)))
@@ -234,8 +220,8 @@ fn a_retried_create_task_after_close_returns_the_original_task() {
 fn a_task_request_id_reused_with_another_input_is_invalid_and_creates_nothing() {
     let mut m = machine();
     create_session(&mut m, "s", "flmrun");
-    tasks(m.apply(create_task("s", b"one", Some("t1")))).expect("created");
-    let reused = m.apply(create_task("s", b"two", Some("t1")));
+    tasks(m.apply(0, create_task("s", b"one", Some("t1")))).expect("created");
+    let reused = m.apply(0, create_task("s", b"two", Some("t1")));
     match reused.outcome {
         Outcome::Tasks(Err(FlameError::InvalidArgument(m))) => {
             assert!(m.contains("t1") && m.contains("another input"), "{m}")
@@ -255,9 +241,8 @@ fn a_task_request_id_reused_with_another_input_is_invalid_and_creates_nothing() 
             },
         ],
         dispatch: None,
-        now_ms: 60,
     };
-    let r = m.apply(batch);
+    let r = m.apply(60, batch);
     assert!(matches!(
         r.outcome,
         Outcome::Tasks(Err(FlameError::InvalidArgument(_)))
@@ -276,8 +261,8 @@ proptest! {
     #[test]
     fn a_remembered_request_id_changes_nothing_and_answers_its_record(history in commands(40)) {
         let mut m = machine();
-        for command in history {
-            m.apply(command);
+        for (now, command) in history {
+            m.apply(now, command);
         }
         let ids: Vec<String> = m.state().requests().iter().map(|(id, _)| id.to_owned()).collect();
         // At the oldest record's time nothing is old enough to expire.
@@ -285,7 +270,7 @@ proptest! {
         for id in ids {
             let before = m.state().clone();
             let recorded = before.requests().get(&id).expect("remembered").clone();
-            let repeat = m.apply(once(&id, create_task("s0", b"in", None), oldest));
+            let repeat = m.apply(oldest, once(&id, create_task("s0", b"in", None)));
             prop_assert!(repeat.effects.is_empty());
             prop_assert_eq!(m.state(), &before);
             let mut expected = recorded.outcome();

@@ -16,9 +16,8 @@ fn register(m: &mut StateMachine, name: &str, spec: ApplicationSpec) -> Outcome 
     let command = Command::RegisterApplication {
         name: name.into(),
         spec,
-        now_ms: 3,
     };
-    m.apply(command).outcome
+    m.apply(3, command).outcome
 }
 
 /// Checklist 1: a fresh cluster has exactly the three built-ins, stored unexpanded; they are
@@ -26,7 +25,7 @@ fn register(m: &mut StateMachine, name: &str, spec: ApplicationSpec) -> Outcome 
 #[test]
 fn fresh_cluster_has_exactly_the_three_builtins() {
     let mut m = StateMachine::new(StateConfig::default());
-    let r = m.apply(Command::EnsureBuiltins { now_ms: 1 });
+    let r = m.apply(1, Command::EnsureBuiltins);
     assert_eq!(
         r.outcome,
         Outcome::Registered(vec!["flmexec".into(), "flmping".into(), "flmrun".into()])
@@ -66,11 +65,14 @@ fn fresh_cluster_has_exactly_the_three_builtins() {
             .is_some()
     );
 
-    m.apply(Command::UpdateApplication {
-        name: "flmping".into(),
-        spec: ApplicationSpec::default(),
-    });
-    let again = m.apply(Command::EnsureBuiltins { now_ms: 2 });
+    m.apply(
+        0,
+        Command::UpdateApplication {
+            name: "flmping".into(),
+            spec: ApplicationSpec::default(),
+        },
+    );
+    let again = m.apply(2, Command::EnsureBuiltins);
     assert_eq!(again.outcome, Outcome::Registered(vec![]));
     assert!(again.effects.is_empty());
     assert_eq!(
@@ -143,24 +145,31 @@ fn duplicate_bad_name_and_open_sessions_are_refused() {
     ));
 
     create_session(&mut m, "s1", "flmrun");
-    let r = m.apply(Command::UnregisterApplication {
-        name: "flmrun".into(),
-        now_ms: 50,
-    });
+    let r = m.apply(
+        50,
+        Command::UnregisterApplication {
+            name: "flmrun".into(),
+        },
+    );
     let err = error(r);
     assert!(
         matches!(&err, FlameError::InvalidState(m) if m.contains("open sessions")),
         "{err}"
     );
-    let r = m.apply(Command::UpdateApplication {
-        name: "flmrun".into(),
-        spec: ApplicationSpec::default(),
-    });
+    let r = m.apply(
+        0,
+        Command::UpdateApplication {
+            name: "flmrun".into(),
+            spec: ApplicationSpec::default(),
+        },
+    );
     assert!(error(r).to_string().contains("open sessions"));
-    let r = m.apply(Command::UnregisterApplication {
-        name: "nope".into(),
-        now_ms: 50,
-    });
+    let r = m.apply(
+        50,
+        Command::UnregisterApplication {
+            name: "nope".into(),
+        },
+    );
     assert!(matches!(error(r), FlameError::NotFound(m) if m.contains("not found")));
 }
 
@@ -175,10 +184,13 @@ fn update_replaces_every_field_and_keeps_creation_time() {
         url: Some("file:///x".into()),
         ..ApplicationSpec::default()
     };
-    let r = m.apply(Command::UpdateApplication {
-        name: "app".into(),
-        spec: new.clone(),
-    });
+    let r = m.apply(
+        0,
+        Command::UpdateApplication {
+            name: "app".into(),
+            spec: new.clone(),
+        },
+    );
     assert!(
         r.effects
             .contains(&Effect::ApplicationChanged { name: "app".into() })
@@ -198,15 +210,9 @@ fn unregister_after_close_removes_sessions_and_tasks() {
     create_session(&mut m, "other", "flmrun");
     create_tasks(&mut m, "s1", 3);
     for id in ["s1", "s2"] {
-        session(m.apply(Command::CloseSession {
-            id: id.into(),
-            now_ms: 50,
-        }));
+        session(m.apply(50, Command::CloseSession { id: id.into() }));
     }
-    let r = m.apply(Command::UnregisterApplication {
-        name: "app".into(),
-        now_ms: 50,
-    });
+    let r = m.apply(50, Command::UnregisterApplication { name: "app".into() });
     assert_eq!(r.outcome, Outcome::Done(Ok(())));
     for id in ["s1", "s2"] {
         let removed = Effect::SessionRemoved {
@@ -237,11 +243,13 @@ fn create_session_stores_the_spec_verbatim() {
     };
     given.min_instances = 2;
     given.common_data = Some(Bytes::from_static(b"\x00ctx\xff"));
-    let r = m.apply(Command::CreateSession {
-        id: "s1".into(),
-        spec: given.clone(),
-        now_ms: 10,
-    });
+    let r = m.apply(
+        10,
+        Command::CreateSession {
+            id: "s1".into(),
+            spec: given.clone(),
+        },
+    );
     assert_eq!(
         r.effects,
         [Effect::SessionChanged {
@@ -257,23 +265,29 @@ fn create_session_stores_the_spec_verbatim() {
     assert_eq!(s.spec, given);
     assert_eq!(s.spec.max_instances, None);
 
-    let dup = m.apply(Command::CreateSession {
-        id: "s1".into(),
-        spec: spec("flmrun"),
-        now_ms: 11,
-    });
+    let dup = m.apply(
+        11,
+        Command::CreateSession {
+            id: "s1".into(),
+            spec: spec("flmrun"),
+        },
+    );
     assert!(matches!(error(dup), FlameError::AlreadyExists(_)));
-    let unknown = m.apply(Command::CreateSession {
-        id: "s2".into(),
-        spec: spec("ghost"),
-        now_ms: 11,
-    });
+    let unknown = m.apply(
+        11,
+        Command::CreateSession {
+            id: "s2".into(),
+            spec: spec("ghost"),
+        },
+    );
     assert!(matches!(error(unknown), FlameError::NotFound(m) if m.contains("not found")));
-    let empty = m.apply(Command::CreateSession {
-        id: String::new(),
-        spec: spec("flmrun"),
-        now_ms: 11,
-    });
+    let empty = m.apply(
+        11,
+        Command::CreateSession {
+            id: String::new(),
+            spec: spec("flmrun"),
+        },
+    );
     assert!(matches!(error(empty), FlameError::InvalidArgument(_)));
 }
 
@@ -284,20 +298,24 @@ fn open_session_is_an_idempotent_get() {
     let mut m = machine();
     let mut original = spec("flmrun");
     original.common_data = Some(Bytes::from_static(b"first"));
-    session(m.apply(Command::CreateSession {
-        id: "s1".into(),
-        spec: original.clone(),
-        now_ms: 10,
-    }));
+    session(m.apply(
+        10,
+        Command::CreateSession {
+            id: "s1".into(),
+            spec: original.clone(),
+        },
+    ));
     let before = m.state().clone();
     let mut matching = original.clone();
     matching.common_data = Some(Bytes::from_static(b"second"));
     for given in [None, Some(original), Some(matching)] {
-        let r = m.apply(Command::OpenSession {
-            id: "s1".into(),
-            spec: given,
-            now_ms: 99,
-        });
+        let r = m.apply(
+            99,
+            Command::OpenSession {
+                id: "s1".into(),
+                spec: given,
+            },
+        );
         assert!(r.effects.is_empty());
         let s = session(r);
         assert_eq!(s.spec.common_data.as_deref(), Some(&b"first"[..]));
@@ -313,39 +331,44 @@ fn open_session_errors_follow_the_spec_table() {
     create_session(&mut m, "s1", "flmrun");
     let mut differing = spec("flmrun");
     differing.max_instances = Some(2);
-    let r = m.apply(Command::OpenSession {
-        id: "s1".into(),
-        spec: Some(differing.clone()),
-        now_ms: 11,
-    });
+    let r = m.apply(
+        11,
+        Command::OpenSession {
+            id: "s1".into(),
+            spec: Some(differing.clone()),
+        },
+    );
     let err = error(r);
     assert!(matches!(&err, FlameError::InvalidState(_)));
     assert!(err.to_string().contains("spec mismatch"), "{err}");
     assert!(err.to_string().contains("max_instances"), "{err}");
 
-    let r = m.apply(Command::OpenSession {
-        id: "s2".into(),
-        spec: None,
-        now_ms: 11,
-    });
+    let r = m.apply(
+        11,
+        Command::OpenSession {
+            id: "s2".into(),
+            spec: None,
+        },
+    );
     assert!(matches!(error(r), FlameError::NotFound(m) if m.contains("not found")));
-    let r = m.apply(Command::OpenSession {
-        id: "s2".into(),
-        spec: Some(spec("flmrun")),
-        now_ms: 12,
-    });
+    let r = m.apply(
+        12,
+        Command::OpenSession {
+            id: "s2".into(),
+            spec: Some(spec("flmrun")),
+        },
+    );
     assert_eq!(session(r).creation_time_ms, 12);
 
-    session(m.apply(Command::CloseSession {
-        id: "s1".into(),
-        now_ms: 13,
-    }));
+    session(m.apply(13, Command::CloseSession { id: "s1".into() }));
     for given in [None, Some(spec("flmrun")), Some(differing)] {
-        let r = m.apply(Command::OpenSession {
-            id: "s1".into(),
-            spec: given,
-            now_ms: 14,
-        });
+        let r = m.apply(
+            14,
+            Command::OpenSession {
+                id: "s1".into(),
+                spec: given,
+            },
+        );
         let err = error(r);
         assert!(
             matches!(&err, FlameError::InvalidState(m) if m.contains("not open")),
@@ -362,10 +385,7 @@ fn close_with_running_tasks_fails() {
     create_tasks(&mut m, "s1", 2);
     bound_executor(&mut m, "e1", "n1", "s1");
     assign(&mut m, "e1", "s1", 1).expect("assigned");
-    let r = m.apply(Command::CloseSession {
-        id: "s1".into(),
-        now_ms: 50,
-    });
+    let r = m.apply(50, Command::CloseSession { id: "s1".into() });
     assert!(r.effects.is_empty());
     let err = error(r);
     assert!(matches!(&err, FlameError::Internal(m)
@@ -388,10 +408,7 @@ fn close_cancels_pending_tasks_and_keeps_the_first_completion_time() {
         m.state().session("s1").expect("s1").state,
         SessionState::Open
     );
-    let r = m.apply(Command::CloseSession {
-        id: "s1".into(),
-        now_ms: 50,
-    });
+    let r = m.apply(50, Command::CloseSession { id: "s1".into() });
     for effect in [
         Effect::SessionClosed {
             session_id: "s1".into(),
@@ -426,10 +443,7 @@ fn close_cancels_pending_tasks_and_keeps_the_first_completion_time() {
     let executor = m.state().executor("e1").expect("e1");
     assert_eq!(executor.state, flame_proto::model::ExecutorState::Unbinding);
 
-    let again = m.apply(Command::CloseSession {
-        id: "s1".into(),
-        now_ms: 60,
-    });
+    let again = m.apply(60, Command::CloseSession { id: "s1".into() });
     assert!(again.effects.is_empty());
     assert_eq!(session(again).completion_time_ms, Some(50));
     let listed: Vec<_> = m
@@ -438,10 +452,7 @@ fn close_cancels_pending_tasks_and_keeps_the_first_completion_time() {
         .map(|s| (s.id.clone(), s.state))
         .collect();
     assert_eq!(listed, [("s1".to_owned(), SessionState::Closed)]);
-    let unknown = m.apply(Command::CloseSession {
-        id: "zz".into(),
-        now_ms: 1,
-    });
+    let unknown = m.apply(1, Command::CloseSession { id: "zz".into() });
     assert!(matches!(error(unknown), FlameError::NotFound(_)));
 }
 
@@ -451,19 +462,16 @@ fn delete_session_only_when_closed_and_finished() {
     let mut m = machine();
     create_session(&mut m, "s1", "flmrun");
     create_tasks(&mut m, "s1", 1);
-    let open = m.apply(Command::DeleteSession { id: "s1".into() });
+    let open = m.apply(0, Command::DeleteSession { id: "s1".into() });
     assert!(matches!(error(open), FlameError::InvalidState(_)));
-    session(m.apply(Command::CloseSession {
-        id: "s1".into(),
-        now_ms: 5,
-    }));
-    let r = m.apply(Command::DeleteSession { id: "s1".into() });
+    session(m.apply(5, Command::CloseSession { id: "s1".into() }));
+    let r = m.apply(0, Command::DeleteSession { id: "s1".into() });
     assert!(r.effects.contains(&Effect::SessionRemoved {
         session_id: "s1".into()
     }));
     assert_eq!(session(r).state, SessionState::Closed);
     assert!(m.state().session("s1").is_none());
-    let gone = m.apply(Command::DeleteSession { id: "s1".into() });
+    let gone = m.apply(0, Command::DeleteSession { id: "s1".into() });
     assert!(matches!(error(gone), FlameError::NotFound(_)));
     // The id is free again, and task ids restart at 1 in the new session.
     create_session(&mut m, "s1", "flmrun");

@@ -22,21 +22,23 @@ fn task_ids_are_sequential_per_session() {
     let first = create_tasks(&mut m, "a", 3);
     assert_eq!(first.iter().map(|t| t.id).collect::<Vec<_>>(), [1, 2, 3]);
     assert_eq!(create_tasks(&mut m, "b", 1)[0].id, 1);
-    let r = m.apply(Command::CreateTasks {
-        session_id: "a".into(),
-        tasks: vec![
-            NewTask {
-                input: None,
-                request_id: None,
-            },
-            NewTask {
-                input: Some(Bytes::new()),
-                request_id: None,
-            },
-        ],
-        dispatch: None,
-        now_ms: 21,
-    });
+    let r = m.apply(
+        21,
+        Command::CreateTasks {
+            session_id: "a".into(),
+            tasks: vec![
+                NewTask {
+                    input: None,
+                    request_id: None,
+                },
+                NewTask {
+                    input: Some(Bytes::new()),
+                    request_id: None,
+                },
+            ],
+            dispatch: None,
+        },
+    );
     let tasks = match r.outcome {
         Outcome::Tasks(Ok(tasks)) => tasks,
         other => panic!("{other:?}"),
@@ -65,21 +67,23 @@ fn repeated_request_ids_return_the_original_task() {
     let mut m = machine();
     create_session(&mut m, "s", "flmrun");
     let submit = |m: &mut StateMachine, rid: &str, input: &'static [u8]| {
-        let r = m.apply(Command::CreateTasks {
-            session_id: "s".into(),
-            tasks: vec![
-                NewTask {
-                    input: Some(Bytes::from_static(input)),
-                    request_id: Some(rid.into()),
-                },
-                NewTask {
-                    input: Some(Bytes::from_static(input)),
-                    request_id: Some(rid.into()),
-                },
-            ],
-            dispatch: None,
-            now_ms: 20,
-        });
+        let r = m.apply(
+            20,
+            Command::CreateTasks {
+                session_id: "s".into(),
+                tasks: vec![
+                    NewTask {
+                        input: Some(Bytes::from_static(input)),
+                        request_id: Some(rid.into()),
+                    },
+                    NewTask {
+                        input: Some(Bytes::from_static(input)),
+                        request_id: Some(rid.into()),
+                    },
+                ],
+                dispatch: None,
+            },
+        );
         match r.outcome {
             Outcome::Tasks(Ok(tasks)) => tasks,
             other => panic!("{other:?}"),
@@ -100,28 +104,29 @@ fn repeated_request_ids_return_the_original_task() {
 fn create_task_on_closed_or_unknown_session_fails() {
     let mut m = machine();
     create_session(&mut m, "s", "flmrun");
-    session(m.apply(Command::CloseSession {
-        id: "s".into(),
-        now_ms: 5,
-    }));
-    let r = m.apply(Command::CreateTasks {
-        session_id: "s".into(),
-        tasks: vec![NewTask {
-            input: None,
-            request_id: None,
-        }],
-        dispatch: None,
-        now_ms: 6,
-    });
+    session(m.apply(5, Command::CloseSession { id: "s".into() }));
+    let r = m.apply(
+        6,
+        Command::CreateTasks {
+            session_id: "s".into(),
+            tasks: vec![NewTask {
+                input: None,
+                request_id: None,
+            }],
+            dispatch: None,
+        },
+    );
     let err = error(r);
     assert!(matches!(&err, FlameError::InvalidState(m)
         if m.contains("Cannot create task in closed session")));
-    let r = m.apply(Command::CreateTasks {
-        session_id: "nope".into(),
-        tasks: vec![],
-        dispatch: None,
-        now_ms: 6,
-    });
+    let r = m.apply(
+        6,
+        Command::CreateTasks {
+            session_id: "nope".into(),
+            tasks: vec![],
+            dispatch: None,
+        },
+    );
     assert!(matches!(error(r), FlameError::NotFound(m) if m.contains("not found")));
 }
 
@@ -186,31 +191,33 @@ fn assignments_are_checked_one_by_one() {
     create_tasks(&mut m, "s", 3);
     create_tasks(&mut m, "t", 1);
     bound_executor(&mut m, "e1", "n1", "s");
-    let r = m.apply(Command::AssignTasks {
-        assignments: vec![
-            Assignment {
-                executor_id: "e1".into(),
-                session_id: "s".into(),
-                task_id: 1,
-            },
-            Assignment {
-                executor_id: "e1".into(),
-                session_id: "s".into(),
-                task_id: 2,
-            },
-            Assignment {
-                executor_id: "e1".into(),
-                session_id: "t".into(),
-                task_id: 1,
-            },
-            Assignment {
-                executor_id: "ghost".into(),
-                session_id: "s".into(),
-                task_id: 3,
-            },
-        ],
-        now_ms: 30,
-    });
+    let r = m.apply(
+        30,
+        Command::AssignTasks {
+            assignments: vec![
+                Assignment {
+                    executor_id: "e1".into(),
+                    session_id: "s".into(),
+                    task_id: 1,
+                },
+                Assignment {
+                    executor_id: "e1".into(),
+                    session_id: "s".into(),
+                    task_id: 2,
+                },
+                Assignment {
+                    executor_id: "e1".into(),
+                    session_id: "t".into(),
+                    task_id: 1,
+                },
+                Assignment {
+                    executor_id: "ghost".into(),
+                    session_id: "s".into(),
+                    task_id: 3,
+                },
+            ],
+        },
+    );
     let Outcome::TaskUpdates(items) = r.outcome else {
         panic!("{:?}", r.outcome)
     };
@@ -265,11 +272,13 @@ fn requeue_is_bounded_by_the_task_retry_limit() {
     };
     for round in 0..4 {
         assign(&mut m, "e1", "s", 1).expect("assign");
-        let r = m.apply(Command::RequeueTasks {
-            tasks: vec![task.clone()],
-            reason: "executor e1 was lost".into(),
-            now_ms: 60,
-        });
+        let r = m.apply(
+            60,
+            Command::RequeueTasks {
+                tasks: vec![task.clone()],
+                reason: "executor e1 was lost".into(),
+            },
+        );
         let after = single_update(r).expect("requeue");
         assert!(m.state().executor_entry("e1").expect("e1").tasks.is_empty());
         if round < 3 {
@@ -291,36 +300,45 @@ fn requeue_is_bounded_by_the_task_retry_limit() {
             assert_eq!(after.completion_time_ms, Some(60));
         }
     }
-    let r = m.apply(Command::RequeueTasks {
-        tasks: vec![task],
-        reason: "x".into(),
-        now_ms: 61,
-    });
+    let r = m.apply(
+        61,
+        Command::RequeueTasks {
+            tasks: vec![task],
+            reason: "x".into(),
+        },
+    );
     assert!(single_update(r).is_err());
 }
 
 /// Creates executor `id` on `n1`, binds it to session `s`, and reports a failed bind.
 fn fail_bind(m: &mut StateMachine, id: &str) -> flame_control_plane::state::Response {
-    executor(m.apply(Command::CreateExecutor {
-        id: id.into(),
-        node: "n1".into(),
-        resreq: ResourceRequirement::default(),
-        shim: Shim::Host,
-        now_ms: 3,
-    }));
-    executor(m.apply(Command::BindExecutor {
-        id: id.into(),
-        session_id: "s".into(),
-    }));
-    m.apply(Command::BindCompleted {
-        id: id.into(),
-        session_id: "s".into(),
-        result: BindResult::Failed {
-            code: 12,
-            message: "on_session_enter failed: ImportError: nope".into(),
+    executor(m.apply(
+        3,
+        Command::CreateExecutor {
+            id: id.into(),
+            node: "n1".into(),
+            resreq: ResourceRequirement::default(),
+            shim: Shim::Host,
         },
-        now_ms: 4,
-    })
+    ));
+    executor(m.apply(
+        0,
+        Command::BindExecutor {
+            id: id.into(),
+            session_id: "s".into(),
+        },
+    ));
+    m.apply(
+        4,
+        Command::BindCompleted {
+            id: id.into(),
+            session_id: "s".into(),
+            result: BindResult::Failed {
+                code: 12,
+                message: "on_session_enter failed: ImportError: nope".into(),
+            },
+        },
+    )
 }
 
 /// Checklist 21: bind failures record 1001 events; at the limit 1002 appears and no new
@@ -331,13 +349,15 @@ fn bind_failures_pause_the_session_at_the_retry_limit() {
         bind_retry_limit: 2,
         ..StateConfig::default()
     });
-    m.apply(Command::EnsureBuiltins { now_ms: 1 });
+    m.apply(1, Command::EnsureBuiltins);
     create_session(&mut m, "s", "flmrun");
-    m.apply(Command::RegisterNode {
-        node: node("n1"),
-        agent_id: "a1".into(),
-        now_ms: 2,
-    });
+    m.apply(
+        2,
+        Command::RegisterNode {
+            node: node("n1"),
+            agent_id: "a1".into(),
+        },
+    );
     let first = fail_bind(&mut m, "e1");
     assert!(first.effects.contains(&Effect::SessionChanged {
         session_id: "s".into()
@@ -362,17 +382,22 @@ fn bind_failures_pause_the_session_at_the_retry_limit() {
         m.state().session("s").expect("s").state,
         flame_proto::model::SessionState::Open
     );
-    executor(m.apply(Command::CreateExecutor {
-        id: "e3".into(),
-        node: "n1".into(),
-        resreq: ResourceRequirement::default(),
-        shim: Shim::Host,
-        now_ms: 5,
-    }));
-    let refused = m.apply(Command::BindExecutor {
-        id: "e3".into(),
-        session_id: "s".into(),
-    });
+    executor(m.apply(
+        5,
+        Command::CreateExecutor {
+            id: "e3".into(),
+            node: "n1".into(),
+            resreq: ResourceRequirement::default(),
+            shim: Shim::Host,
+        },
+    ));
+    let refused = m.apply(
+        0,
+        Command::BindExecutor {
+            id: "e3".into(),
+            session_id: "s".into(),
+        },
+    );
     assert!(matches!(error(refused), FlameError::InvalidState(m) if m.contains("paused")));
 }
 
@@ -381,46 +406,52 @@ fn a_successful_bind_resets_the_failure_count() {
     let mut m = machine();
     create_session(&mut m, "s", "flmrun");
     bound_executor(&mut m, "e1", "n1", "s");
-    executor(m.apply(Command::UnbindExecutor { id: "e1".into() }));
-    executor(m.apply(Command::UnbindCompleted {
-        id: "e1".into(),
-        now_ms: 8,
-    }));
-    executor(m.apply(Command::BindExecutor {
-        id: "e1".into(),
-        session_id: "s".into(),
-    }));
-    m.apply(Command::BindCompleted {
-        id: "e1".into(),
-        session_id: "s".into(),
-        result: BindResult::Failed {
-            code: 10,
-            message: "application installation failed: x".into(),
+    executor(m.apply(0, Command::UnbindExecutor { id: "e1".into() }));
+    executor(m.apply(8, Command::UnbindCompleted { id: "e1".into() }));
+    executor(m.apply(
+        0,
+        Command::BindExecutor {
+            id: "e1".into(),
+            session_id: "s".into(),
         },
-        now_ms: 9,
-    });
+    ));
+    m.apply(
+        9,
+        Command::BindCompleted {
+            id: "e1".into(),
+            session_id: "s".into(),
+            result: BindResult::Failed {
+                code: 10,
+                message: "application installation failed: x".into(),
+            },
+        },
+    );
     assert_eq!(m.state().session_entry("s").expect("s").bind_failures, 1);
-    executor(m.apply(Command::UnbindCompleted {
-        id: "e1".into(),
-        now_ms: 10,
-    }));
-    executor(m.apply(Command::BindExecutor {
-        id: "e1".into(),
-        session_id: "s".into(),
-    }));
-    let stale = m.apply(Command::BindCompleted {
-        id: "e1".into(),
-        session_id: "other".into(),
-        result: BindResult::Ok,
-        now_ms: 11,
-    });
+    executor(m.apply(10, Command::UnbindCompleted { id: "e1".into() }));
+    executor(m.apply(
+        0,
+        Command::BindExecutor {
+            id: "e1".into(),
+            session_id: "s".into(),
+        },
+    ));
+    let stale = m.apply(
+        11,
+        Command::BindCompleted {
+            id: "e1".into(),
+            session_id: "other".into(),
+            result: BindResult::Ok,
+        },
+    );
     assert!(matches!(error(stale), FlameError::InvalidState(m) if m.contains("stale")));
-    executor(m.apply(Command::BindCompleted {
-        id: "e1".into(),
-        session_id: "s".into(),
-        result: BindResult::Ok,
-        now_ms: 11,
-    }));
+    executor(m.apply(
+        11,
+        Command::BindCompleted {
+            id: "e1".into(),
+            session_id: "s".into(),
+            result: BindResult::Ok,
+        },
+    ));
     assert_eq!(m.state().session_entry("s").expect("s").bind_failures, 0);
 }
 
@@ -430,22 +461,21 @@ fn executor_calls_out_of_order_are_refused() {
     let mut m = machine();
     create_session(&mut m, "s", "flmrun");
     bound_executor(&mut m, "e1", "n1", "s");
-    let r = m.apply(Command::ReleaseExecutor { id: "e1".into() });
+    let r = m.apply(0, Command::ReleaseExecutor { id: "e1".into() });
     assert!(matches!(error(r), FlameError::InvalidState(m) if m.starts_with("Executor is Bound")));
-    let r = m.apply(Command::RegisterExecutor { id: "nope".into() });
+    let r = m.apply(0, Command::RegisterExecutor { id: "nope".into() });
     assert!(matches!(error(r), FlameError::NotFound(_)));
-    let dup = m.apply(Command::CreateExecutor {
-        id: "e1".into(),
-        node: "n1".into(),
-        resreq: ResourceRequirement::default(),
-        shim: Shim::Host,
-        now_ms: 1,
-    });
+    let dup = m.apply(
+        1,
+        Command::CreateExecutor {
+            id: "e1".into(),
+            node: "n1".into(),
+            resreq: ResourceRequirement::default(),
+            shim: Shim::Host,
+        },
+    );
     assert!(matches!(error(dup), FlameError::AlreadyExists(_)));
-    let r = m.apply(Command::ExecutorReleased {
-        id: "e1".into(),
-        now_ms: 9,
-    });
+    let r = m.apply(9, Command::ExecutorReleased { id: "e1".into() });
     assert!(r.effects.contains(&Effect::ExecutorRemoved {
         executor_id: "e1".into(),
         node: "n1".into()
@@ -462,23 +492,19 @@ fn node_loss_requeues_running_tasks() {
     create_tasks(&mut m, "s", 2);
     bound_executor(&mut m, "e1", "n1", "s");
     assign(&mut m, "e1", "s", 1).expect("assign");
-    let other = m.apply(Command::RegisterNode {
-        node: node("n1"),
-        agent_id: "intruder".into(),
-        now_ms: 9,
-    });
+    let other = m.apply(
+        9,
+        Command::RegisterNode {
+            node: node("n1"),
+            agent_id: "intruder".into(),
+        },
+    );
     assert!(matches!(error(other), FlameError::AlreadyExists(_)));
-    let r = m.apply(Command::Heartbeat {
-        node: "n1".into(),
-        now_ms: 77,
-    });
+    let r = m.apply(77, Command::Heartbeat { node: "n1".into() });
     assert!(matches!(r.outcome, Outcome::Node(Ok(ref n)) if n.last_heartbeat_ms == 77));
-    m.apply(Command::NodeDisconnected { node: "n1".into() });
+    m.apply(0, Command::NodeDisconnected { node: "n1".into() });
     assert_eq!(m.state().node("n1").expect("n1").state, NodeState::Unknown);
-    let r = m.apply(Command::MarkNodeNotReady {
-        node: "n1".into(),
-        now_ms: 80,
-    });
+    let r = m.apply(80, Command::MarkNodeNotReady { node: "n1".into() });
     assert!(r.effects.contains(&Effect::ExecutorRemoved {
         executor_id: "e1".into(),
         node: "n1".into()
@@ -499,24 +525,25 @@ fn node_loss_requeues_running_tasks() {
             .requeues,
         1
     );
-    let placed = m.apply(Command::CreateExecutor {
-        id: "e2".into(),
-        node: "n1".into(),
-        resreq: ResourceRequirement::default(),
-        shim: Shim::Host,
-        now_ms: 81,
-    });
+    let placed = m.apply(
+        81,
+        Command::CreateExecutor {
+            id: "e2".into(),
+            node: "n1".into(),
+            resreq: ResourceRequirement::default(),
+            shim: Shim::Host,
+        },
+    );
     assert!(matches!(error(placed), FlameError::InvalidState(_)));
-    let hb = m.apply(Command::Heartbeat {
-        node: "n1".into(),
-        now_ms: 82,
-    });
+    let hb = m.apply(82, Command::Heartbeat { node: "n1".into() });
     assert!(matches!(error(hb), FlameError::InvalidState(m) if m.contains("register it again")));
-    let back = m.apply(Command::RegisterNode {
-        node: node("n1"),
-        agent_id: "intruder".into(),
-        now_ms: 83,
-    });
+    let back = m.apply(
+        83,
+        Command::RegisterNode {
+            node: node("n1"),
+            agent_id: "intruder".into(),
+        },
+    );
     assert!(matches!(back.outcome, Outcome::Node(Ok(ref n)) if n.state == NodeState::Ready));
 }
 
@@ -528,10 +555,7 @@ fn retention_purges_the_oldest_closed_sessions() {
         create_session(&mut m, id, "flmrun");
         create_tasks(&mut m, id, 2);
         if id != "d" {
-            session(m.apply(Command::CloseSession {
-                id: id.into(),
-                now_ms: 100 + i as i64,
-            }));
+            session(m.apply(100 + i as i64, Command::CloseSession { id: id.into() }));
         }
     }
     let state = m.state();
@@ -555,9 +579,12 @@ fn retention_purges_the_oldest_closed_sessions() {
         closed_sessions_to_purge(state, Some(0), None, 1000),
         ["a", "b", "c"]
     );
-    let r = m.apply(Command::PurgeSessions {
-        ids: vec!["a".into(), "d".into(), "zz".into()],
-    });
+    let r = m.apply(
+        0,
+        Command::PurgeSessions {
+            ids: vec!["a".into(), "d".into(), "zz".into()],
+        },
+    );
     assert_eq!(r.outcome, Outcome::Purged(vec!["a".into()]));
     assert!(m.state().session("a").is_none());
     assert!(m.state().session("d").is_some());

@@ -45,10 +45,14 @@ use std::path::PathBuf;
 ///   `requests` table exists. Version 2 data is a subset of it: a database of version 2 is
 ///   upgraded in place when opened (a binary of version 2 then refuses it), and version 2
 ///   snapshots are read as they are.
-pub const FORMAT_VERSION: u32 = 3;
+/// - 4 (the leader's time on the entry): a log entry is `Proposal { now_ms, commands }` and
+///   commands carry no time of their own. Entries of version 3 cannot be read as version 4
+///   (postcard is positional), so data of version 3 or older is refused, not migrated: start
+///   the cluster on empty data directories.
+pub const FORMAT_VERSION: u32 = 4;
 
 /// The oldest storage format version this binary reads (see [`FORMAT_VERSION`]).
-pub const OLDEST_READABLE_VERSION: u32 = 2;
+pub const OLDEST_READABLE_VERSION: u32 = 4;
 
 /// The openraft type configurations raftlog can store: `u64` member ids, openraft's own
 /// `Entry`, and snapshots as files.

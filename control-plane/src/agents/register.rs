@@ -46,7 +46,6 @@ pub async fn register(
     let command = Command::RegisterNode {
         node,
         agent_id: agent_id.clone(),
-        now_ms: 0,
     };
     match handle.write(command).await?.outcome {
         Outcome::Node(Ok(_)) => {}

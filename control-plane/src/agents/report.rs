@@ -60,10 +60,7 @@ pub async fn run(handle: MemberHandle, node: String, mut rx: mpsc::Receiver<Work
             }
         }
         if heartbeat {
-            let command = Command::Heartbeat {
-                node: node.clone(),
-                now_ms: 0,
-            };
+            let command = Command::Heartbeat { node: node.clone() };
             propose(&handle, "Heartbeat", command).await;
         }
         let state = handle.local();
@@ -158,7 +155,6 @@ pub fn commands(
             id: bind.executor_id.clone(),
             session_id: bind.session_id.clone(),
             result: bind_result(bind),
-            now_ms: 0,
         });
     }
     let results: Vec<TaskResult> = report
@@ -171,17 +167,15 @@ pub fn commands(
         out.push(Command::CompleteTasks {
             results,
             refill: Some(dispatch),
-            now_ms: 0,
         });
     }
     for unbind in report.unbinds.into_iter().filter(|u| ours(&u.executor_id)) {
         out.push(Command::UnbindCompleted {
             id: unbind.executor_id,
-            now_ms: 0,
         });
     }
     for id in report.released.into_iter().filter(|id| ours(id)) {
-        out.push(Command::ExecutorReleased { id, now_ms: 0 });
+        out.push(Command::ExecutorReleased { id });
     }
     out
 }
@@ -241,29 +235,33 @@ mod tests {
 
     fn state_with_executor(node: &str, id: &str) -> StateMachine {
         let mut m = StateMachine::new(Default::default());
-        m.apply(Command::RegisterNode {
-            node: Node {
-                name: node.into(),
-                hostname: node.into(),
-                state: NodeState::Unknown,
-                capacity: ResourceRequirement::default(),
-                allocatable: ResourceRequirement::default(),
-                arch: String::new(),
-                os: String::new(),
-                addresses: Vec::new(),
-                last_heartbeat_ms: 0,
-                cache: None,
+        m.apply(
+            1,
+            Command::RegisterNode {
+                node: Node {
+                    name: node.into(),
+                    hostname: node.into(),
+                    state: NodeState::Unknown,
+                    capacity: ResourceRequirement::default(),
+                    allocatable: ResourceRequirement::default(),
+                    arch: String::new(),
+                    os: String::new(),
+                    addresses: Vec::new(),
+                    last_heartbeat_ms: 0,
+                    cache: None,
+                },
+                agent_id: "a".into(),
             },
-            agent_id: "a".into(),
-            now_ms: 1,
-        });
-        let r = m.apply(Command::CreateExecutor {
-            id: id.into(),
-            node: node.into(),
-            resreq: ResourceRequirement::default(),
-            shim: Shim::Host,
-            now_ms: 1,
-        });
+        );
+        let r = m.apply(
+            1,
+            Command::CreateExecutor {
+                id: id.into(),
+                node: node.into(),
+                resreq: ResourceRequirement::default(),
+                shim: Shim::Host,
+            },
+        );
         assert!(r.outcome.error().is_none(), "{r:?}");
         m
     }

@@ -159,11 +159,10 @@ mod tests {
     fn machine() -> StateMachine {
         let mut m = StateMachine::new(Default::default());
         let commands = vec![
-            Command::EnsureBuiltins { now_ms: 1 },
+            Command::EnsureBuiltins,
             Command::RegisterNode {
                 node: node("n1"),
                 agent_id: "a".into(),
-                now_ms: 1,
             },
             Command::CreateSession {
                 id: "s1".into(),
@@ -175,7 +174,6 @@ mod tests {
                     priority: 0,
                     resreq: ResourceRequirement::default(),
                 },
-                now_ms: 1,
             },
             Command::CreateTasks {
                 session_id: "s1".into(),
@@ -186,24 +184,25 @@ mod tests {
                     })
                     .collect(),
                 dispatch: None,
-                now_ms: 1,
             },
         ];
         for command in commands {
-            let r = m.apply(command);
+            let r = m.apply(1, command);
             assert!(r.outcome.error().is_none(), "{r:?}");
         }
         m
     }
 
     fn create(m: &mut StateMachine, id: &str) {
-        let r = m.apply(Command::CreateExecutor {
-            id: id.into(),
-            node: "n1".into(),
-            resreq: ResourceRequirement::default(),
-            shim: Shim::Host,
-            now_ms: 2,
-        });
+        let r = m.apply(
+            2,
+            Command::CreateExecutor {
+                id: id.into(),
+                node: "n1".into(),
+                resreq: ResourceRequirement::default(),
+                shim: Shim::Host,
+            },
+        );
         assert!(r.outcome.error().is_none(), "{r:?}");
     }
 
@@ -219,10 +218,13 @@ mod tests {
         assert_eq!(snap.len(), 1);
         assert_eq!(action(&snap[0]), ExecutorAction::Idle);
         assert!(snap[0].binding.is_none());
-        m.apply(Command::BindExecutor {
-            id: "e1".into(),
-            session_id: "s1".into(),
-        });
+        m.apply(
+            0,
+            Command::BindExecutor {
+                id: "e1".into(),
+                session_id: "s1".into(),
+            },
+        );
         let (snap, interest) = snapshot(m.state(), "n1");
         assert_eq!(action(&snap[0]), ExecutorAction::Bind);
         let binding = snap[0].binding.as_ref().expect("a binding");
@@ -231,29 +233,33 @@ mod tests {
         assert!(binding.application.is_some());
         assert!(interest.sessions.contains("s1"));
         assert!(interest.applications.contains("flmping"));
-        m.apply(Command::BindCompleted {
-            id: "e1".into(),
-            session_id: "s1".into(),
-            result: BindResult::Ok,
-            now_ms: 3,
-        });
+        m.apply(
+            3,
+            Command::BindCompleted {
+                id: "e1".into(),
+                session_id: "s1".into(),
+                result: BindResult::Ok,
+            },
+        );
         let (snap, _) = snapshot(m.state(), "n1");
         assert_eq!(action(&snap[0]), ExecutorAction::Run);
         assert!(snap[0].tasks.is_empty(), "a warm executor runs nothing");
-        m.apply(Command::AssignTasks {
-            assignments: vec![Assignment {
-                executor_id: "e1".into(),
-                session_id: "s1".into(),
-                task_id: 2,
-            }],
-            now_ms: 4,
-        });
+        m.apply(
+            4,
+            Command::AssignTasks {
+                assignments: vec![Assignment {
+                    executor_id: "e1".into(),
+                    session_id: "s1".into(),
+                    task_id: 2,
+                }],
+            },
+        );
         let (snap, interest) = snapshot(m.state(), "n1");
         assert_eq!(snap[0].tasks.len(), 1);
         assert_eq!(snap[0].tasks[0].task_id, 2);
         assert_eq!(snap[0].tasks[0].input.as_deref(), Some(&b"in-1"[..]));
         assert!(interest.tasks.contains(&("s1".to_owned(), 2)));
-        m.apply(Command::UnbindExecutor { id: "e1".into() });
+        m.apply(0, Command::UnbindExecutor { id: "e1".into() });
         let (snap, _) = snapshot(m.state(), "n1");
         assert_eq!(action(&snap[0]), ExecutorAction::Unbind);
         assert!(snap[0].tasks.is_empty());
@@ -263,10 +269,13 @@ mod tests {
     fn only_effects_on_the_node_or_what_it_depends_on_count() {
         let mut m = machine();
         create(&mut m, "e1");
-        m.apply(Command::BindExecutor {
-            id: "e1".into(),
-            session_id: "s1".into(),
-        });
+        m.apply(
+            0,
+            Command::BindExecutor {
+                id: "e1".into(),
+                session_id: "s1".into(),
+            },
+        );
         let (_, interest) = snapshot(m.state(), "n1");
         let other = Effect::ExecutorChanged {
             executor_id: "x".into(),
@@ -295,10 +304,7 @@ mod tests {
         assert!(snapshot(m.state(), "n2").0.is_empty());
         assert!(must_register(m.state(), "n2"));
         assert!(!must_register(m.state(), "n1"));
-        m.apply(Command::MarkNodeNotReady {
-            node: "n1".into(),
-            now_ms: 9,
-        });
+        m.apply(9, Command::MarkNodeNotReady { node: "n1".into() });
         assert!(must_register(m.state(), "n1"));
         assert!(snapshot(m.state(), "n1").0.is_empty());
     }

@@ -67,7 +67,6 @@ pub async fn register(
     let command = Command::RegisterApplication {
         name: req.name.clone(),
         spec,
-        now_ms: 0,
     };
     let result = application_outcome(handle.write(command).await?);
     Ok(in_band(&req.name, "RegisterApplication", result))
@@ -98,7 +97,6 @@ pub async fn unregister(
 ) -> Result<v1::Result, FlameError> {
     let command = Command::UnregisterApplication {
         name: req.name.clone(),
-        now_ms: 0,
     };
     let result = done_outcome(handle.write(command).await?);
     Ok(in_band(&req.name, "UnregisterApplication", result))

@@ -3,7 +3,7 @@
 //!
 //! What each kind of RPC does:
 //! - **Writes** are validated on the receiving member ([`request`]), turned into one
-//!   [`crate::state::Command`] with `now_ms: 0` (the leader stamps the time), replicated through
+//!   [`crate::state::Command`] (without a time: the leader dates the entry), replicated through
 //!   [`MemberHandle::write`] (forwarded to the leader from a follower, so the client sees one
 //!   ordinary call; held across a leader change within the client's `grpc-timeout`, see
 //!   [`MemberHandle::within`]), and the replicated outcome is converted back. RegisterApplication,

@@ -40,7 +40,6 @@ pub async fn create(
     let command = Command::CreateSession {
         id: req.session_id,
         spec,
-        now_ms: 0,
     };
     write(handle, command).await
 }
@@ -59,7 +58,6 @@ pub async fn open(
     let command = Command::OpenSession {
         id: req.session_id,
         spec,
-        now_ms: 0,
     };
     write(handle, command).await
 }
@@ -71,10 +69,7 @@ pub async fn close(
     req: v1::CloseSessionRequest,
 ) -> Result<v1::Session, FlameError> {
     request::session_id(&req.session_id)?;
-    let command = Command::CloseSession {
-        id: req.session_id,
-        now_ms: 0,
-    };
+    let command = Command::CloseSession { id: req.session_id };
     write(handle, command).await
 }
 

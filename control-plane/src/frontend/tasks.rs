@@ -56,7 +56,6 @@ async fn create_in(
         session_id,
         tasks,
         dispatch: Some(handle.limits.dispatch),
-        now_ms: 0,
     };
     let created = tasks_outcome(handle.write(command).await?)?;
     if created.len() != count {

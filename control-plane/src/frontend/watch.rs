@@ -424,7 +424,7 @@ mod tests {
 
     fn machine_with_task() -> StateMachine {
         let mut m = StateMachine::new(StateConfig::default());
-        m.apply(Command::EnsureBuiltins { now_ms: 1 });
+        m.apply(1, Command::EnsureBuiltins);
         let spec = SessionSpec {
             application: "flmexec".into(),
             common_data: None,
@@ -433,21 +433,25 @@ mod tests {
             priority: 0,
             resreq: ResourceRequirement::default(),
         };
-        let created = m.apply(Command::CreateSession {
-            id: "s".into(),
-            spec,
-            now_ms: 2,
-        });
+        let created = m.apply(
+            2,
+            Command::CreateSession {
+                id: "s".into(),
+                spec,
+            },
+        );
         assert!(created.outcome.error().is_none(), "{created:?}");
-        m.apply(Command::CreateTasks {
-            session_id: "s".into(),
-            tasks: vec![NewTask {
-                input: None,
-                request_id: None,
-            }],
-            dispatch: None,
-            now_ms: 3,
-        });
+        m.apply(
+            3,
+            Command::CreateTasks {
+                session_id: "s".into(),
+                tasks: vec![NewTask {
+                    input: None,
+                    request_id: None,
+                }],
+                dispatch: None,
+            },
+        );
         m
     }
 
@@ -491,16 +495,13 @@ mod tests {
         let mut m = machine_with_task();
         let first = m.state().task("s", 1).cloned().expect("task 1");
         assert!(matches!(next_step(m.state(), &first), Step::Unchanged));
-        m.apply(Command::CloseSession {
-            id: "s".into(),
-            now_ms: 4,
-        });
+        m.apply(4, Command::CloseSession { id: "s".into() });
         let Step::Send(cancelled) = next_step(m.state(), &first) else {
             panic!("closing the session changes the task");
         };
         assert_eq!(cancelled.state, TaskState::Cancelled);
         assert!(cancelled.state.is_terminal());
-        m.apply(Command::DeleteSession { id: "s".into() });
+        m.apply(0, Command::DeleteSession { id: "s".into() });
         assert!(matches!(
             next_step(m.state(), &first),
             Step::End(FlameError::NotFound(m)) if m.contains("session s not found")

@@ -206,7 +206,6 @@ impl MemberHandle {
             Command::Once {
                 request_id: uuid::Uuid::new_v4().to_string(),
                 command: Box::new(command),
-                now_ms: 0,
             }
         } else {
             command

@@ -87,7 +87,7 @@ pub async fn run(handle: MemberHandle, config: Config, mut stop: watch::Receiver
 
 /// The duties of a new leader: the built-in applications, then the cluster CA.
 async fn on_election(handle: &MemberHandle) -> Result<(), FlameError> {
-    handle.write(Command::EnsureBuiltins { now_ms: 0 }).await?;
+    handle.write(Command::EnsureBuiltins).await?;
     ensure_cluster_ca(handle).await
 }
 
@@ -121,10 +121,7 @@ async fn ensure_cluster_ca(handle: &MemberHandle) -> Result<(), FlameError> {
 async fn mark_stale_nodes(handle: &MemberHandle, leader_since_ms: i64, timeout_ms: i64) {
     let view = handle.local();
     for node in stale_nodes(&view.state, now_ms(), leader_since_ms, timeout_ms) {
-        let command = Command::MarkNodeNotReady {
-            node: node.clone(),
-            now_ms: 0,
-        };
+        let command = Command::MarkNodeNotReady { node: node.clone() };
         match handle.write(command).await {
             Ok(_) => warn!(node = %node, timeout_ms, "node agent silent; marked NotReady"),
             Err(e) => warn!(node = %node, error = %e, "could not mark a silent node NotReady"),
@@ -170,11 +167,13 @@ mod tests {
             last_heartbeat_ms: 0,
             cache: None,
         };
-        m.apply(Command::RegisterNode {
-            node,
-            agent_id: "a".into(),
-            now_ms: heartbeat_ms,
-        });
+        m.apply(
+            heartbeat_ms,
+            Command::RegisterNode {
+                node,
+                agent_id: "a".into(),
+            },
+        );
         m
     }
 
@@ -203,10 +202,7 @@ mod tests {
     #[test]
     fn a_not_ready_node_is_not_marked_again() {
         let mut m = with_node(1_000);
-        m.apply(Command::MarkNodeNotReady {
-            node: "n1".into(),
-            now_ms: 3_000,
-        });
+        m.apply(3_000, Command::MarkNodeNotReady { node: "n1".into() });
         assert!(stale_nodes(m.state(), 100_000, 0, 1_000).is_empty());
     }
 }

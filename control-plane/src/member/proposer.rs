@@ -2,8 +2,8 @@
 //!
 //! Every write a member accepts (its own clients' and those forwarded by followers) goes through
 //! one [`Proposer`]. It queues commands, and whenever a proposal slot is free it takes everything
-//! queued so far, stamps it with the leader's clock, and proposes it as **one** Raft entry
-//! ([`Proposal`]). While proposals are in flight, new commands pile up, so a burst of N writes
+//! queued so far and proposes it as **one** Raft entry ([`Proposal`]) dated by the leader's
+//! clock. While proposals are in flight, new commands pile up, so a burst of N writes
 //! becomes a few entries; each caller still gets its own [`Response`].
 //!
 //! Caveats:
@@ -74,7 +74,7 @@ impl Proposer {
         Proposer { tx }
     }
 
-    /// Proposes `command` (its time is set by the proposer) and waits for its response.
+    /// Proposes `command` (its entry is dated by the proposer) and waits for its response.
     pub async fn propose(&self, command: Command) -> Result<Response, FlameError> {
         let (reply, rx) = oneshot::channel();
         self.tx
@@ -109,21 +109,19 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let now = now_ms();
-        let (commands, replies): (Vec<_>, Vec<_>) = batch
-            .into_iter()
-            .map(|mut p| {
-                p.command.set_time(now);
-                (p.command, p.reply)
-            })
-            .unzip();
+        let (commands, replies): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+        let proposal = Proposal {
+            now_ms: now_ms(),
+            commands,
+        };
         metrics.proposals.inc();
-        metrics.batch_size.observe(commands.len() as f64);
+        metrics.batch_size.observe(proposal.commands.len() as f64);
         let raft = raft.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            let result = raft.client_write(Proposal { commands }).await;
+            let result = raft.client_write(proposal).await;
             metrics
                 .commit_seconds
                 .observe(started.elapsed().as_secs_f64());

@@ -49,12 +49,11 @@ pub(super) fn bind(cycle: &mut Cycle<'_>, out: &mut Vec<Command>) {
 /// Step 3: creates and binds executors for sessions that still need instances.
 pub(super) fn allocate(
     cycle: &mut Cycle<'_>,
-    now_ms: i64,
     new_id: &mut dyn FnMut() -> String,
     out: &mut Vec<Command>,
 ) {
     fill(cycle, out, &mut |cycle, i, out| {
-        create_one(cycle, i, now_ms, new_id, out)
+        create_one(cycle, i, new_id, out)
     });
 }
 
@@ -146,7 +145,6 @@ fn bind_one(cycle: &mut Cycle<'_>, i: usize, out: &mut Vec<Command>) -> bool {
 fn create_one(
     cycle: &mut Cycle<'_>,
     i: usize,
-    now_ms: i64,
     new_id: &mut dyn FnMut() -> String,
     out: &mut Vec<Command>,
 ) -> bool {
@@ -174,7 +172,6 @@ fn create_one(
         node: node.to_owned(),
         resreq,
         shim,
-        now_ms,
     });
     out.push(Command::BindExecutor { id, session_id });
     true

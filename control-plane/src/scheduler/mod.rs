@@ -174,7 +174,8 @@ pub struct PlanStats {
 /// The commands to propose now, in the order they must be applied; empty when nothing is to be
 /// done. See the module docs for the decisions.
 ///
-/// `now_ms` is the leader's clock (creation time of new executors, event times, warm timers);
+/// `now_ms` is the leader's clock (warm timers, waits); the commands carry no time, their entry
+/// is dated when it is proposed;
 /// `timers` must have observed the state being planned, and the leader passes the plan to
 /// [`WarmTimers::note_plan`] before proposing it (see [`WarmTimers`]); `new_id` yields a fresh executor id per call (the leader passes UUIDv4s). An id that is
 /// empty or already used is skipped; after a few such ids in a row the executor is not created.
@@ -200,13 +201,10 @@ pub fn plan_with_stats(
     let mut out = Vec::new();
     let assignments = dispatch::assign(&mut cycle, &config.dispatch);
     if !assignments.is_empty() {
-        out.push(Command::AssignTasks {
-            assignments,
-            now_ms,
-        });
+        out.push(Command::AssignTasks { assignments });
     }
     grant::bind(&mut cycle, &mut out);
-    grant::allocate(&mut cycle, now_ms, new_id, &mut out);
+    grant::allocate(&mut cycle, new_id, &mut out);
     release::unbind_idle(&mut cycle, timers, now_ms, &mut out);
     let before = out.len();
     rotate::rotate(&cycle, timers, now_ms, &mut out);

@@ -91,21 +91,20 @@ pub enum BindResult {
 
 /// A change to replicated state, decided by the leader. See the module docs of each lifecycle
 /// for what is accepted in which state.
+///
+/// Commands carry no time: every timestamp a command records (creation and completion times,
+/// events, heartbeats, object drops, request records) is the [`super::Proposal`]'s `now_ms`,
+/// the leader's clock when it proposed the entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Registers `flmexec`, `flmping` and `flmrun` (spec section 5.2) when absent.
-    EnsureBuiltins {
-        /// Creation time of the applications registered now.
-        now_ms: i64,
-    },
+    EnsureBuiltins,
     /// RegisterApplication.
     RegisterApplication {
         /// The application name.
         name: String,
         /// The spec, defaults already resolved.
         spec: ApplicationSpec,
-        /// Creation time.
-        now_ms: i64,
     },
     /// UpdateApplication: replaces every field of the spec; refused with open sessions.
     UpdateApplication {
@@ -119,8 +118,6 @@ pub enum Command {
     UnregisterApplication {
         /// The application name.
         name: String,
-        /// Time of the object drop.
-        now_ms: i64,
     },
     /// CreateSession.
     CreateSession {
@@ -128,8 +125,6 @@ pub enum Command {
         id: String,
         /// The spec with `resreq` already resolved.
         spec: SessionSpec,
-        /// Creation time.
-        now_ms: i64,
     },
     /// OpenSession: atomic get-or-create (spec section 5.3).
     OpenSession {
@@ -137,15 +132,11 @@ pub enum Command {
         id: String,
         /// The spec with `resreq` already resolved, if the client sent one.
         spec: Option<SessionSpec>,
-        /// Creation time if the session is created.
-        now_ms: i64,
     },
     /// CloseSession; an Open session that closes also appends the object drop `<app>/<id>`.
     CloseSession {
         /// The session.
         id: String,
-        /// Completion time of the session and of the tasks it cancels.
-        now_ms: i64,
     },
     /// DeleteSession: only a Closed session whose tasks are all terminal.
     DeleteSession {
@@ -161,8 +152,6 @@ pub enum Command {
         /// With a policy, the new tasks are dealt at once to the session's executors with room
         /// (so they need no scheduling round); `None` leaves them to the scheduler.
         dispatch: Option<DispatchPolicy>,
-        /// Creation time.
-        now_ms: i64,
     },
     /// A node agent registers (or re-registers) its node.
     RegisterNode {
@@ -170,15 +159,11 @@ pub enum Command {
         node: Node,
         /// Identifies the agent's host; another id for a live node is refused.
         agent_id: String,
-        /// Registration time, also the first heartbeat.
-        now_ms: i64,
     },
     /// A node agent's heartbeat.
     Heartbeat {
         /// The node name.
         node: String,
-        /// Heartbeat time.
-        now_ms: i64,
     },
     /// The node's agent disconnected: the node is Unknown while the drain timer runs.
     NodeDisconnected {
@@ -190,8 +175,6 @@ pub enum Command {
     MarkNodeNotReady {
         /// The node name.
         node: String,
-        /// Time of the requeue events.
-        now_ms: i64,
     },
     /// The scheduler creates an executor on a node (state Void).
     CreateExecutor {
@@ -203,8 +186,6 @@ pub enum Command {
         resreq: ResourceRequirement,
         /// Its shim.
         shim: Shim,
-        /// Creation time.
-        now_ms: i64,
     },
     /// The agent holds the executor's slot: Void → Idle.
     RegisterExecutor {
@@ -226,8 +207,6 @@ pub enum Command {
         session_id: String,
         /// Success or the failure code and detail.
         result: BindResult,
-        /// Time of the session events.
-        now_ms: i64,
     },
     /// Unbind an executor from its session: Binding or Bound → Unbinding.
     UnbindExecutor {
@@ -238,8 +217,6 @@ pub enum Command {
     UnbindCompleted {
         /// The executor.
         id: String,
-        /// Time of a requeue event if a task was still running.
-        now_ms: i64,
     },
     /// The scheduler releases an executor: Void or Idle → Releasing.
     ReleaseExecutor {
@@ -251,15 +228,11 @@ pub enum Command {
     ExecutorReleased {
         /// The executor.
         id: String,
-        /// Time of a requeue event.
-        now_ms: i64,
     },
     /// Pending → Running on Bound executors, queued behind the tasks each already holds.
     AssignTasks {
         /// The assignments, applied in order, each succeeding or failing alone.
         assignments: Vec<Assignment>,
-        /// Time of the code-1 events.
-        now_ms: i64,
     },
     /// Results of Running tasks; stale results are ignored and reported. The executors the
     /// results came from are then refilled from their sessions' Pending tasks.
@@ -269,8 +242,6 @@ pub enum Command {
         /// How deep the refill may make executor queues; `None`: no refill (the scheduler's
         /// next AssignTasks serves the executors).
         refill: Option<DispatchPolicy>,
-        /// Completion time (and the time of refill assignments).
-        now_ms: i64,
     },
     /// Running → Pending (or Failed once the retry limit is exceeded).
     RequeueTasks {
@@ -278,8 +249,6 @@ pub enum Command {
         tasks: Vec<TaskRef>,
         /// Why, recorded in the requeue event (for example `executor e1 was lost`).
         reason: String,
-        /// Time of the events.
-        now_ms: i64,
     },
     /// Retention: removes Closed sessions with their tasks, events and request ids.
     PurgeSessions {
@@ -300,8 +269,6 @@ pub enum Command {
         request_id: String,
         /// The client write ([`Command::is_client_write`]).
         command: Box<Command>,
-        /// Leader time, which dates the record and expires old ones.
-        now_ms: i64,
     },
     /// Rotate a Bound executor out of its session at its next task boundary (a fair-share
     /// rotation): it gets no new task, and the scheduler unbinds it once it holds none.
@@ -326,49 +293,6 @@ impl Command {
         }
     }
 
-    /// Sets the time the leader decided for this command, on every variant that carries one.
-    ///
-    /// Handlers build commands on whichever member the client reached; the leader's proposer
-    /// stamps them just before proposing, so every timestamp comes from the leader's clock.
-    pub fn set_time(&mut self, now: i64) {
-        use Command as C;
-        match self {
-            C::Once {
-                command, now_ms, ..
-            } => {
-                *now_ms = now;
-                command.set_time(now);
-            }
-            C::EnsureBuiltins { now_ms }
-            | C::RegisterApplication { now_ms, .. }
-            | C::UnregisterApplication { now_ms, .. }
-            | C::CreateSession { now_ms, .. }
-            | C::OpenSession { now_ms, .. }
-            | C::CloseSession { now_ms, .. }
-            | C::CreateTasks { now_ms, .. }
-            | C::RegisterNode { now_ms, .. }
-            | C::Heartbeat { now_ms, .. }
-            | C::MarkNodeNotReady { now_ms, .. }
-            | C::CreateExecutor { now_ms, .. }
-            | C::BindCompleted { now_ms, .. }
-            | C::UnbindCompleted { now_ms, .. }
-            | C::ExecutorReleased { now_ms, .. }
-            | C::AssignTasks { now_ms, .. }
-            | C::CompleteTasks { now_ms, .. }
-            | C::RequeueTasks { now_ms, .. } => *now_ms = now,
-            C::UpdateApplication { .. }
-            | C::DeleteSession { .. }
-            | C::NodeDisconnected { .. }
-            | C::RegisterExecutor { .. }
-            | C::BindExecutor { .. }
-            | C::UnbindExecutor { .. }
-            | C::YieldExecutor { .. }
-            | C::ReleaseExecutor { .. }
-            | C::PurgeSessions { .. }
-            | C::SetClusterCa { .. } => {}
-        }
-    }
-
     /// Whether this is a write a client asks for, which members wrap in [`Command::Once`] so a
     /// re-send is harmless. The others are the leader's and the agents' own commands, built
     /// to be idempotent (a repeated heartbeat, registration or result changes nothing more).
@@ -383,7 +307,7 @@ impl Command {
             | C::CloseSession { .. }
             | C::DeleteSession { .. }
             | C::CreateTasks { .. } => true,
-            C::EnsureBuiltins { .. }
+            C::EnsureBuiltins
             | C::RegisterNode { .. }
             | C::Heartbeat { .. }
             | C::NodeDisconnected { .. }
@@ -410,7 +334,7 @@ impl Command {
     pub fn kind(&self) -> &'static str {
         use Command as C;
         match self {
-            C::EnsureBuiltins { .. } => "EnsureBuiltins",
+            C::EnsureBuiltins => "EnsureBuiltins",
             C::RegisterApplication { .. } => "RegisterApplication",
             C::UpdateApplication { .. } => "UpdateApplication",
             C::UnregisterApplication { .. } => "UnregisterApplication",
@@ -567,30 +491,26 @@ impl Response {
 /// commands are routed to [`dispatch_cluster`]; the match stays exhaustive.
 pub(crate) fn dispatch(tx: &mut Tx<'_>, command: Command) -> Outcome {
     use Command as C;
+    let now_ms = tx.now_ms;
     match command {
-        C::EnsureBuiltins { now_ms } => application::ensure_builtins(tx, now_ms),
-        C::RegisterApplication { name, spec, now_ms } => {
+        C::EnsureBuiltins => application::ensure_builtins(tx, now_ms),
+        C::RegisterApplication { name, spec } => {
             Outcome::Application(application::register(tx, name, spec, now_ms))
         }
         C::UpdateApplication { name, spec } => {
             Outcome::Application(application::update(tx, &name, spec))
         }
-        C::UnregisterApplication { name, now_ms } => {
+        C::UnregisterApplication { name } => {
             Outcome::Done(application::unregister(tx, &name, now_ms))
         }
-        C::CreateSession { id, spec, now_ms } => {
-            Outcome::Session(session::create(tx, id, spec, now_ms))
-        }
-        C::OpenSession { id, spec, now_ms } => {
-            Outcome::Session(session::open(tx, id, spec, now_ms))
-        }
-        C::CloseSession { id, now_ms } => Outcome::Session(session::close(tx, &id, now_ms)),
+        C::CreateSession { id, spec } => Outcome::Session(session::create(tx, id, spec, now_ms)),
+        C::OpenSession { id, spec } => Outcome::Session(session::open(tx, id, spec, now_ms)),
+        C::CloseSession { id } => Outcome::Session(session::close(tx, &id, now_ms)),
         C::DeleteSession { id } => Outcome::Session(session::delete(tx, &id)),
         C::CreateTasks {
             session_id,
             tasks,
             dispatch,
-            now_ms,
         } => {
             let created = task::create_tasks(tx, &session_id, tasks, now_ms);
             if let (Ok(_), Some(policy)) = (&created, dispatch) {
@@ -598,20 +518,15 @@ pub(crate) fn dispatch(tx: &mut Tx<'_>, command: Command) -> Outcome {
             }
             Outcome::Tasks(created)
         }
-        C::AssignTasks {
-            assignments,
-            now_ms,
-        } => Outcome::TaskUpdates(task::assign_tasks(tx, assignments, now_ms)),
-        C::CompleteTasks {
-            results,
-            refill,
-            now_ms,
-        } => Outcome::TaskUpdates(task::complete_tasks(tx, results, refill.as_ref(), now_ms)),
-        C::RequeueTasks {
-            tasks,
-            reason,
-            now_ms,
-        } => Outcome::TaskUpdates(task::requeue_tasks(tx, tasks, &reason, now_ms)),
+        C::AssignTasks { assignments } => {
+            Outcome::TaskUpdates(task::assign_tasks(tx, assignments, now_ms))
+        }
+        C::CompleteTasks { results, refill } => {
+            Outcome::TaskUpdates(task::complete_tasks(tx, results, refill.as_ref(), now_ms))
+        }
+        C::RequeueTasks { tasks, reason } => {
+            Outcome::TaskUpdates(task::requeue_tasks(tx, tasks, &reason, now_ms))
+        }
         C::PurgeSessions { ids } => Outcome::Purged(retention::purge(tx, ids)),
         C::SetClusterCa { cert_pem, key_pem } => {
             Outcome::ClusterCa(cache::set_cluster_ca(tx, ClusterCa { cert_pem, key_pem }))
@@ -619,7 +534,6 @@ pub(crate) fn dispatch(tx: &mut Tx<'_>, command: Command) -> Outcome {
         C::Once {
             request_id,
             command,
-            now_ms,
         } => requests::apply_once(tx, request_id, *command, now_ms),
         cluster @ (C::RegisterNode { .. }
         | C::Heartbeat { .. }
@@ -640,23 +554,19 @@ pub(crate) fn dispatch(tx: &mut Tx<'_>, command: Command) -> Outcome {
 /// Applies a node or executor command; anything else goes back to [`dispatch`].
 fn dispatch_cluster(tx: &mut Tx<'_>, command: Command) -> Outcome {
     use Command as C;
+    let now_ms = tx.now_ms;
     match command {
-        C::RegisterNode {
-            node,
-            agent_id,
-            now_ms,
-        } => Outcome::Node(node::register(tx, node, agent_id, now_ms)),
-        C::Heartbeat { node, now_ms } => Outcome::Node(node::heartbeat(tx, &node, now_ms)),
-        C::NodeDisconnected { node } => Outcome::Node(node::disconnected(tx, &node)),
-        C::MarkNodeNotReady { node, now_ms } => {
-            Outcome::Node(node::mark_not_ready(tx, &node, now_ms))
+        C::RegisterNode { node, agent_id } => {
+            Outcome::Node(node::register(tx, node, agent_id, now_ms))
         }
+        C::Heartbeat { node } => Outcome::Node(node::heartbeat(tx, &node, now_ms)),
+        C::NodeDisconnected { node } => Outcome::Node(node::disconnected(tx, &node)),
+        C::MarkNodeNotReady { node } => Outcome::Node(node::mark_not_ready(tx, &node, now_ms)),
         C::CreateExecutor {
             id,
             node,
             resreq,
             shim,
-            now_ms,
         } => Outcome::Executor(executor::create(tx, id, node, resreq, shim, now_ms)),
         C::RegisterExecutor { id } => Outcome::Executor(executor::register(tx, &id)),
         C::BindExecutor { id, session_id } => {
@@ -666,20 +576,15 @@ fn dispatch_cluster(tx: &mut Tx<'_>, command: Command) -> Outcome {
             id,
             session_id,
             result,
-            now_ms,
         } => {
             let outcome = executor::bind_completed(tx, &id, &session_id, result, now_ms);
             Outcome::Executor(outcome)
         }
         C::UnbindExecutor { id } => Outcome::Executor(executor::unbind(tx, &id)),
         C::YieldExecutor { id } => Outcome::Executor(executor::yield_session(tx, &id)),
-        C::UnbindCompleted { id, now_ms } => {
-            Outcome::Executor(executor::unbind_completed(tx, &id, now_ms))
-        }
+        C::UnbindCompleted { id } => Outcome::Executor(executor::unbind_completed(tx, &id, now_ms)),
         C::ReleaseExecutor { id } => Outcome::Executor(executor::release(tx, &id)),
-        C::ExecutorReleased { id, now_ms } => {
-            Outcome::Executor(executor::released(tx, &id, now_ms))
-        }
+        C::ExecutorReleased { id } => Outcome::Executor(executor::released(tx, &id, now_ms)),
         other => dispatch(tx, other),
     }
 }
@@ -802,17 +707,13 @@ mod tests {
     fn command_variant_indices_are_the_stored_ones() {
         let index = |c: &Command| postcard::to_stdvec(c).expect("encode")[0];
         let id = || "e".to_owned();
-        assert_eq!(index(&Command::EnsureBuiltins { now_ms: 0 }), 0);
+        assert_eq!(index(&Command::EnsureBuiltins), 0);
         assert_eq!(index(&Command::UnbindExecutor { id: id() }), 17);
-        let completed = Command::UnbindCompleted {
-            id: id(),
-            now_ms: 0,
-        };
+        let completed = Command::UnbindCompleted { id: id() };
         assert_eq!(index(&completed), 18);
         let once = Command::Once {
             request_id: id(),
-            command: Box::new(Command::EnsureBuiltins { now_ms: 0 }),
-            now_ms: 0,
+            command: Box::new(Command::EnsureBuiltins),
         };
         assert_eq!(index(&once), 26);
         assert_eq!(index(&Command::YieldExecutor { id: id() }), 27);
@@ -862,7 +763,6 @@ mod tests {
                 request_id: Some("r1".into()),
             }],
             dispatch: Some(DispatchPolicy::default()),
-            now_ms: 7,
         };
         let bytes = postcard::to_stdvec(&command).expect("encode");
         assert_eq!(

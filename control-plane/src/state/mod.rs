@@ -2,10 +2,12 @@
 //! and nodes, with upstream Flame's semantics (compatibility spec sections 4, 5, 6, 9.2 and 10).
 //!
 //! What:
-//! - [`Command`]: everything that changes replicated state, one Raft entry each. The leader
-//!   decides every timestamp (`now_ms`), executor id and other choice before it proposes; task
-//!   ids are assigned here, per session, sequentially from 1.
-//! - [`StateMachine::apply`]: the one deterministic apply path, `command -> Response`, where the
+//! - [`Proposal`]: one Raft entry, the leader's time (`now_ms`) and the [`Command`]s it batched.
+//!   The leader decides that time, every executor id and every other choice before it
+//!   proposes; commands carry no time of their own. Task ids are assigned here, per session,
+//!   sequentially from 1.
+//! - [`StateMachine::apply`]: the one deterministic apply path, `(now, command) -> Response`,
+//!   where the
 //!   [`Response`] carries the business [`Outcome`] (`Result<_, FlameError>` by command kind) and
 //!   the side effects as data ([`Effect`]), for the runtime to execute (wake watchers, push
 //!   assignments). `apply` never reads a clock or an RNG and never panics on any input.
@@ -97,18 +99,23 @@ pub struct Member {
     pub api_addr: String,
 }
 
-/// What one Raft entry carries: the commands the leader batched together (group commit). They
-/// are applied in order, each exactly as if it had its own entry.
+/// What one Raft entry carries: the leader's time and the commands it batched together (group
+/// commit). The commands are applied in order, each exactly as if it had its own entry at
+/// `now_ms`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proposal {
+    /// The leader's wall clock when it proposed the entry, in Unix milliseconds: the one time
+    /// every command of the entry records.
+    pub now_ms: i64,
     /// The commands, in the order the leader received them.
     pub commands: Vec<Command>,
 }
 
 impl Proposal {
-    /// A proposal of one command.
-    pub fn one(command: Command) -> Self {
+    /// A proposal of one command at `now_ms`.
+    pub fn one(now_ms: i64, command: Command) -> Self {
         Proposal {
+            now_ms,
             commands: vec![command],
         }
     }
@@ -155,10 +162,11 @@ impl StateMachine {
         }
     }
 
-    /// Applies one command: the only way replicated state changes. Deterministic; never panics.
-    pub fn apply(&mut self, command: Command) -> Response {
+    /// Applies one command at the leader's time `now_ms` (its [`Proposal`]'s): the only way
+    /// replicated state changes. Deterministic; never panics.
+    pub fn apply(&mut self, now_ms: i64, command: Command) -> Response {
         self.dirty.clear();
-        let mut tx = tx::Tx::new(&mut self.state, &self.config, &mut self.dirty);
+        let mut tx = tx::Tx::new(&mut self.state, &self.config, &mut self.dirty, now_ms);
         let outcome = command::dispatch(&mut tx, command);
         let effects = tx.finish();
         Response { outcome, effects }

@@ -613,8 +613,9 @@ impl App<FlameTypeConfig> for FlameApp {
     ) -> Result<Vec<Response>, Error> {
         let started = std::time::Instant::now();
         let mut responses = Vec::with_capacity(proposal.commands.len());
+        let now_ms = proposal.now_ms;
         for command in proposal.commands {
-            let response = self.machine.apply(command);
+            let response = self.machine.apply(now_ms, command);
             write_dirty(txn, self.machine.state(), self.machine.dirty())?;
             self.batch_effects.extend(response.effects.iter().cloned());
             responses.push(response);

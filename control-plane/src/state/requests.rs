@@ -13,7 +13,8 @@
 //! RegisterApplication that is repeated answers as the first attempt did, not with "already
 //! closed" or "already exists" (review finding D6).
 //!
-//! Bounds, decided by leader time only (the `now_ms` on the command), never by a local clock:
+//! Bounds, decided by leader time only (the `now_ms` of the entry's `Proposal`), never by a
+//! local clock:
 //! - a record lives [`REQUEST_TTL_MS`] (long enough for a member to hold and re-send a write
 //!   across a failover, and for an SDK to retry within its deadline);
 //! - at most [`MAX_REQUESTS`] records are kept; the oldest go first;

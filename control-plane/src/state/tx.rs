@@ -1,4 +1,5 @@
-//! The context of one apply: the state being changed, the config, and the record of what changed.
+//! The context of one apply: the state being changed, the config, the leader's time, and the
+//! record of what changed.
 //!
 //! What: [`Tx`] bundles the [`State`] with a [`ChangeLog`] that every mutation reports to. The
 //! change log yields two things: the [`Effect`]s of the response (in order, without duplicates)
@@ -191,16 +192,25 @@ pub(crate) struct Tx<'a> {
     pub(crate) state: &'a mut State,
     /// The replicated configuration.
     pub(crate) config: &'a StateConfig,
+    /// The leader's time for this apply (the [`super::Proposal`]'s `now_ms`): every timestamp
+    /// the command records.
+    pub(crate) now_ms: i64,
     /// Where every change is reported.
     pub(crate) log: ChangeLog<'a>,
 }
 
 impl<'a> Tx<'a> {
-    /// Starts an apply on `state`, recording changes into `dirty`.
-    pub(crate) fn new(state: &'a mut State, config: &'a StateConfig, dirty: &'a mut Dirty) -> Self {
+    /// Starts an apply at `now_ms` on `state`, recording changes into `dirty`.
+    pub(crate) fn new(
+        state: &'a mut State,
+        config: &'a StateConfig,
+        dirty: &'a mut Dirty,
+        now_ms: i64,
+    ) -> Self {
         Tx {
             state,
             config,
+            now_ms,
             log: ChangeLog {
                 dirty,
                 effects: Vec::new(),

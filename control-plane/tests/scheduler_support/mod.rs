@@ -96,7 +96,7 @@ impl World {
             ..StateConfig::default()
         };
         let mut m = StateMachine::new(state_config);
-        m.apply(Command::EnsureBuiltins { now_ms: 1 });
+        m.apply(1, Command::EnsureBuiltins);
         World {
             m,
             now: 1_000,
@@ -115,7 +115,7 @@ impl World {
 
     /// Applies `command` and panics unless it fully succeeded.
     pub fn ok(&mut self, command: Command) -> Response {
-        let r = self.m.apply(command.clone());
+        let r = self.m.apply(self.now, command.clone());
         if let Some(why) = refusal(&r) {
             panic!("{command:?} was refused: {why}");
         }
@@ -137,11 +137,7 @@ impl World {
             cache: None,
         };
         let agent_id = format!("agent-{name}");
-        self.ok(Command::RegisterNode {
-            node,
-            agent_id,
-            now_ms: self.now,
-        });
+        self.ok(Command::RegisterNode { node, agent_id });
     }
 
     /// Node `name`'s agent disconnected: the node is Unknown (draining).
@@ -151,11 +147,7 @@ impl World {
 
     /// Node `name` expired: NotReady, its executors deleted.
     pub fn expire(&mut self, name: &str) {
-        let now_ms = self.now;
-        self.ok(Command::MarkNodeNotReady {
-            node: name.into(),
-            now_ms,
-        });
+        self.ok(Command::MarkNodeNotReady { node: name.into() });
     }
 
     /// Registers application `name` with `shim`, `max_instances` and `delay_release` seconds.
@@ -166,11 +158,9 @@ impl World {
             delay_release_secs: delay_secs,
             ..ApplicationSpec::default()
         };
-        let now_ms = self.now;
         self.ok(Command::RegisterApplication {
             name: name.into(),
             spec,
-            now_ms,
         });
     }
 
@@ -184,11 +174,9 @@ impl World {
             priority: opts.priority,
             resreq: opts.resreq,
         };
-        let now_ms = self.now;
         self.ok(Command::CreateSession {
             id: id.into(),
             spec,
-            now_ms,
         });
     }
 
@@ -200,33 +188,25 @@ impl World {
                 request_id: None,
             })
             .collect();
-        let now_ms = self.now;
         self.ok(Command::CreateTasks {
             session_id: id.into(),
             tasks,
             dispatch: None,
-            now_ms,
         });
     }
 
     /// Closes session `id`.
     pub fn close(&mut self, id: &str) {
-        let now_ms = self.now;
-        self.ok(Command::CloseSession {
-            id: id.into(),
-            now_ms,
-        });
+        self.ok(Command::CloseSession { id: id.into() });
     }
 
     /// Creates executor `id` of size `resreq` on `node` and registers it (Idle).
     pub fn idle(&mut self, id: &str, node: &str, resreq: ResourceRequirement, shim: Shim) {
-        let now_ms = self.now;
         self.ok(Command::CreateExecutor {
             id: id.into(),
             node: node.into(),
             resreq,
             shim,
-            now_ms,
         });
         self.ok(Command::RegisterExecutor { id: id.into() });
     }
@@ -252,25 +232,21 @@ impl World {
             id: id.into(),
             session_id: session.into(),
         });
-        let now_ms = self.now;
         self.ok(Command::BindCompleted {
             id: id.into(),
             session_id: session.into(),
             result: BindResult::Ok,
-            now_ms,
         });
     }
 
     /// Assigns task `task` of `session` to executor `executor`.
     pub fn assign(&mut self, executor: &str, session: &str, task: u64) {
-        let now_ms = self.now;
         self.ok(Command::AssignTasks {
             assignments: vec![Assignment {
                 executor_id: executor.into(),
                 session_id: session.into(),
                 task_id: task,
             }],
-            now_ms,
         });
     }
 
@@ -315,7 +291,6 @@ impl World {
     /// registered, and the first task every executor holds succeeds (in one batch). Returns the commands.
     pub fn agents(&mut self, failing: &dyn Fn(&str) -> bool) -> Vec<Command> {
         let state = self.m.state();
-        let now_ms = self.now;
         let mut commands = Vec::new();
         let mut results = Vec::new();
         for e in state.executor_entries() {
@@ -350,16 +325,11 @@ impl World {
                         id,
                         session_id,
                         result,
-                        now_ms,
                     });
                 }
                 (ExecutorState::Void, None) => commands.push(Command::RegisterExecutor { id }),
-                (ExecutorState::Unbinding, _) => {
-                    commands.push(Command::UnbindCompleted { id, now_ms })
-                }
-                (ExecutorState::Releasing, _) => {
-                    commands.push(Command::ExecutorReleased { id, now_ms })
-                }
+                (ExecutorState::Unbinding, _) => commands.push(Command::UnbindCompleted { id }),
+                (ExecutorState::Releasing, _) => commands.push(Command::ExecutorReleased { id }),
                 _ => {}
             }
         }
@@ -367,7 +337,6 @@ impl World {
             let complete = Command::CompleteTasks {
                 results,
                 refill: self.refill.then_some(self.config.dispatch),
-                now_ms,
             };
             commands.insert(0, complete);
         }

@@ -19,7 +19,7 @@ use flame_proto::model::{
 /// A state machine with the default config and the built-in applications.
 pub fn machine() -> StateMachine {
     let mut m = StateMachine::new(StateConfig::default());
-    m.apply(Command::EnsureBuiltins { now_ms: 1 });
+    m.apply(1, Command::EnsureBuiltins);
     m
 }
 
@@ -58,11 +58,13 @@ pub fn node(name: &str) -> Node {
 
 /// Creates an Open session `id` of `app`.
 pub fn create_session(m: &mut StateMachine, id: &str, app: &str) -> Session {
-    let r = m.apply(Command::CreateSession {
-        id: id.into(),
-        spec: spec(app),
-        now_ms: 10,
-    });
+    let r = m.apply(
+        10,
+        Command::CreateSession {
+            id: id.into(),
+            spec: spec(app),
+        },
+    );
     session(r)
 }
 
@@ -74,12 +76,14 @@ pub fn create_tasks(m: &mut StateMachine, id: &str, n: usize) -> Vec<Task> {
             request_id: None,
         })
         .collect();
-    let r = m.apply(Command::CreateTasks {
-        session_id: id.into(),
-        tasks,
-        dispatch: None,
-        now_ms: 20,
-    });
+    let r = m.apply(
+        20,
+        Command::CreateTasks {
+            session_id: id.into(),
+            tasks,
+            dispatch: None,
+        },
+    );
     match r.outcome {
         Outcome::Tasks(Ok(tasks)) => tasks,
         other => panic!("expected tasks, got {other:?}"),
@@ -89,35 +93,44 @@ pub fn create_tasks(m: &mut StateMachine, id: &str, n: usize) -> Vec<Task> {
 /// Registers node `name` (if needed) and an executor `id` on it, bound to `session_id`.
 pub fn bound_executor(m: &mut StateMachine, id: &str, node_name: &str, session_id: &str) {
     if m.state().node(node_name).is_none() {
-        let r = m.apply(Command::RegisterNode {
-            node: node(node_name),
-            agent_id: format!("agent-{node_name}"),
-            now_ms: 5,
-        });
+        let r = m.apply(
+            5,
+            Command::RegisterNode {
+                node: node(node_name),
+                agent_id: format!("agent-{node_name}"),
+            },
+        );
         assert!(matches!(r.outcome, Outcome::Node(Ok(_))), "{r:?}");
     }
     let steps = [
-        Command::CreateExecutor {
-            id: id.into(),
-            node: node_name.into(),
-            resreq: ResourceRequirement::default(),
-            shim: Shim::Host,
-            now_ms: 6,
-        },
-        Command::RegisterExecutor { id: id.into() },
-        Command::BindExecutor {
-            id: id.into(),
-            session_id: session_id.into(),
-        },
-        Command::BindCompleted {
-            id: id.into(),
-            session_id: session_id.into(),
-            result: BindResult::Ok,
-            now_ms: 7,
-        },
+        (
+            6,
+            Command::CreateExecutor {
+                id: id.into(),
+                node: node_name.into(),
+                resreq: ResourceRequirement::default(),
+                shim: Shim::Host,
+            },
+        ),
+        (6, Command::RegisterExecutor { id: id.into() }),
+        (
+            6,
+            Command::BindExecutor {
+                id: id.into(),
+                session_id: session_id.into(),
+            },
+        ),
+        (
+            7,
+            Command::BindCompleted {
+                id: id.into(),
+                session_id: session_id.into(),
+                result: BindResult::Ok,
+            },
+        ),
     ];
-    for command in steps {
-        executor(m.apply(command));
+    for (now, command) in steps {
+        executor(m.apply(now, command));
     }
 }
 
@@ -128,14 +141,16 @@ pub fn assign(
     session_id: &str,
     task_id: u64,
 ) -> Result<Task, FlameError> {
-    let r = m.apply(Command::AssignTasks {
-        assignments: vec![Assignment {
-            executor_id: executor_id.into(),
-            session_id: session_id.into(),
-            task_id,
-        }],
-        now_ms: 30,
-    });
+    let r = m.apply(
+        30,
+        Command::AssignTasks {
+            assignments: vec![Assignment {
+                executor_id: executor_id.into(),
+                session_id: session_id.into(),
+                task_id,
+            }],
+        },
+    );
     single_update(r)
 }
 
@@ -149,19 +164,21 @@ pub fn complete(
     output: Option<&'static [u8]>,
     message: Option<&str>,
 ) -> Result<Task, FlameError> {
-    let r = m.apply(Command::CompleteTasks {
-        results: vec![TaskResult {
-            executor_id: executor_id.into(),
-            session_id: session_id.into(),
-            task_id,
-            return_code,
-            output: output.map(Bytes::from_static),
-            message: message.map(Into::into),
-            duration_us: 0,
-        }],
-        refill: None,
-        now_ms: 40,
-    });
+    let r = m.apply(
+        40,
+        Command::CompleteTasks {
+            results: vec![TaskResult {
+                executor_id: executor_id.into(),
+                session_id: session_id.into(),
+                task_id,
+                return_code,
+                output: output.map(Bytes::from_static),
+                message: message.map(Into::into),
+                duration_us: 0,
+            }],
+            refill: None,
+        },
+    );
     single_update(r)
 }
 

@@ -55,18 +55,16 @@ fn node_desc() -> impl Strategy<Value = flame_proto::model::Node> {
 
 fn app_commands() -> impl Strategy<Value = Command> {
     prop_oneof![
-        now().prop_map(|now_ms| Command::EnsureBuiltins { now_ms }),
-        (pick(APPS), now()).prop_map(|(name, now_ms)| Command::RegisterApplication {
+        Just(Command::EnsureBuiltins),
+        pick(APPS).prop_map(|name| Command::RegisterApplication {
             name,
             spec: ApplicationSpec::default(),
-            now_ms,
         }),
         pick(APPS).prop_map(|name| Command::UpdateApplication {
             name,
             spec: ApplicationSpec::default(),
         }),
-        (pick(APPS), now())
-            .prop_map(|(name, now_ms)| Command::UnregisterApplication { name, now_ms }),
+        (pick(APPS)).prop_map(|name| Command::UnregisterApplication { name }),
         cluster_ca(),
     ]
 }
@@ -89,25 +87,22 @@ fn cluster_ca() -> impl Strategy<Value = Command> {
 
 fn session_commands() -> impl Strategy<Value = Command> {
     prop_oneof![
-        3 => (pick(SESSIONS), session_spec(), now())
-            .prop_map(|(id, spec, now_ms)| Command::CreateSession { id, spec, now_ms }),
-        2 => (pick(SESSIONS), proptest::option::of(session_spec()), now())
-            .prop_map(|(id, spec, now_ms)| Command::OpenSession { id, spec, now_ms }),
-        2 => (pick(SESSIONS), now()).prop_map(|(id, now_ms)| Command::CloseSession { id, now_ms }),
+        3 => (pick(SESSIONS), session_spec())
+            .prop_map(|(id, spec)| Command::CreateSession { id, spec }),
+        2 => (pick(SESSIONS), proptest::option::of(session_spec()))
+            .prop_map(|(id, spec)| Command::OpenSession { id, spec }),
+        2 => pick(SESSIONS).prop_map(|id| Command::CloseSession { id }),
         1 => pick(SESSIONS).prop_map(|id| Command::DeleteSession { id }),
         1 => proptest::collection::vec(pick(SESSIONS), 0..3)
             .prop_map(|ids| Command::PurgeSessions { ids }),
         5 => (
             pick(SESSIONS),
             proptest::collection::vec(new_task(), 0..4),
-            refill(),
-            now()
-        )
-            .prop_map(|(session_id, tasks, dispatch, now_ms)| Command::CreateTasks {
+            refill())
+            .prop_map(|(session_id, tasks, dispatch)| Command::CreateTasks {
                 session_id,
                 tasks,
                 dispatch,
-                now_ms,
             }
         ),
     ]
@@ -116,15 +111,13 @@ fn session_commands() -> impl Strategy<Value = Command> {
 fn node_commands() -> impl Strategy<Value = Command> {
     let agent = proptest::sample::select(&["a0", "a1"][..]).prop_map(String::from);
     prop_oneof![
-        3 => (node_desc(), agent, now()).prop_map(|(node, agent_id, now_ms)| {
-            Command::RegisterNode { node, agent_id, now_ms }
+        3 => (node_desc(), agent).prop_map(|(node, agent_id)| {
+            Command::RegisterNode { node, agent_id }
         }),
-        1 => (pick(NODES), now()).prop_map(|(node, now_ms)| Command::Heartbeat { node, now_ms }),
+        1 => pick(NODES).prop_map(|node| Command::Heartbeat { node }),
         1 => pick(NODES).prop_map(|node| Command::NodeDisconnected { node }),
-        1 => (pick(NODES), now()).prop_map(|(node, now_ms)| Command::MarkNodeNotReady {
-            node,
-            now_ms
-        }),
+        1 => pick(NODES).prop_map(|node| Command::MarkNodeNotReady {
+            node }),
     ]
 }
 
@@ -141,30 +134,28 @@ fn bind_result() -> impl Strategy<Value = BindResult> {
 fn executor_commands() -> impl Strategy<Value = Command> {
     let ex = || pick(EXECUTORS);
     prop_oneof![
-        3 => (ex(), pick(NODES), now()).prop_map(|(id, node, now_ms)| Command::CreateExecutor {
+        3 => (ex(), pick(NODES)).prop_map(|(id, node)| Command::CreateExecutor {
             id,
             node,
             resreq: ResourceRequirement::default(),
             shim: Shim::Host,
-            now_ms,
         }),
         2 => ex().prop_map(|id| Command::RegisterExecutor { id }),
         4 => (ex(), pick(SESSIONS)).prop_map(|(id, session_id)| Command::BindExecutor {
             id,
             session_id
         }),
-        4 => (ex(), pick(SESSIONS), bind_result(), now()).prop_map(
-            |(id, session_id, result, now_ms)| Command::BindCompleted {
+        4 => (ex(), pick(SESSIONS), bind_result()).prop_map(
+            |(id, session_id, result)| Command::BindCompleted {
                 id,
                 session_id,
                 result,
-                now_ms,
             }
         ),
         1 => ex().prop_map(|id| Command::UnbindExecutor { id }),
-        1 => (ex(), now()).prop_map(|(id, now_ms)| Command::UnbindCompleted { id, now_ms }),
+        1 => ex().prop_map(|id| Command::UnbindCompleted { id }),
         1 => ex().prop_map(|id| Command::ReleaseExecutor { id }),
-        1 => (ex(), now()).prop_map(|(id, now_ms)| Command::ExecutorReleased { id, now_ms }),
+        1 => ex().prop_map(|id| Command::ExecutorReleased { id }),
     ]
 }
 
@@ -215,50 +206,57 @@ fn task_commands() -> impl Strategy<Value = Command> {
             },
         );
     prop_oneof![
-        4 => (proptest::collection::vec(assignment, 1..4), now())
-            .prop_map(|(assignments, now_ms)| Command::AssignTasks { assignments, now_ms }),
-        4 => (proptest::collection::vec(result, 1..3), refill(), now()).prop_map(
-            |(results, refill, now_ms)| Command::CompleteTasks {
+        4 => proptest::collection::vec(assignment, 1..4)
+            .prop_map(|assignments| Command::AssignTasks { assignments }),
+        4 => (proptest::collection::vec(result, 1..3), refill()).prop_map(
+            |(results, refill)| Command::CompleteTasks {
                 results,
                 refill,
-                now_ms,
             }
         ),
-        1 => (proptest::collection::vec(task_ref(), 1..3), now()).prop_map(
-            |(tasks, now_ms)| Command::RequeueTasks {
+        1 => proptest::collection::vec(task_ref(), 1..3).prop_map(
+            |tasks| Command::RequeueTasks {
                 tasks,
                 reason: "executor lost".into(),
-                now_ms,
             }
         ),
     ]
 }
 
 /// A client write wrapped in `Once` with a request id from a small pool, so repeats (even with
-/// another body, which no member sends) and first uses mix.
-fn once_commands() -> impl Strategy<Value = Command> {
+/// another body, which no member sends) and first uses mix; its entry's time spans several
+/// request-record lifetimes, so records expire too.
+fn once_commands() -> impl Strategy<Value = Timed> {
     let id = proptest::sample::select(&["q0", "q1", "q2", ""][..]).prop_map(String::from);
     (
         id,
         prop_oneof![app_commands(), session_commands()],
         0i64..300_000,
     )
-        .prop_map(|(request_id, command, now_ms)| Command::Once {
-            request_id,
-            command: Box::new(command),
-            now_ms,
+        .prop_map(|(request_id, command, now_ms)| {
+            let once = Command::Once {
+                request_id,
+                command: Box::new(command),
+            };
+            (now_ms, once)
         })
 }
 
-/// Any command, valid or not, over small pools of names.
-pub fn command() -> impl Strategy<Value = Command> {
-    prop_oneof![
+/// A command and the time of the entry (the `Proposal`) that carries it.
+pub type Timed = (i64, Command);
+
+/// Any command, valid or not, over small pools of names, at a random time.
+pub fn command() -> impl Strategy<Value = Timed> {
+    let any = prop_oneof![
         1 => app_commands(),
         4 => session_commands(),
-        2 => once_commands(),
         2 => node_commands(),
         4 => executor_commands(),
         4 => task_commands(),
+    ];
+    prop_oneof![
+        15 => (now(), any),
+        2 => once_commands(),
     ]
 }
 
@@ -383,7 +381,7 @@ fn check_sessions(state: &State, running_on: &BTreeMap<TaskRef, String>) {
 
 /// A coherent chunk that brings an executor up and binds it to a session (each step can still
 /// fail if the state does not allow it).
-fn bring_up() -> impl Strategy<Value = Vec<Command>> {
+fn bring_up() -> impl Strategy<Value = Vec<Timed>> {
     let parts = (
         pick(EXECUTORS),
         pick(NODES),
@@ -393,128 +391,129 @@ fn bring_up() -> impl Strategy<Value = Vec<Command>> {
     );
     parts.prop_map(|(id, node, session, result, now)| {
         vec![
-            Command::RegisterNode {
-                node: super::node(&node),
-                agent_id: "a0".into(),
-                now_ms: now,
-            },
-            Command::CreateExecutor {
-                id: id.clone(),
-                node,
-                resreq: ResourceRequirement::default(),
-                shim: Shim::Host,
-                now_ms: now,
-            },
-            Command::BindExecutor {
-                id: id.clone(),
-                session_id: session.clone(),
-            },
-            Command::BindCompleted {
-                id,
-                session_id: session,
-                result,
-                now_ms: now,
-            },
+            (
+                now,
+                Command::RegisterNode {
+                    node: super::node(&node),
+                    agent_id: "a0".into(),
+                },
+            ),
+            (
+                now,
+                Command::CreateExecutor {
+                    id: id.clone(),
+                    node,
+                    resreq: ResourceRequirement::default(),
+                    shim: Shim::Host,
+                },
+            ),
+            (
+                now,
+                Command::BindExecutor {
+                    id: id.clone(),
+                    session_id: session.clone(),
+                },
+            ),
+            (
+                now,
+                Command::BindCompleted {
+                    id,
+                    session_id: session,
+                    result,
+                },
+            ),
         ]
     })
 }
 
 /// A coherent chunk that runs one task on one executor and reports its result.
-fn run_task() -> impl Strategy<Value = Vec<Command>> {
+fn run_task() -> impl Strategy<Value = Vec<Timed>> {
     let parts = (pick(EXECUTORS), pick(SESSIONS), 1u64..5, 0i32..2, now());
-    parts.prop_map(|(executor_id, session_id, task_id, return_code, now_ms)| {
-        vec![
-            Command::AssignTasks {
-                assignments: vec![Assignment {
-                    executor_id: executor_id.clone(),
-                    session_id: session_id.clone(),
-                    task_id,
-                }],
-                now_ms,
-            },
-            Command::CompleteTasks {
-                results: vec![TaskResult {
-                    executor_id,
-                    session_id,
-                    task_id,
-                    return_code,
-                    output: None,
-                    message: None,
-                    duration_us: 100,
-                }],
-                refill: Some(DispatchPolicy::default()),
-                now_ms,
-            },
-        ]
+    parts.prop_map(|(executor_id, session_id, task_id, return_code, now)| {
+        let assign = Command::AssignTasks {
+            assignments: vec![Assignment {
+                executor_id: executor_id.clone(),
+                session_id: session_id.clone(),
+                task_id,
+            }],
+        };
+        let complete = Command::CompleteTasks {
+            results: vec![TaskResult {
+                executor_id,
+                session_id,
+                task_id,
+                return_code,
+                output: None,
+                message: None,
+                duration_us: 100,
+            }],
+            refill: Some(DispatchPolicy::default()),
+        };
+        vec![(now, assign), (now, complete)]
     })
 }
 
 /// A coherent chunk that opens a session of `flmrun` and submits a few tasks to it.
-fn session_up() -> impl Strategy<Value = Vec<Command>> {
+fn session_up() -> impl Strategy<Value = Vec<Timed>> {
     let tasks = proptest::collection::vec(new_task(), 1..4);
-    (pick(SESSIONS), tasks, now()).prop_map(|(id, tasks, now_ms)| {
+    (pick(SESSIONS), tasks, now()).prop_map(|(id, tasks, now)| {
         let mut spec = super::spec("flmrun");
         spec.common_data = Some(Bytes::from_static(b"cd"));
-        vec![
-            Command::OpenSession {
-                id: id.clone(),
-                spec: Some(spec),
-                now_ms,
-            },
-            Command::CreateTasks {
-                session_id: id,
-                tasks,
-                dispatch: None,
-                now_ms,
-            },
-        ]
+        let open = Command::OpenSession {
+            id: id.clone(),
+            spec: Some(spec),
+        };
+        let create = Command::CreateTasks {
+            session_id: id,
+            tasks,
+            dispatch: None,
+        };
+        vec![(now, open), (now, create)]
     })
 }
 
 /// A coherent chunk: one session, one executor brought up for it, and its first tasks run to
 /// completion (success or failure), possibly leaving the last one Running.
-fn workflow() -> impl Strategy<Value = Vec<Command>> {
+fn workflow() -> impl Strategy<Value = Vec<Timed>> {
     let codes = proptest::collection::vec(0i32..2, 1..4);
     (session_up(), bring_up(), codes, any::<bool>()).prop_map(|(open, up, codes, finish)| {
-        let session_id = match &open[0] {
+        let session_id = match &open[0].1 {
             Command::OpenSession { id, .. } => id.clone(),
             _ => String::new(),
         };
-        let executor_id = match &up[1] {
+        let executor_id = match &up[1].1 {
             Command::CreateExecutor { id, .. } => id.clone(),
             _ => String::new(),
         };
         let mut chunk = open;
-        for command in up {
-            chunk.push(match command {
+        for (now, command) in up {
+            let command = match command {
                 Command::BindExecutor { id, .. } => Command::BindExecutor {
                     id,
                     session_id: session_id.clone(),
                 },
-                Command::BindCompleted {
-                    id, result, now_ms, ..
-                } => Command::BindCompleted {
+                Command::BindCompleted { id, result, .. } => Command::BindCompleted {
                     id,
                     session_id: session_id.clone(),
                     result,
-                    now_ms,
                 },
                 other => other,
-            });
+            };
+            chunk.push((now, command));
         }
         let last = codes.len();
         for (i, code) in codes.into_iter().enumerate() {
             let task_id = i as u64 + 1;
-            chunk.push(Command::AssignTasks {
+            let assign = Command::AssignTasks {
                 assignments: vec![Assignment {
                     executor_id: executor_id.clone(),
                     session_id: session_id.clone(),
                     task_id,
                 }],
-                now_ms: 500,
-            });
+            };
+            chunk.push((500, assign));
             if finish || i + 1 < last {
-                chunk.push(Command::CompleteTasks {
+                let complete = Command::CompleteTasks {
                     results: vec![TaskResult {
                         executor_id: executor_id.clone(),
                         session_id: session_id.clone(),
@@ -525,8 +524,8 @@ fn workflow() -> impl Strategy<Value = Vec<Command>> {
                         duration_us: 0,
                     }],
                     refill: None,
-                    now_ms: 600,
-                });
+                };
+                chunk.push((600, complete));
             }
         }
         chunk
@@ -536,7 +535,7 @@ fn workflow() -> impl Strategy<Value = Vec<Command>> {
 /// Sequences of `steps / 2` to `steps` chunks: random single commands mixed with coherent
 /// chunks that open sessions, bring executors up and run tasks, so that deep states (running,
 /// finished, requeued tasks; bound, unbinding executors) are reached too.
-pub fn commands(steps: usize) -> impl Strategy<Value = Vec<Command>> {
+pub fn commands(steps: usize) -> impl Strategy<Value = Vec<Timed>> {
     let step = prop_oneof![
         10 => command().prop_map(|c| vec![c]),
         2 => session_up(),
