@@ -11,7 +11,7 @@
 //!   ([`applications`]).
 //! - **Reads** (`Get*`, `List*`, and the start of ListTask) are linearizable: the leader confirms
 //!   the read index and this member answers from its own state once it has applied that far
-//!   ([`read`] tries again when one confirmation round was too slow).
+//!   ([`MemberHandle::read`] tries again when one confirmation round was too slow).
 //! - **WatchTask** ([`watch`]) follows this member's own applied state, so it keeps delivering
 //!   on a follower through a leader change; every message carries the task's events.
 //!

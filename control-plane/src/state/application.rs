@@ -22,7 +22,6 @@
 
 use super::command::Outcome;
 use super::tx::Tx;
-use super::{cache, session};
 use flame_proto::error::FlameError;
 use flame_proto::model::{
     Application, ApplicationSchema, ApplicationSpec, ApplicationState, validate_application_name,
@@ -84,7 +83,8 @@ pub fn builtin_applications() -> Vec<(String, ApplicationSpec)> {
 }
 
 /// EnsureBuiltins: registers each built-in that is absent; returns the names registered.
-pub(crate) fn ensure_builtins(tx: &mut Tx<'_>, now_ms: i64) -> Outcome {
+pub(crate) fn ensure_builtins(tx: &mut Tx<'_>) -> Outcome {
+    let now_ms = tx.now_ms;
     let mut registered = Vec::new();
     for (name, spec) in builtin_applications() {
         if tx.state.application(&name).is_none() {
@@ -124,8 +124,8 @@ pub(crate) fn register(
     tx: &mut Tx<'_>,
     name: String,
     spec: ApplicationSpec,
-    now_ms: i64,
 ) -> Result<Application, FlameError> {
+    let now_ms = tx.now_ms;
     validate_application_name(&name)?;
     spec.validate()?;
     if tx.state.application(&name).is_some() {
@@ -157,26 +157,19 @@ pub(crate) fn update(
         .ok_or_else(|| not_found(name))
 }
 
-/// UnregisterApplication: removes the application and all of its sessions; every cache drops
-/// its objects.
-pub(crate) fn unregister(tx: &mut Tx<'_>, name: &str, now_ms: i64) -> Result<(), FlameError> {
+/// UnregisterApplication, the application's part, checked before anything changes: the
+/// application exists and has no Open session.
+pub(crate) fn check_unregister(tx: &Tx<'_>, name: &str) -> Result<(), FlameError> {
     if tx.state.application(name).is_none() {
         return Err(not_found(name));
     }
-    refuse_open_sessions(tx, name, "unregistering")?;
-    let sessions: Vec<String> = tx
-        .state
-        .sessions()
-        .filter(|s| s.spec.application == name)
-        .map(|s| s.id.clone())
-        .collect();
-    for id in sessions {
-        session::remove(tx, &id);
-    }
+    refuse_open_sessions(tx, name, "unregistering")
+}
+
+/// Removes application `name`; the rules layer has checked it and removed its sessions.
+pub(crate) fn remove(tx: &mut Tx<'_>, name: &str) {
     tx.state.applications.remove(name);
     tx.log.application_removed(name);
-    cache::record_drop(tx, cache::application_prefix(name), now_ms);
-    Ok(())
 }
 
 #[cfg(test)]

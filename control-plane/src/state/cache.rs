@@ -122,9 +122,10 @@ impl State {
     }
 }
 
-/// Appends a drop of `prefix` at `at_ms` with the next seq, trimming the oldest beyond
+/// Appends a drop of `prefix` at the entry's time with the next seq, trimming the oldest beyond
 /// [`MAX_OBJECT_DROPS`].
-pub(crate) fn record_drop(tx: &mut Tx<'_>, prefix: String, at_ms: i64) {
+pub(crate) fn record_drop(tx: &mut Tx<'_>, prefix: String) {
+    let at_ms = tx.now_ms;
     let (_, last) = tx.state.object_drop_range();
     let seq = last + 1;
     tx.state

@@ -1,4 +1,5 @@
-//! The replicated commands, their responses and effects, and the dispatch from one to the other.
+//! The replicated commands, their responses and effects: types only (the apply path is in
+//! `apply.rs`).
 //!
 //! What: [`Command`] is the payload of every Raft entry; [`Response`] is what applying it
 //! produced: the business [`Outcome`] plus the [`Effect`]s the runtime must execute.
@@ -15,10 +16,7 @@
 //!   `Result{-1, message}`: `InvalidArgument` (bad name or spec), `AlreadyExists` (duplicate),
 //!   `NotFound` (unknown name) and `InvalidState` (the application has `open sessions`).
 
-use super::cache::{self, ClusterCa};
-use super::queue::DispatchPolicy;
-use super::tx::Tx;
-use super::{application, executor, node, queue, requests, retention, session, task};
+use super::wire::{flame_result, flame_results};
 use bytes::Bytes;
 use flame_proto::error::FlameError;
 use flame_proto::model::{
@@ -34,6 +32,38 @@ pub struct NewTask {
     pub input: Option<Bytes>,
     /// Client idempotency key: a repeat within the session returns the original task.
     pub request_id: Option<String>,
+}
+
+/// How deep executor queues may be; chosen by the leader and carried in the commands that
+/// assign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DispatchPolicy {
+    /// Work, in microseconds at the session's mean task duration, an executor may hold.
+    pub window_us: u64,
+    /// Most tasks an executor may hold.
+    pub max_depth: u32,
+    /// Most task input bytes an executor may hold queued (the first task is always allowed).
+    pub max_queued_bytes: u64,
+}
+
+impl DispatchPolicy {
+    /// Upstream's behaviour: one task per executor.
+    pub const ONE_AT_A_TIME: DispatchPolicy = DispatchPolicy {
+        window_us: 0,
+        max_depth: 1,
+        max_queued_bytes: 0,
+    };
+}
+
+impl Default for DispatchPolicy {
+    /// 20 ms of work, at most 128 tasks and 4 MiB of queued input.
+    fn default() -> Self {
+        DispatchPolicy {
+            window_us: 20_000,
+            max_depth: 128,
+            max_queued_bytes: 4 << 20,
+        }
+    }
 }
 
 /// Names one task.
@@ -484,215 +514,6 @@ impl Response {
             outcome: Outcome::Noop,
             effects: Vec::new(),
         }
-    }
-}
-
-/// Applies one command to `tx`: the single dispatch point of the apply path. Node and executor
-/// commands are routed to [`dispatch_cluster`]; the match stays exhaustive.
-pub(crate) fn dispatch(tx: &mut Tx<'_>, command: Command) -> Outcome {
-    use Command as C;
-    let now_ms = tx.now_ms;
-    match command {
-        C::EnsureBuiltins => application::ensure_builtins(tx, now_ms),
-        C::RegisterApplication { name, spec } => {
-            Outcome::Application(application::register(tx, name, spec, now_ms))
-        }
-        C::UpdateApplication { name, spec } => {
-            Outcome::Application(application::update(tx, &name, spec))
-        }
-        C::UnregisterApplication { name } => {
-            Outcome::Done(application::unregister(tx, &name, now_ms))
-        }
-        C::CreateSession { id, spec } => Outcome::Session(session::create(tx, id, spec, now_ms)),
-        C::OpenSession { id, spec } => Outcome::Session(session::open(tx, id, spec, now_ms)),
-        C::CloseSession { id } => Outcome::Session(session::close(tx, &id, now_ms)),
-        C::DeleteSession { id } => Outcome::Session(session::delete(tx, &id)),
-        C::CreateTasks {
-            session_id,
-            tasks,
-            dispatch,
-        } => {
-            let created = task::create_tasks(tx, &session_id, tasks, now_ms);
-            if let (Ok(_), Some(policy)) = (&created, dispatch) {
-                queue::dispatch_session(tx, &session_id, &policy, now_ms);
-            }
-            Outcome::Tasks(created)
-        }
-        C::AssignTasks { assignments } => {
-            Outcome::TaskUpdates(task::assign_tasks(tx, assignments, now_ms))
-        }
-        C::CompleteTasks { results, refill } => {
-            Outcome::TaskUpdates(task::complete_tasks(tx, results, refill.as_ref(), now_ms))
-        }
-        C::RequeueTasks { tasks, reason } => {
-            Outcome::TaskUpdates(task::requeue_tasks(tx, tasks, &reason, now_ms))
-        }
-        C::PurgeSessions { ids } => Outcome::Purged(retention::purge(tx, ids)),
-        C::SetClusterCa { cert_pem, key_pem } => {
-            Outcome::ClusterCa(cache::set_cluster_ca(tx, ClusterCa { cert_pem, key_pem }))
-        }
-        C::Once {
-            request_id,
-            command,
-        } => requests::apply_once(tx, request_id, *command, now_ms),
-        cluster @ (C::RegisterNode { .. }
-        | C::Heartbeat { .. }
-        | C::NodeDisconnected { .. }
-        | C::MarkNodeNotReady { .. }
-        | C::CreateExecutor { .. }
-        | C::RegisterExecutor { .. }
-        | C::BindExecutor { .. }
-        | C::BindCompleted { .. }
-        | C::UnbindExecutor { .. }
-        | C::YieldExecutor { .. }
-        | C::UnbindCompleted { .. }
-        | C::ReleaseExecutor { .. }
-        | C::ExecutorReleased { .. }) => dispatch_cluster(tx, cluster),
-    }
-}
-
-/// Applies a node or executor command; anything else goes back to [`dispatch`].
-fn dispatch_cluster(tx: &mut Tx<'_>, command: Command) -> Outcome {
-    use Command as C;
-    let now_ms = tx.now_ms;
-    match command {
-        C::RegisterNode { node, agent_id } => {
-            Outcome::Node(node::register(tx, node, agent_id, now_ms))
-        }
-        C::Heartbeat { node } => Outcome::Node(node::heartbeat(tx, &node, now_ms)),
-        C::NodeDisconnected { node } => Outcome::Node(node::disconnected(tx, &node)),
-        C::MarkNodeNotReady { node } => Outcome::Node(node::mark_not_ready(tx, &node, now_ms)),
-        C::CreateExecutor {
-            id,
-            node,
-            resreq,
-            shim,
-        } => Outcome::Executor(executor::create(tx, id, node, resreq, shim, now_ms)),
-        C::RegisterExecutor { id } => Outcome::Executor(executor::register(tx, &id)),
-        C::BindExecutor { id, session_id } => {
-            Outcome::Executor(executor::bind(tx, &id, &session_id))
-        }
-        C::BindCompleted {
-            id,
-            session_id,
-            result,
-        } => {
-            let outcome = executor::bind_completed(tx, &id, &session_id, result, now_ms);
-            Outcome::Executor(outcome)
-        }
-        C::UnbindExecutor { id } => Outcome::Executor(executor::unbind(tx, &id)),
-        C::YieldExecutor { id } => Outcome::Executor(executor::yield_session(tx, &id)),
-        C::UnbindCompleted { id } => Outcome::Executor(executor::unbind_completed(tx, &id, now_ms)),
-        C::ReleaseExecutor { id } => Outcome::Executor(executor::release(tx, &id)),
-        C::ExecutorReleased { id } => Outcome::Executor(executor::released(tx, &id, now_ms)),
-        other => dispatch(tx, other),
-    }
-}
-
-/// A serialisable mirror of [`FlameError`], which has no serde derives of its own.
-#[derive(Serialize, Deserialize)]
-enum WireError {
-    NotFound(String),
-    AlreadyExists(String),
-    InvalidArgument(String),
-    InvalidState(String),
-    NotLeader(Option<(u64, String)>),
-    Unavailable(String),
-    TooLarge(String, u64, u64),
-    Internal(String),
-    Cancelled(String),
-    DeadlineExceeded(String),
-    Exhausted(String),
-}
-
-impl From<&FlameError> for WireError {
-    fn from(e: &FlameError) -> Self {
-        use FlameError as F;
-        match e.clone() {
-            F::NotFound(m) => WireError::NotFound(m),
-            F::AlreadyExists(m) => WireError::AlreadyExists(m),
-            F::InvalidArgument(m) => WireError::InvalidArgument(m),
-            F::InvalidState(m) => WireError::InvalidState(m),
-            F::NotLeader { leader } => WireError::NotLeader(leader.map(|h| (h.id, h.addr))),
-            F::Unavailable(m) => WireError::Unavailable(m),
-            F::TooLarge { what, size, limit } => {
-                WireError::TooLarge(what, size as u64, limit as u64)
-            }
-            F::Internal(m) => WireError::Internal(m),
-            F::Cancelled(m) => WireError::Cancelled(m),
-            F::DeadlineExceeded(m) => WireError::DeadlineExceeded(m),
-            F::Exhausted(m) => WireError::Exhausted(m),
-        }
-    }
-}
-
-impl From<WireError> for FlameError {
-    fn from(e: WireError) -> Self {
-        use flame_proto::error::LeaderHint;
-        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
-        match e {
-            WireError::NotFound(m) => FlameError::NotFound(m),
-            WireError::AlreadyExists(m) => FlameError::AlreadyExists(m),
-            WireError::InvalidArgument(m) => FlameError::InvalidArgument(m),
-            WireError::InvalidState(m) => FlameError::InvalidState(m),
-            WireError::NotLeader(hint) => FlameError::NotLeader {
-                leader: hint.map(|(id, addr)| LeaderHint { id, addr }),
-            },
-            WireError::Unavailable(m) => FlameError::Unavailable(m),
-            WireError::TooLarge(what, s, l) => FlameError::TooLarge {
-                what,
-                size: size(s),
-                limit: size(l),
-            },
-            WireError::Internal(m) => FlameError::Internal(m),
-            WireError::Cancelled(m) => FlameError::Cancelled(m),
-            WireError::DeadlineExceeded(m) => FlameError::DeadlineExceeded(m),
-            WireError::Exhausted(m) => FlameError::Exhausted(m),
-        }
-    }
-}
-
-/// serde for `Result<T, FlameError>` through [`WireError`].
-mod flame_result {
-    use super::WireError;
-    use flame_proto::error::FlameError;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<T: Serialize, S: Serializer>(
-        value: &Result<T, FlameError>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        value.as_ref().map_err(WireError::from).serialize(s)
-    }
-
-    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Result<T, FlameError>, D::Error> {
-        Ok(Result::<T, WireError>::deserialize(d)?.map_err(FlameError::from))
-    }
-}
-
-/// serde for `Vec<Result<T, FlameError>>` through [`WireError`].
-mod flame_results {
-    use super::WireError;
-    use flame_proto::error::FlameError;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<T: Serialize, S: Serializer>(
-        values: &[Result<T, FlameError>],
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.collect_seq(values.iter().map(|v| v.as_ref().map_err(WireError::from)))
-    }
-
-    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Vec<Result<T, FlameError>>, D::Error> {
-        let wire = Vec::<Result<T, WireError>>::deserialize(d)?;
-        Ok(wire
-            .into_iter()
-            .map(|v| v.map_err(FlameError::from))
-            .collect())
     }
 }
 

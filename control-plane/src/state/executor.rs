@@ -29,18 +29,18 @@
 //! are at or above `bind_retry_limit`; a successful bind resets the count (the specification's
 //! recommended improvement), and the count is replicated, so it survives failover.
 //!
+//! This module changes executors only; the session checks, bind-failure counts and requeues
+//! that go with some of these events are in the rules layer (`state::rules`).
+//!
 //! Caveat: resource matching (exact resreq, shim, node capacity) is the scheduler's policy and
 //! is not re-checked here.
 
-use super::BindResult;
-use super::command::TaskRef;
-use super::model::{ExecutorEntry, session_not_found};
-use super::session::{self, SessionEvent};
-use super::task;
+use super::command::{Assignment, BindResult, TaskRef};
+use super::model::ExecutorEntry;
 use super::tx::Tx;
 use flame_proto::error::FlameError;
 use flame_proto::model::{
-    Event, Executor, ExecutorSpec, ExecutorState, NodeState, ResourceRequirement, Shim,
+    Executor, ExecutorSpec, ExecutorState, NodeState, ResourceRequirement, Shim,
 };
 use std::sync::Arc;
 
@@ -124,7 +124,8 @@ pub(crate) fn executor_not_found(id: &str) -> FlameError {
     FlameError::NotFound(format!("executor {id} not found"))
 }
 
-fn entry<'t>(tx: &'t Tx<'_>, id: &str) -> Result<&'t ExecutorEntry, FlameError> {
+/// The entry of executor `id`, or `NotFound`.
+pub(crate) fn entry<'t>(tx: &'t Tx<'_>, id: &str) -> Result<&'t ExecutorEntry, FlameError> {
     tx.state
         .executor_entry(id)
         .ok_or_else(|| executor_not_found(id))
@@ -160,7 +161,6 @@ pub(crate) fn create(
     node: String,
     resreq: ResourceRequirement,
     shim: Shim,
-    now_ms: i64,
 ) -> Result<Executor, FlameError> {
     if id.is_empty() {
         return Err(FlameError::InvalidArgument(
@@ -192,7 +192,7 @@ pub(crate) fn create(
     let entry = ExecutorEntry {
         executor: executor.clone(),
         tasks: Vec::new(),
-        creation_time_ms: now_ms,
+        creation_time_ms: tx.now_ms,
         yielding: false,
     };
     tx.state.executors.insert(id, Arc::new(entry));
@@ -204,33 +204,21 @@ pub(crate) fn register(tx: &mut Tx<'_>, id: &str) -> Result<Executor, FlameError
     step(tx, id, ExecutorEvent::Register, |_| {})
 }
 
-/// BindExecutor: binds an executor to an Open, unpaused session.
+/// BindExecutor, the executor's part: Void or Idle → Binding for `session_id`. The rules
+/// layer has checked the session.
 pub(crate) fn bind(tx: &mut Tx<'_>, id: &str, session_id: &str) -> Result<Executor, FlameError> {
-    entry(tx, id)?;
-    session::check(tx, session_id, SessionEvent::Bind)?;
-    let limit = tx.config.bind_retry_limit;
-    let session = tx
-        .state
-        .session_entry(session_id)
-        .ok_or_else(|| session_not_found(session_id))?;
-    if !session.is_schedulable(limit) {
-        return Err(FlameError::InvalidState(format!(
-            "session {session_id} is paused after {} failed binds; no new executors are assigned",
-            session.bind_failures
-        )));
-    }
     step(tx, id, ExecutorEvent::Bind, |e| {
         e.executor.session_id = Some(session_id.to_owned());
     })
 }
 
-/// BindCompleted: Bound on success; Unbinding with session events 1001/1002 on failure.
+/// BindCompleted, the executor's part: Bound on success, Unbinding on failure. A report for
+/// another session than the one the executor binds is stale.
 pub(crate) fn bind_completed(
     tx: &mut Tx<'_>,
     id: &str,
     session_id: &str,
-    result: BindResult,
-    now_ms: i64,
+    result: &BindResult,
 ) -> Result<Executor, FlameError> {
     if entry(tx, id)?.executor.session_id.as_deref() != Some(session_id) {
         return Err(FlameError::InvalidState(format!(
@@ -241,38 +229,7 @@ pub(crate) fn bind_completed(
         BindResult::Ok => ExecutorEvent::BindSucceeded,
         BindResult::Failed { .. } => ExecutorEvent::BindFailed,
     };
-    let executor = step(tx, id, event, |_| {})?;
-    record_bind(tx, &executor, session_id, result, now_ms);
-    Ok(executor)
-}
-
-/// Updates the session's bind-failure count and events after a bind ended.
-fn record_bind(
-    tx: &mut Tx<'_>,
-    executor: &Executor,
-    session_id: &str,
-    result: BindResult,
-    now_ms: i64,
-) {
-    let limit = tx.config.bind_retry_limit;
-    let Some(session) = tx.state.session_mut(session_id) else {
-        return;
-    };
-    match result {
-        BindResult::Ok if session.bind_failures == 0 => return,
-        BindResult::Ok => session.bind_failures = 0,
-        BindResult::Failed { code, message } => {
-            let node = &executor.spec.node;
-            let failed = Event::session_bind_failed(&executor.id, node, code, &message, now_ms);
-            session.session.events.push(failed);
-            session.bind_failures = session.bind_failures.saturating_add(1);
-            if session.bind_failures == limit {
-                let paused = Event::session_retry_limit_reached(limit, limit, now_ms);
-                session.session.events.push(paused);
-            }
-        }
-    }
-    tx.log.session_row_changed(session_id);
+    step(tx, id, event, |_| {})
 }
 
 /// UnbindExecutor: Binding or Bound → Unbinding.
@@ -285,19 +242,17 @@ pub(crate) fn yield_session(tx: &mut Tx<'_>, id: &str) -> Result<Executor, Flame
     step(tx, id, ExecutorEvent::Yield, |e| e.yielding = true)
 }
 
-/// UnbindCompleted: → Idle without a session; tasks still held are requeued.
+/// UnbindCompleted, the executor's part: → Idle without a session. Returns it and the tasks it
+/// still held, which the rules layer requeues.
 pub(crate) fn unbind_completed(
     tx: &mut Tx<'_>,
     id: &str,
-    now_ms: i64,
-) -> Result<Executor, FlameError> {
+) -> Result<(Executor, Vec<TaskRef>), FlameError> {
     let held = entry(tx, id)?.tasks.clone();
     let executor = step(tx, id, ExecutorEvent::UnbindCompleted, |e| {
         e.executor.session_id = None;
     })?;
-    let reason = format!("executor {id} left the session");
-    requeue_lost(tx, &held, &reason, now_ms);
-    Ok(executor)
+    Ok((executor, held))
 }
 
 /// ReleaseExecutor: Void or Idle → Releasing.
@@ -305,43 +260,27 @@ pub(crate) fn release(tx: &mut Tx<'_>, id: &str) -> Result<Executor, FlameError>
     step(tx, id, ExecutorEvent::Release, |_| {})
 }
 
-/// ExecutorReleased: deletes the executor; tasks it still held are requeued.
-pub(crate) fn released(tx: &mut Tx<'_>, id: &str, now_ms: i64) -> Result<Executor, FlameError> {
-    let reason = format!("executor {id} was released");
-    drop_executor(tx, id, &reason, now_ms)
-}
-
-/// Deletes executor `id` (the Released transition) and requeues the task it ran with `reason`.
-pub(crate) fn drop_executor(
-    tx: &mut Tx<'_>,
-    id: &str,
-    reason: &str,
-    now_ms: i64,
-) -> Result<Executor, FlameError> {
+/// The Released transition: deletes executor `id`. Returns it (as Released) and the tasks it
+/// still held, which the rules layer requeues.
+pub(crate) fn remove(tx: &mut Tx<'_>, id: &str) -> Result<(Executor, Vec<TaskRef>), FlameError> {
     let current = entry(tx, id)?;
     let to = executor_transition(id, current.executor.state, ExecutorEvent::Released)?;
-    let held = current.tasks.clone();
     let Some(removed) = tx.state.executors.remove(id) else {
         return Err(executor_not_found(id));
     };
     let mut executor = removed.executor.clone();
     executor.state = to;
     tx.log.executor_removed(id, &executor.spec.node);
-    requeue_lost(tx, &held, reason, now_ms);
-    Ok(executor)
+    Ok((executor, removed.tasks.clone()))
 }
 
-/// Requeues the tasks a lost executor held: the head (which may have started) is charged a
-/// retry, the queued rest are given back uncharged. A task no longer Running is left alone.
-fn requeue_lost(tx: &mut Tx<'_>, held: &[TaskRef], reason: &str, now_ms: i64) {
-    let Some((head, queued)) = held.split_first() else {
-        return;
-    };
-    // An Err means the task already left Running (or its session is gone): nothing to do.
-    let _ = task::requeue(tx, head, reason, now_ms);
-    for task in queued {
-        let _ = task::give_back(tx, task, reason, now_ms);
-    }
+/// The ids of the executors on node `node`.
+pub(crate) fn on_node(tx: &Tx<'_>, node: &str) -> Vec<String> {
+    tx.state
+        .executors()
+        .filter(|e| e.spec.node == node)
+        .map(|e| e.id.clone())
+        .collect()
 }
 
 /// The session closed or went away: its Binding and Bound executors start unbinding.
@@ -356,6 +295,69 @@ pub(crate) fn session_closed(tx: &mut Tx<'_>, session_id: &str) {
         if matches!(state, ExecutorState::Binding | ExecutorState::Bound) {
             let _ = step(tx, &id, ExecutorEvent::SessionClosed, |_| {});
         }
+    }
+}
+
+/// AssignTasks, the executor's part, checked before anything changes: the executor exists, is
+/// Bound (StartTask) and is bound to the task's session.
+pub(crate) fn check_start(tx: &Tx<'_>, a: &Assignment) -> Result<(), FlameError> {
+    let executor = entry(tx, &a.executor_id)?;
+    let state = executor.executor.state;
+    executor_transition(&a.executor_id, state, ExecutorEvent::StartTask)?;
+    if executor.executor.session_id.as_deref() != Some(a.session_id.as_str()) {
+        return Err(FlameError::InvalidState(format!(
+            "executor {} is not bound to session {}",
+            a.executor_id, a.session_id
+        )));
+    }
+    Ok(())
+}
+
+/// CompleteTasks, the executor's part, checked before anything changes: executor
+/// `executor_id` holds `task` (otherwise the result is stale) and may finish it.
+pub(crate) fn check_finish(
+    tx: &Tx<'_>,
+    executor_id: &str,
+    task: &TaskRef,
+) -> Result<(), FlameError> {
+    let executor = tx
+        .state
+        .executor_entry(executor_id)
+        .filter(|e| e.tasks.contains(task))
+        .ok_or_else(|| {
+            FlameError::InvalidState(format!(
+                "stale result ignored: task {}/{} is not held by executor {executor_id}",
+                task.session_id, task.task_id
+            ))
+        })?;
+    let state = executor.executor.state;
+    executor_transition(executor_id, state, ExecutorEvent::FinishTask)?;
+    Ok(())
+}
+
+/// Changes the tasks executor `executor_id` holds with `change` and reports it.
+fn change_held(tx: &mut Tx<'_>, executor_id: &str, change: impl FnOnce(&mut Vec<TaskRef>)) {
+    if let Some(entry) = tx.state.executor_mut(executor_id) {
+        change(&mut entry.tasks);
+        let node = entry.executor.spec.node.clone();
+        tx.log.executor_changed(executor_id, &node);
+    }
+}
+
+/// Executor `executor_id` holds `task` behind those it holds already.
+pub(crate) fn hold(tx: &mut Tx<'_>, executor_id: &str, task: TaskRef) {
+    change_held(tx, executor_id, |tasks| tasks.push(task));
+}
+
+/// Executor `executor_id` forgets `task`.
+pub(crate) fn forget(tx: &mut Tx<'_>, executor_id: &str, task: &TaskRef) {
+    change_held(tx, executor_id, |tasks| tasks.retain(|t| t != task));
+}
+
+/// The executor holding `task`, if any, forgets it.
+pub(crate) fn forget_task(tx: &mut Tx<'_>, task: &TaskRef) {
+    if let Some(executor_id) = tx.state.executor_holding(task) {
+        forget(tx, &executor_id, task);
     }
 }
 

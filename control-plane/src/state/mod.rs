@@ -14,6 +14,17 @@
 //! - One transition function per lifecycle, each with its table in its module's docs:
 //!   [`session::session_transition`], [`task::task_transition`],
 //!   [`executor::executor_transition`] and [`node::node_transition`].
+//!
+//! Layers, each importing only those below it (CI checks the entity files with
+//! `scripts/check-state-layers.py`):
+//! 1. `command` (the types) and `model`, `tx` (the state and the record of one apply);
+//! 2. the entities: `application`, `session`, `task`, `executor`, `node`, and `cache` (the
+//!    object-drop log and the CA), plus the pure policies `queue` and `retention`; no entity
+//!    imports another;
+//! 3. `rules`: what a command does to more than one entity, with every such rule in the table
+//!    at the head of its module;
+//! 4. `apply`: one exhaustive `match` from a command to its entity or rule function, and
+//!    `requests` (exactly-once) around it.
 //! - [`State`]: the in-memory model with the queries the Frontend and the scheduler need.
 //! - [`FlameApp`]: the `raftlog::App` that persists every touched object in the same redb
 //!   transaction as the entry, rebuilds [`State`] in `restore`, and publishes an immutable
@@ -38,6 +49,7 @@
 //!   values, like any other part of the replicated code.
 
 mod application;
+mod apply;
 pub mod cache;
 mod command;
 pub mod executor;
@@ -47,14 +59,17 @@ mod persist;
 pub mod queue;
 pub mod requests;
 mod retention;
+mod rules;
 pub mod session;
 pub mod task;
 mod tx;
+mod wire;
 
 pub use application::builtin_applications;
 pub use cache::{ClusterCa, MAX_OBJECT_DROPS, ObjectDropPage};
 pub use command::{
-    Assignment, BindResult, Command, Effect, NewTask, Outcome, Response, TaskRef, TaskResult,
+    Assignment, BindResult, Command, DispatchPolicy, Effect, NewTask, Outcome, Response, TaskRef,
+    TaskResult,
 };
 pub use model::{ExecutorEntry, NodeEntry, SessionEntry, State, TaskEntry};
 pub use persist::{FlameApp, StateReader, StateView, TABLES};
@@ -167,7 +182,7 @@ impl StateMachine {
     pub fn apply(&mut self, now_ms: i64, command: Command) -> Response {
         self.dirty.clear();
         let mut tx = tx::Tx::new(&mut self.state, &self.config, &mut self.dirty, now_ms);
-        let outcome = command::dispatch(&mut tx, command);
+        let outcome = apply::apply(&mut tx, command);
         let effects = tx.finish();
         Response { outcome, effects }
     }

@@ -20,7 +20,6 @@
 //! Caveat: `last_heartbeat_ms` never moves backwards; a heartbeat carrying an older time than the
 //! stored one keeps the stored time.
 
-use super::executor;
 use super::model::NodeEntry;
 use super::tx::Tx;
 use flame_proto::error::FlameError;
@@ -81,8 +80,8 @@ pub(crate) fn register(
     tx: &mut Tx<'_>,
     mut node: Node,
     agent_id: String,
-    now_ms: i64,
 ) -> Result<Node, FlameError> {
+    let now_ms = tx.now_ms;
     if node.name.is_empty() {
         return Err(FlameError::InvalidArgument(
             "node name must not be empty".into(),
@@ -125,8 +124,8 @@ fn step(
 }
 
 /// Heartbeat: stores the time; an Unknown (draining) node is Ready again.
-pub(crate) fn heartbeat(tx: &mut Tx<'_>, name: &str, now_ms: i64) -> Result<Node, FlameError> {
-    step(tx, name, NodeEvent::Heartbeat, Some(now_ms))?;
+pub(crate) fn heartbeat(tx: &mut Tx<'_>, name: &str) -> Result<Node, FlameError> {
+    step(tx, name, NodeEvent::Heartbeat, Some(tx.now_ms))?;
     current(tx, name)
 }
 
@@ -136,22 +135,11 @@ pub(crate) fn disconnected(tx: &mut Tx<'_>, name: &str) -> Result<Node, FlameErr
     current(tx, name)
 }
 
-/// MarkNodeNotReady: deletes the node's executors and requeues their Running tasks.
-pub(crate) fn mark_not_ready(tx: &mut Tx<'_>, name: &str, now_ms: i64) -> Result<Node, FlameError> {
+/// MarkNodeNotReady, the node's part: the node becomes NotReady. Returns it and whether it
+/// expired now (then the rules layer drops its executors).
+pub(crate) fn mark_not_ready(tx: &mut Tx<'_>, name: &str) -> Result<(Node, bool), FlameError> {
     let (before, _) = step(tx, name, NodeEvent::Expire, None)?;
-    if before != NodeState::NotReady {
-        let executors: Vec<String> = tx
-            .state
-            .executors()
-            .filter(|e| e.spec.node == name)
-            .map(|e| e.id.clone())
-            .collect();
-        let reason = format!("node {name} is not ready");
-        for id in executors {
-            let _ = executor::drop_executor(tx, &id, &reason, now_ms);
-        }
-    }
-    current(tx, name)
+    Ok((current(tx, name)?, before != NodeState::NotReady))
 }
 
 #[cfg(test)]

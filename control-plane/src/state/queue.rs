@@ -5,9 +5,10 @@
 //! Running tasks recorded on it (`ExecutorEntry::tasks`), which its agent runs in order. How
 //! many is [`depth`]: enough to cover [`DispatchPolicy::window_us`] of work at the session's
 //! mean task duration, between 1 and [`DispatchPolicy::max_depth`], and never more queued input
-//! than [`DispatchPolicy::max_queued_bytes`]. [`refill`] tops an executor up from its session's
+//! than [`DispatchPolicy::max_queued_bytes`]. A refill tops an executor up from its session's
 //! lowest Pending ids; CompleteTasks calls it for every executor it reported on, so a finished
-//! task and the assignment of its successor are one commit.
+//! task and the assignment of its successor are one commit. This module is the policy (pure
+//! functions of the state); the rules layer (`state::rules`) carries it out.
 //!
 //! Why: a no-op task takes far less time than a Raft commit plus a round trip to the agent. With
 //! one task per executor and a separate AssignTasks commit, every task cost two commits in
@@ -26,44 +27,11 @@
 //!   measurement yet gets depth 1.
 //! - The policy travels in the command (the leader's configuration), not in member config.
 
-use super::command::{Assignment, TaskRef};
+use super::command::TaskRef;
 use super::model::{ExecutorEntry, SessionEntry, State};
-use super::task;
-use super::tx::Tx;
 use flame_proto::model::{ExecutorState, NodeState};
-use serde::{Deserialize, Serialize};
 
-/// How deep executor queues may be; chosen by the leader and carried in the commands that
-/// assign.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DispatchPolicy {
-    /// Work, in microseconds at the session's mean task duration, an executor may hold.
-    pub window_us: u64,
-    /// Most tasks an executor may hold.
-    pub max_depth: u32,
-    /// Most task input bytes an executor may hold queued (the first task is always allowed).
-    pub max_queued_bytes: u64,
-}
-
-impl DispatchPolicy {
-    /// Upstream's behaviour: one task per executor.
-    pub const ONE_AT_A_TIME: DispatchPolicy = DispatchPolicy {
-        window_us: 0,
-        max_depth: 1,
-        max_queued_bytes: 0,
-    };
-}
-
-impl Default for DispatchPolicy {
-    /// 20 ms of work, at most 128 tasks and 4 MiB of queued input.
-    fn default() -> Self {
-        DispatchPolicy {
-            window_us: 20_000,
-            max_depth: 128,
-            max_queued_bytes: 4 << 20,
-        }
-    }
-}
+pub use super::command::DispatchPolicy;
 
 /// How many tasks an executor of a session whose tasks take `mean_task_us` on average may hold
 /// under `policy`: `window / mean`, clamped to `1..=max_depth`; 1 while the mean is unknown (0).
@@ -207,66 +175,6 @@ pub fn deal<'a>(
         }
     }
     out
-}
-
-/// Assigns the tasks [`deal`] picks for session `session_id` to its executors with room, at
-/// `now_ms` (CreateTasks, so new tasks need no scheduling round).
-pub(crate) fn dispatch_session(
-    tx: &mut Tx<'_>,
-    session_id: &str,
-    policy: &DispatchPolicy,
-    now_ms: i64,
-) {
-    let state: &State = &*tx.state;
-    let Some(entry) = state.session_entry(session_id) else {
-        return;
-    };
-    let mut rooms: Vec<Room<'_>> = state
-        .executor_entries()
-        .filter_map(|e| room_of(state, e, policy))
-        .filter(|(s, _)| *s == session_id)
-        .map(|(_, room)| room)
-        .collect();
-    let dealt: Vec<Assignment> = deal(entry, &mut rooms, policy)
-        .into_iter()
-        .map(|(executor_id, task_id)| Assignment {
-            executor_id: executor_id.to_owned(),
-            session_id: session_id.to_owned(),
-            task_id,
-        })
-        .collect();
-    for assignment in &dealt {
-        // Checked again by assign_one; a refusal leaves the task for the scheduler.
-        let _ = task::assign_one(tx, assignment, now_ms);
-    }
-}
-
-/// Tops executor `executor_id` up from its session's Pending tasks under `policy`, if it is
-/// Bound on a Ready node; the assignments get code-1 events at `now_ms`.
-pub(crate) fn refill(tx: &mut Tx<'_>, executor_id: &str, policy: &DispatchPolicy, now_ms: i64) {
-    let state: &State = &*tx.state;
-    let Some(entry) = state.executor_entry(executor_id) else {
-        return;
-    };
-    let Some((session_id, room)) = room_of(state, entry, policy) else {
-        return;
-    };
-    let Some(session) = state.session_entry(session_id) else {
-        return;
-    };
-    let session_id = session_id.to_owned();
-    let ids = next_tasks(session, room.held, room.bytes, policy);
-    for task_id in ids {
-        let assignment = Assignment {
-            executor_id: executor_id.to_owned(),
-            session_id: session_id.clone(),
-            task_id,
-        };
-        // Each assignment re-checks the executor and the task; a refusal ends the refill.
-        if task::assign_one(tx, &assignment, now_ms).is_err() {
-            return;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@
 //! - Leader clocks may disagree after a leader change; a record stamped by a fast clock just
 //!   lives longer, bounded by [`MAX_REQUESTS`].
 
-use super::command::{Command, Outcome, dispatch};
+use super::command::{Command, Outcome};
 use super::tx::Tx;
 use bytes::Bytes;
 use flame_proto::error::FlameError;
@@ -136,13 +136,14 @@ impl RequestTable {
     }
 }
 
-/// Applies `command` once per `request_id`; see the module docs.
+/// Applies `command` with `apply` (the apply path) once per `request_id`; see the module docs.
 pub(crate) fn apply_once(
     tx: &mut Tx<'_>,
     request_id: String,
     command: Command,
-    now_ms: i64,
+    apply: fn(&mut Tx<'_>, Command) -> Outcome,
 ) -> Outcome {
+    let now_ms = tx.now_ms;
     for expired in tx.state.requests.expire(now_ms) {
         tx.log.request_changed(&expired);
     }
@@ -152,7 +153,7 @@ pub(crate) fn apply_once(
     if let Err(e) = check(&request_id, &command) {
         return Outcome::Done(Err(e));
     }
-    let outcome = dispatch(tx, command);
+    let outcome = apply(tx, command);
     let record = RequestRecord::new(now_ms, &slim(outcome.clone()));
     tx.state.requests.insert(&request_id, record);
     tx.log.request_changed(&request_id);

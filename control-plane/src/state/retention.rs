@@ -2,7 +2,7 @@
 //!
 //! What: [`closed_sessions_to_purge`] is the pure policy the leader evaluates on its own clock;
 //! it proposes the answer as [`super::Command::PurgeSessions`], which every member applies
-//! identically through [`purge`].
+//! identically (the rules layer, `state::rules::sessions`).
 //!
 //! Why split: the policy depends on the leader's clock (`now_ms`), which apply must never read;
 //! the command carries the decision instead.
@@ -11,8 +11,6 @@
 //! session (the state changed between decision and apply) skips it.
 
 use super::model::State;
-use super::session::{self, SessionEvent, SessionStep};
-use super::tx::Tx;
 use flame_proto::model::SessionState;
 
 /// The Closed sessions to purge, oldest first (by completion time, then id): every one closed
@@ -42,16 +40,4 @@ pub fn closed_sessions_to_purge(
         .take(old.max(over))
         .map(|(_, id)| id.to_owned())
         .collect()
-}
-
-/// PurgeSessions: removes each Closed session named; returns those removed.
-pub(crate) fn purge(tx: &mut Tx<'_>, ids: Vec<String>) -> Vec<String> {
-    let mut removed = Vec::new();
-    for id in ids {
-        if session::check(tx, &id, SessionEvent::Remove) == Ok(SessionStep::Remove) {
-            session::remove(tx, &id);
-            removed.push(id);
-        }
-    }
-    removed
 }

@@ -21,14 +21,18 @@
 //! a differing spec is `InvalidState` from `SessionSpec::check_matches` (`spec mismatch`),
 //! checked after the `not open` rule. A session may be Open yet paused: after
 //! `bind_retry_limit` bind failures it gets no new executors (see the executor module).
+//!
+//! This module changes sessions only; what a session's change does to its tasks, executors and
+//! the object-drop log (the knock-on effects in the table) is in the rules layer
+//! (`state::rules`).
 
+use super::command::BindResult;
 use super::model::{SessionEntry, session_not_found};
-use super::task::{TaskEvent, task_transition};
+use super::queue;
 use super::tx::Tx;
-use super::{cache, executor};
 use flame_proto::error::FlameError;
 use flame_proto::model::{
-    Event, Session, SessionSpec, SessionState, TaskCounters, TaskState, validate_session_id,
+    Event, Executor, Session, SessionSpec, SessionState, TaskCounters, validate_session_id,
 };
 use std::sync::Arc;
 
@@ -107,7 +111,8 @@ pub(crate) fn check(tx: &Tx<'_>, id: &str, event: SessionEvent) -> Result<Sessio
     session_transition(id, entry.session.state, event)
 }
 
-fn current(tx: &Tx<'_>, id: &str) -> Result<Session, FlameError> {
+/// The session `id` as it is now.
+pub(crate) fn current(tx: &Tx<'_>, id: &str) -> Result<Session, FlameError> {
     tx.state
         .session(id)
         .cloned()
@@ -119,7 +124,6 @@ pub(crate) fn create(
     tx: &mut Tx<'_>,
     id: String,
     spec: SessionSpec,
-    now_ms: i64,
 ) -> Result<Session, FlameError> {
     validate_session_id(&id)?;
     if tx.state.application(&spec.application).is_none() {
@@ -137,7 +141,7 @@ pub(crate) fn create(
         id: id.clone(),
         spec,
         state: SessionState::Open,
-        creation_time_ms: now_ms,
+        creation_time_ms: tx.now_ms,
         completion_time_ms: None,
         counters: TaskCounters::default(),
         events: Vec::new(),
@@ -154,11 +158,10 @@ pub(crate) fn open(
     tx: &mut Tx<'_>,
     id: String,
     spec: Option<SessionSpec>,
-    now_ms: i64,
 ) -> Result<Session, FlameError> {
     let Some(entry) = tx.state.session_entry(&id) else {
         return match spec {
-            Some(spec) => create(tx, id, spec, now_ms),
+            Some(spec) => create(tx, id, spec),
             None => Err(session_not_found(&id)),
         };
     };
@@ -169,60 +172,107 @@ pub(crate) fn open(
     Ok(entry.session.clone())
 }
 
-/// CloseSession: cancels Pending tasks and closes; a repeat close changes nothing.
-pub(crate) fn close(tx: &mut Tx<'_>, id: &str, now_ms: i64) -> Result<Session, FlameError> {
+/// CloseSession, this session's part: an Open session without Running tasks becomes Closed at
+/// the entry's time; a Closed one stays as it is. True when it closed now (the rules layer then
+/// cancels its Pending tasks, unbinds its executors and records its object drop).
+pub(crate) fn close(tx: &mut Tx<'_>, id: &str) -> Result<bool, FlameError> {
     let running = tx
         .state
         .session(id)
         .ok_or_else(|| session_not_found(id))?
         .counters
         .running;
-    if check(tx, id, SessionEvent::Close { running })? == SessionStep::Close {
-        close_open_session(tx, id, now_ms);
+    if check(tx, id, SessionEvent::Close { running })? != SessionStep::Close {
+        return Ok(false);
     }
-    current(tx, id)
-}
-
-fn close_open_session(tx: &mut Tx<'_>, id: &str, now_ms: i64) {
-    let Some(entry) = tx.state.session_mut(id) else {
-        return;
-    };
+    let now_ms = tx.now_ms;
+    let entry = tx
+        .state
+        .session_mut(id)
+        .ok_or_else(|| session_not_found(id))?;
     entry.session.state = SessionState::Closed;
     entry.session.completion_time_ms = Some(now_ms);
-    let prefix = cache::session_prefix(&entry.session.spec.application, id);
-    let pending: Vec<u64> = entry.pending_ids().collect();
-    for task_id in pending {
-        let label = format!("{id}/{task_id}");
-        let Ok(to) = task_transition(&label, TaskState::Pending, TaskEvent::Cancel) else {
-            continue;
-        };
-        entry.update_task(task_id, |t| {
-            t.task.state = to;
-            t.task.completion_time_ms = Some(now_ms);
-            t.task.events.push(Event::task_cancelled(now_ms));
-        });
-        tx.log.task_changed(id, task_id);
-    }
     tx.log.session_closed(id);
-    executor::session_closed(tx, id);
-    cache::record_drop(tx, prefix, now_ms);
+    Ok(true)
 }
 
-/// DeleteSession: removes a Closed session whose tasks are all terminal; returns it.
-pub(crate) fn delete(tx: &mut Tx<'_>, id: &str) -> Result<Session, FlameError> {
+/// DeleteSession, this session's part: the session as it is, if it may be removed (Closed, all
+/// its tasks terminal).
+pub(crate) fn check_delete(tx: &Tx<'_>, id: &str) -> Result<Session, FlameError> {
     let session = current(tx, id)?;
     let unfinished = u64::from(session.counters.pending) + u64::from(session.counters.running);
     check(tx, id, SessionEvent::Delete { unfinished })?;
-    remove(tx, id);
     Ok(session)
 }
 
-/// Removes session `id` with its tasks, events and request ids; executors still bound to it
-/// start unbinding. Callers have checked the transition.
+/// Removes session `id` with its tasks, events and request ids. Callers have checked the
+/// transition (and unbound its executors).
 pub(crate) fn remove(tx: &mut Tx<'_>, id: &str) {
-    executor::session_closed(tx, id);
     if let Some(entry) = tx.state.sessions.remove(id) {
         tx.log.session_removed(id, entry.task_count());
+    }
+}
+
+/// The ids of the sessions of application `name`.
+pub(crate) fn of_application(tx: &Tx<'_>, name: &str) -> Vec<String> {
+    tx.state
+        .sessions()
+        .filter(|s| s.spec.application == name)
+        .map(|s| s.id.clone())
+        .collect()
+}
+
+/// BindExecutor, this session's part: the session exists, is Open, and is not paused after
+/// `bind_retry_limit` failed binds.
+pub(crate) fn check_bindable(tx: &Tx<'_>, id: &str) -> Result<(), FlameError> {
+    check(tx, id, SessionEvent::Bind)?;
+    let limit = tx.config.bind_retry_limit;
+    let session = tx
+        .state
+        .session_entry(id)
+        .ok_or_else(|| session_not_found(id))?;
+    if !session.is_schedulable(limit) {
+        return Err(FlameError::InvalidState(format!(
+            "session {id} is paused after {} failed binds; no new executors are assigned",
+            session.bind_failures
+        )));
+    }
+    Ok(())
+}
+
+/// Updates the session's bind-failure count and events after `executor`'s bind ended: a
+/// success resets the count; a failure records event 1001, and event 1002 when the count
+/// reaches `bind_retry_limit`.
+pub(crate) fn record_bind(tx: &mut Tx<'_>, id: &str, executor: &Executor, result: BindResult) {
+    let (limit, now_ms) = (tx.config.bind_retry_limit, tx.now_ms);
+    let Some(session) = tx.state.session_mut(id) else {
+        return;
+    };
+    match result {
+        BindResult::Ok if session.bind_failures == 0 => return,
+        BindResult::Ok => session.bind_failures = 0,
+        BindResult::Failed { code, message } => {
+            let node = &executor.spec.node;
+            let failed = Event::session_bind_failed(&executor.id, node, code, &message, now_ms);
+            session.session.events.push(failed);
+            session.bind_failures = session.bind_failures.saturating_add(1);
+            if session.bind_failures == limit {
+                let paused = Event::session_retry_limit_reached(limit, limit, now_ms);
+                session.session.events.push(paused);
+            }
+        }
+    }
+    tx.log.session_row_changed(id);
+}
+
+/// Folds one measured task duration (0 = not measured) into the session's mean.
+pub(crate) fn learn_duration(tx: &mut Tx<'_>, id: &str, duration_us: u64) {
+    if duration_us == 0 {
+        return;
+    }
+    if let Some(entry) = tx.state.session_mut(id) {
+        queue::learn(entry, duration_us);
+        tx.log.session_stats_changed(id);
     }
 }
 

@@ -28,16 +28,16 @@
 //! - CompleteTasks accepts a result only from an executor that holds the task (Bound or
 //!   Unbinding); any other result is stale: it changes nothing and is reported as
 //!   `InvalidState` (`stale result ...`) in its slot of the response. After the results it
-//!   refills every executor it heard from (`queue::refill`), in the same apply.
+//!   refills every executor it heard from (the rules layer's top-up), in the same apply.
 //! - A lost executor's head task is requeued (charged); the tasks queued behind it are returned
 //!   uncharged, because they never started.
 //! - Each item of AssignTasks, CompleteTasks and RequeueTasks succeeds or fails alone.
+//!
+//! This module changes tasks only; the executor side of each change (the tasks an executor
+//! holds), the session checks and the refill are in the rules layer (`state::rules`).
 
-use super::command::{Assignment, NewTask, TaskRef, TaskResult};
-use super::executor::{ExecutorEvent, executor_not_found, executor_transition};
+use super::command::{NewTask, TaskRef, TaskResult};
 use super::model::{TaskEntry, session_not_found};
-use super::queue::{self, DispatchPolicy};
-use super::session::{self, SessionEvent};
 use super::tx::Tx;
 use flame_proto::error::FlameError;
 use flame_proto::model::{Event, Task, TaskState};
@@ -139,34 +139,16 @@ fn change_task(
     Ok(task)
 }
 
-/// Changes the tasks executor `executor_id` holds with `change` and reports it.
-fn change_held(tx: &mut Tx<'_>, executor_id: &str, change: impl FnOnce(&mut Vec<TaskRef>)) {
-    if let Some(entry) = tx.state.executor_mut(executor_id) {
-        change(&mut entry.tasks);
-        let node = entry.executor.spec.node.clone();
-        tx.log.executor_changed(executor_id, &node);
-    }
-}
-
-/// CreateTasks: one Pending task per submission, or the original task of a repeated request id.
-///
-/// Request ids are resolved before the session's state is checked (D6): a retry whose first
-/// attempt committed gets the original task even after the session closed. A request id that
-/// comes back with another input is refused as a whole, so nothing of the batch is created.
-pub(crate) fn create_tasks(
+/// CreateTasks, the tasks' part: one Pending task per new submission of `plan` (see
+/// [`plan_submissions`]), or the original task of a repeated request id. The rules layer has
+/// checked that the session accepts tasks when the plan creates any.
+pub(crate) fn create_planned(
     tx: &mut Tx<'_>,
     session_id: &str,
-    tasks: Vec<NewTask>,
-    now_ms: i64,
+    plan: Vec<Submission>,
 ) -> Result<Vec<Task>, FlameError> {
-    let plan = plan_submissions(tx, session_id, tasks)?;
-    let new = plan
-        .iter()
-        .filter(|s| matches!(s, Submission::New(_)))
-        .count();
-    if new > 0 {
-        session::check(tx, session_id, SessionEvent::AddTasks)?;
-    }
+    let now_ms = tx.now_ms;
+    let new = new_count(&plan);
     let entry = tx
         .state
         .session_mut(session_id)
@@ -216,8 +198,15 @@ pub(crate) fn create_tasks(
     Ok(out)
 }
 
+/// How many submissions of `plan` create a task.
+pub(crate) fn new_count(plan: &[Submission]) -> usize {
+    plan.iter()
+        .filter(|s| matches!(s, Submission::New(_)))
+        .count()
+}
+
 /// One submission of a CreateTasks, resolved against the session's request ids.
-enum Submission {
+pub(crate) enum Submission {
     /// A repeat of a request id the session has seen: its original task.
     Original(Task),
     /// A task to create (its empty request id, if any, dropped).
@@ -226,7 +215,7 @@ enum Submission {
 
 /// Resolves every submission's request id, in any session state, and refuses a request id used
 /// again with another input (against the session's tasks or earlier in the batch).
-fn plan_submissions(
+pub(crate) fn plan_submissions(
     tx: &Tx<'_>,
     session_id: &str,
     tasks: Vec<NewTask>,
@@ -270,128 +259,34 @@ fn plan_submissions(
     Ok(plan)
 }
 
-/// AssignTasks: each assignment succeeds or fails alone.
-pub(crate) fn assign_tasks(
-    tx: &mut Tx<'_>,
-    assignments: Vec<Assignment>,
-    now_ms: i64,
-) -> Vec<Result<Task, FlameError>> {
-    assignments
-        .into_iter()
-        .map(|a| assign_one(tx, &a, now_ms))
-        .collect()
-}
-
-fn check_assignment(tx: &Tx<'_>, a: &Assignment) -> Result<TaskState, FlameError> {
-    let executor = tx
-        .state
-        .executor_entry(&a.executor_id)
-        .ok_or_else(|| executor_not_found(&a.executor_id))?;
-    let state = executor.executor.state;
-    executor_transition(&a.executor_id, state, ExecutorEvent::StartTask)?;
-    if executor.executor.session_id.as_deref() != Some(a.session_id.as_str()) {
-        return Err(FlameError::InvalidState(format!(
-            "executor {} is not bound to session {}",
-            a.executor_id, a.session_id
-        )));
-    }
-    let (state, _) = task_state(tx, &a.session_id, a.task_id)?;
-    task_transition(&label(&a.session_id, a.task_id), state, TaskEvent::Assign)
-}
-
-/// Assigns one Pending task to a Bound executor of its session, behind the tasks it holds.
-pub(crate) fn assign_one(tx: &mut Tx<'_>, a: &Assignment, now_ms: i64) -> Result<Task, FlameError> {
-    let to = check_assignment(tx, a)?;
-    let task = change_task(tx, &a.session_id, a.task_id, |t| {
+/// AssignTasks, the task's part: Pending → Running with a code-1 event. The rules layer has
+/// checked the executor first.
+pub(crate) fn assign(tx: &mut Tx<'_>, task: &TaskRef) -> Result<Task, FlameError> {
+    let (state, _) = task_state(tx, &task.session_id, task.task_id)?;
+    let name = label(&task.session_id, task.task_id);
+    let to = task_transition(&name, state, TaskEvent::Assign)?;
+    let now_ms = tx.now_ms;
+    change_task(tx, &task.session_id, task.task_id, |t| {
         t.task.state = to;
         t.task.events.push(Event::task_running(now_ms));
-    })?;
-    let held = TaskRef {
-        session_id: a.session_id.clone(),
-        task_id: a.task_id,
-    };
-    change_held(tx, &a.executor_id, |tasks| tasks.push(held));
-    Ok(task)
+    })
 }
 
-/// CompleteTasks: each result succeeds or is reported stale alone; then, with a `refill`
-/// policy, every executor an accepted result came from is refilled, in order of first mention.
-/// A command whose results are all stale changes nothing.
-pub(crate) fn complete_tasks(
-    tx: &mut Tx<'_>,
-    results: Vec<TaskResult>,
-    refill: Option<&DispatchPolicy>,
-    now_ms: i64,
-) -> Vec<Result<Task, FlameError>> {
-    let mut executors: Vec<String> = Vec::new();
-    let out = results
-        .into_iter()
-        .map(|r| {
-            let executor_id = r.executor_id.clone();
-            let result = complete_one(tx, r, now_ms);
-            if result.is_ok() && !executors.contains(&executor_id) {
-                executors.push(executor_id);
-            }
-            result
-        })
-        .collect();
-    if let Some(policy) = refill {
-        for executor_id in executors {
-            queue::refill(tx, &executor_id, policy, now_ms);
-        }
-    }
-    out
-}
-
-fn check_result(tx: &Tx<'_>, r: &TaskResult) -> Result<TaskState, FlameError> {
-    let name = label(&r.session_id, r.task_id);
-    let running = TaskRef {
-        session_id: r.session_id.clone(),
-        task_id: r.task_id,
-    };
-    let executor = tx
-        .state
-        .executor_entry(&r.executor_id)
-        .filter(|e| e.tasks.contains(&running))
-        .ok_or_else(|| {
-            FlameError::InvalidState(format!(
-                "stale result ignored: task {name} is not held by executor {}",
-                r.executor_id
-            ))
-        })?;
-    executor_transition(
-        &r.executor_id,
-        executor.executor.state,
-        ExecutorEvent::FinishTask,
-    )?;
+/// CompleteTasks, the task's part: Running → Succeed (output stored) or Failed (the message as
+/// the code-3 event). The rules layer has checked that the reporting executor holds the task.
+pub(crate) fn complete(tx: &mut Tx<'_>, r: TaskResult) -> Result<Task, FlameError> {
     let (state, _) = task_state(tx, &r.session_id, r.task_id)?;
-    task_transition(
-        &name,
+    let ok = r.return_code == 0;
+    let to = task_transition(
+        &label(&r.session_id, r.task_id),
         state,
-        TaskEvent::Complete {
-            ok: r.return_code == 0,
-        },
-    )
-}
-
-fn complete_one(tx: &mut Tx<'_>, r: TaskResult, now_ms: i64) -> Result<Task, FlameError> {
-    let to = check_result(tx, &r)?;
+        TaskEvent::Complete { ok },
+    )?;
+    let now_ms = tx.now_ms;
     let TaskResult {
-        executor_id,
-        session_id,
-        task_id,
-        output,
-        message,
-        duration_us,
-        ..
+        output, message, ..
     } = r;
-    if duration_us > 0
-        && let Some(entry) = tx.state.session_mut(&session_id)
-    {
-        queue::learn(entry, duration_us);
-        tx.log.session_stats_changed(&session_id);
-    }
-    let task = change_task(tx, &session_id, task_id, |t| {
+    change_task(tx, &r.session_id, r.task_id, |t| {
         t.task.state = to;
         t.task.completion_time_ms = Some(now_ms);
         if to == TaskState::Succeed {
@@ -400,39 +295,16 @@ fn complete_one(tx: &mut Tx<'_>, r: TaskResult, now_ms: i64) -> Result<Task, Fla
         } else {
             t.task.events.push(Event::task_failed(message, now_ms));
         }
-    })?;
-    change_held(tx, &executor_id, |tasks| {
-        tasks.retain(|t| t.session_id != session_id || t.task_id != task_id)
-    });
-    Ok(task)
+    })
 }
 
-/// RequeueTasks: each task is requeued (or failed at the retry limit) alone.
-pub(crate) fn requeue_tasks(
-    tx: &mut Tx<'_>,
-    tasks: Vec<TaskRef>,
-    reason: &str,
-    now_ms: i64,
-) -> Vec<Result<Task, FlameError>> {
-    tasks
-        .into_iter()
-        .map(|t| requeue(tx, &t, reason, now_ms))
-        .collect()
-}
-
-/// Sends a Running task back to Pending, or fails it once requeues reach the limit; the
-/// executor that held it, if any, forgets it.
-pub(crate) fn requeue(
-    tx: &mut Tx<'_>,
-    task: &TaskRef,
-    reason: &str,
-    now_ms: i64,
-) -> Result<Task, FlameError> {
-    let limit = tx.config.task_retry_limit;
+/// Sends a Running task back to Pending, or fails it once requeues reach the limit. The rules
+/// layer makes the executor that held it forget it.
+pub(crate) fn requeue(tx: &mut Tx<'_>, task: &TaskRef, reason: &str) -> Result<Task, FlameError> {
+    let (limit, now_ms) = (tx.config.task_retry_limit, tx.now_ms);
     let (state, requeues) = task_state(tx, &task.session_id, task.task_id)?;
     let event = TaskEvent::Requeue { requeues, limit };
     let to = task_transition(&label(&task.session_id, task.task_id), state, event)?;
-    forget_held(tx, task);
     change_task(tx, &task.session_id, task.task_id, |t| {
         t.task.state = to;
         if to == TaskState::Pending {
@@ -449,19 +321,14 @@ pub(crate) fn requeue(
 
 /// Sends a Running task that never started (it was queued on a lost executor) back to Pending
 /// without charging a retry.
-pub(crate) fn give_back(
-    tx: &mut Tx<'_>,
-    task: &TaskRef,
-    reason: &str,
-    now_ms: i64,
-) -> Result<Task, FlameError> {
+pub(crate) fn give_back(tx: &mut Tx<'_>, task: &TaskRef, reason: &str) -> Result<Task, FlameError> {
     let (state, _) = task_state(tx, &task.session_id, task.task_id)?;
     let to = task_transition(
         &label(&task.session_id, task.task_id),
         state,
         TaskEvent::Return,
     )?;
-    forget_held(tx, task);
+    let now_ms = tx.now_ms;
     let reason = format!("{reason} before it started the task");
     change_task(tx, &task.session_id, task.task_id, |t| {
         t.task.state = to;
@@ -469,10 +336,24 @@ pub(crate) fn give_back(
     })
 }
 
-/// The executor holding `task`, if any, forgets it.
-fn forget_held(tx: &mut Tx<'_>, task: &TaskRef) {
-    if let Some(executor_id) = tx.state.executor_holding(task) {
-        change_held(tx, &executor_id, |tasks| tasks.retain(|t| t != task));
+/// CloseSession, the tasks' part: every Pending task of session `session_id` is Cancelled.
+pub(crate) fn cancel_pending(tx: &mut Tx<'_>, session_id: &str) {
+    let now_ms = tx.now_ms;
+    let Some(entry) = tx.state.session_mut(session_id) else {
+        return;
+    };
+    let pending: Vec<u64> = entry.pending_ids().collect();
+    for task_id in pending {
+        let name = label(session_id, task_id);
+        let Ok(to) = task_transition(&name, TaskState::Pending, TaskEvent::Cancel) else {
+            continue;
+        };
+        entry.update_task(task_id, |t| {
+            t.task.state = to;
+            t.task.completion_time_ms = Some(now_ms);
+            t.task.events.push(Event::task_cancelled(now_ms));
+        });
+        tx.log.task_changed(session_id, task_id);
     }
 }
 
