@@ -6,9 +6,11 @@
 //! - [`state`]: the replicated state machine. One deterministic apply path: commands carry every
 //!   timestamp and id the leader decided, and applying returns effects as data.
 //! - [`raft`]: the Raft transport between members over tonic (`flame.raft.v1`).
-//! - [`member`]: a running member: group-commit proposer, forwarding to the leader, linearizable
-//!   reads, group formation, leader duties and the `flame.cluster.v1` admin service; [`serve`]
-//!   is the entry point the binary and tests call.
+//! - [`member`]: a member's core: group-commit proposer, forwarding to the leader, linearizable
+//!   reads, request limits, group formation, leader duties and the `flame.cluster.v1` admin
+//!   service.
+//! - [`server`]: the wiring of a running member; [`serve`] is the entry point the binary and
+//!   tests call.
 //! - [`frontend`]: `flame.v1.Frontend` and the batch `flame.cluster.v1.Tasks` on every member.
 //! - [`agents`]: `flame.agent.v1.NodeAgent`: node registration and the leader's assignment
 //!   stream to node agents.
@@ -28,6 +30,7 @@ pub mod member;
 pub mod metrics;
 pub mod raft;
 pub mod scheduler;
+pub mod server;
 pub mod state;
 
-pub use member::{Listeners, ServeError, serve, shutdown_signal};
+pub use server::{Listeners, ServeError, serve, shutdown_signal};

@@ -30,9 +30,8 @@ pub mod snapshot;
 pub mod stream;
 
 use crate::config::Config;
-use crate::frontend::request::decoding_limit;
-use crate::frontend::tasks::batch_payload_limit;
 use crate::member::handle::MemberHandle;
+use crate::member::limits::{batch_payload_limit, decoding_limit};
 use flame_proto::agent::node_agent_server::{NodeAgent, NodeAgentServer};
 use flame_proto::agent::{AgentMessage, RegisterNodeRequest, RegisterNodeResponse};
 use flame_proto::error::FlameError;

@@ -20,7 +20,7 @@
 //!
 //! Caveats:
 //! - The servers accept requests up to the payload limit plus 1 MiB
-//!   ([`request::decoding_limit`]), so a payload slightly over the limit gets the error that
+//!   ([`crate::member::limits::decoding_limit`]), so a payload slightly over the limit gets the error that
 //!   names the limit; a far larger message is refused by tonic (OUT_OF_RANGE).
 //! - WatchTask streams end with UNAVAILABLE when the member shuts down, so a graceful shutdown
 //!   never waits on a watch of a task that will not finish.
@@ -32,6 +32,7 @@ pub mod tasks;
 pub mod watch;
 
 use crate::member::handle::MemberHandle;
+use crate::member::limits::{batch_payload_limit, decoding_limit};
 use flame_proto::cluster::tasks_server::{Tasks, TasksServer};
 use flame_proto::cluster::{CreateTasksRequest, CreateTasksResponse};
 use flame_proto::deadline::grpc_timeout;
@@ -66,7 +67,7 @@ pub fn frontend_server(
     handle: MemberHandle,
     shutdown: signal::Receiver<bool>,
 ) -> FrontendServer<FrontendService> {
-    let limit = request::decoding_limit(handle.limits.max_payload_bytes);
+    let limit = decoding_limit(handle.limits.max_payload_bytes);
     FrontendServer::new(FrontendService::new(handle, shutdown)).max_decoding_message_size(limit)
 }
 
@@ -79,7 +80,7 @@ pub struct TasksService {
 
 /// The tonic server for the Tasks service of `handle`, accepting a batch up to its limit.
 pub fn tasks_server(handle: MemberHandle) -> TasksServer<TasksService> {
-    let limit = request::decoding_limit(tasks::batch_payload_limit(&handle.limits));
+    let limit = decoding_limit(batch_payload_limit(&handle.limits));
     TasksServer::new(TasksService { handle }).max_decoding_message_size(limit)
 }
 

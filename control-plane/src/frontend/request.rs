@@ -11,9 +11,9 @@
 //!
 //! Caveat: sizes are checked after tonic decoded the message, so a message far beyond the
 //! decoding limit of the server is refused by tonic itself (OUT_OF_RANGE) before these checks
-//! run; see [`decoding_limit`].
+//! run; see [`crate::member::limits::decoding_limit`].
 
-use crate::member::Limits;
+use crate::member::limits::Limits;
 use crate::state::{Outcome, Response};
 use flame_proto::error::FlameError;
 use flame_proto::model::{
@@ -27,16 +27,6 @@ pub const REQUEST_ID_KEY: &str = "flame-request-id";
 
 /// Longest accepted client request id, in bytes.
 pub const MAX_REQUEST_ID_LEN: usize = 256;
-
-/// Room for everything in a request besides its one large payload (ids, spec fields).
-const ENVELOPE_SLACK: usize = 1 << 20;
-
-/// The decoding limit of a server whose requests carry payloads of up to `payload` bytes:
-/// the payload plus 1 MiB, so a payload slightly over the limit still decodes and gets the
-/// [`FlameError::TooLarge`] that names the limit.
-pub fn decoding_limit(payload: usize) -> usize {
-    payload.saturating_add(ENVELOPE_SLACK)
-}
 
 /// `Ok` when `size` is within the payload limit, else `TooLarge` naming `what` and the limit.
 pub fn check_payload(what: &str, size: usize, limits: &Limits) -> Result<(), FlameError> {

@@ -8,15 +8,15 @@
 //! - GetTask and ListTask are linearizable reads; ListTask then streams from that one immutable
 //!   view, in ascending id, with input, output and events, converting one task at a time.
 //!
-//! Caveat: a batch is bounded by [`MAX_BATCH_TASKS`] tasks and [`BATCH_PAYLOAD_FACTOR`] times
-//! the payload limit in total input, so one command stays far below the Raft transport's
-//! message limit.
+//! Caveat: a batch is bounded by [`MAX_BATCH_TASKS`] tasks and
+//! [`crate::member::limits::BATCH_PAYLOAD_FACTOR`] times the payload limit in total input, so
+//! one command stays far below the Raft transport's message limit.
 
 use super::request::{
     self, check_payload, missing, request_id, request_id_from_metadata, tasks_outcome,
 };
-use crate::member::Limits;
 use crate::member::handle::MemberHandle;
+use crate::member::limits::{Limits, batch_payload_limit};
 use crate::state::{Command, NewTask};
 use bytes::Bytes;
 use flame_proto::cluster::{CreateTasksRequest, CreateTasksResponse};
@@ -32,18 +32,8 @@ use tracing::{debug, instrument};
 /// Most tasks one CreateTasks call may submit.
 pub const MAX_BATCH_TASKS: usize = 10_000;
 
-/// The total input of one CreateTasks call may be this many times the payload limit.
-pub const BATCH_PAYLOAD_FACTOR: usize = 4;
-
 /// A stream of tasks as the Frontend's server-streaming RPCs send them.
 pub type TaskStream = Pin<Box<dyn Stream<Item = Result<v1::Task, Status>> + Send + 'static>>;
-
-/// The largest total input of one CreateTasks call.
-pub fn batch_payload_limit(limits: &Limits) -> usize {
-    limits
-        .max_payload_bytes
-        .saturating_mul(BATCH_PAYLOAD_FACTOR)
-}
 
 /// Proposes one CreateTasks command and returns its tasks, one per submission.
 async fn create_in(

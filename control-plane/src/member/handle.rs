@@ -100,7 +100,7 @@ pub struct MemberHandle {
     /// The peer transport (for forwarding).
     pub network: Network,
     /// Request limits and defaults.
-    pub limits: Arc<crate::member::Limits>,
+    pub limits: Arc<crate::member::limits::Limits>,
     /// The member's metrics (writes sent again).
     pub metrics: Arc<crate::metrics::Metrics>,
 }

@@ -95,6 +95,11 @@ impl Network {
         }
     }
 
+    /// The cluster id this network's messages carry.
+    pub fn cluster_id(&self) -> &str {
+        &self.shared.cluster_id
+    }
+
     /// How many channels this network has created since it started (one per peer, plus one per
     /// address change).
     pub fn channels_created(&self) -> u64 {
