@@ -14,8 +14,8 @@ STATE = pathlib.Path(__file__).resolve().parent.parent / "control-plane/src/stat
 ENTITIES = ["application", "session", "task", "executor", "node"]
 # What each checked file may import from its siblings.
 ALLOWED = {
-    **{e: {"command", "model", "tx", "queue", "cache", "wire", "StateConfig"} for e in ENTITIES},
-    "command": {"wire"},
+    **{e: {"command", "model", "tx", "queue", "cache", "StateConfig"} for e in ENTITIES},
+    "command": set(),
 }
 USE = re.compile(r"^(?:pub(?:\([a-z]+\))? )?use (?:super|crate::state)::(.+?);", re.M | re.S)
 

@@ -22,7 +22,6 @@
 //! - A cluster that refuses the node (for example a node name held by another live host) ends
 //!   [`run`] with [`AgentError::Refused`]; every other failure is retried with backoff.
 
-mod backoff;
 mod core;
 mod link;
 mod node;

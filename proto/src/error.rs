@@ -46,7 +46,7 @@ pub const WHAT_KEY: &str = "flame-what";
 pub type FlameResult<T> = Result<T, FlameError>;
 
 /// Where the current Raft leader can be reached, as far as the answering member knows.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LeaderHint {
     /// The leader's Raft node id.
     pub id: u64,
@@ -54,8 +54,12 @@ pub struct LeaderHint {
     pub addr: String,
 }
 
-/// A Flame failure, classified by what the caller can do about it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A Flame failure, classified by what the caller can do about it ([`FlameError::is_retryable`],
+/// [`FlameError::is_server_fault`]).
+///
+/// Serialisable, because replicated answers carry it: the variants are encoded by position
+/// (postcard), so only ever append new ones.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum FlameError {
     /// The named object does not exist. gRPC NOT_FOUND.
     #[error("{0}")]
@@ -90,10 +94,6 @@ pub enum FlameError {
         /// The limit in bytes.
         limit: usize,
     },
-    /// A resource the server needs is used up, for example a full disk. gRPC RESOURCE_EXHAUSTED.
-    /// Retrying after the operator frees space may succeed.
-    #[error("{0}")]
-    Exhausted(String),
     /// A bug or an unexpected failure; also upstream's code for "Cannot close session with
     /// running tasks". gRPC INTERNAL.
     #[error("{0}")]
@@ -104,6 +104,10 @@ pub enum FlameError {
     /// The operation did not finish before its deadline. gRPC DEADLINE_EXCEEDED.
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// A resource the server needs is used up, for example a full disk. gRPC RESOURCE_EXHAUSTED.
+    /// Retrying after the operator frees space may succeed.
+    #[error("{0}")]
+    Exhausted(String),
 }
 
 fn not_leader_text(leader: Option<&LeaderHint>) -> String {
@@ -117,6 +121,46 @@ fn not_leader_text(leader: Option<&LeaderHint>) -> String {
 }
 
 impl FlameError {
+    /// Whether the same request, sent again unchanged (to another member or after a pause),
+    /// may succeed without anyone acting: no leader here or now (`NotLeader`, `Unavailable`),
+    /// or a member's own deadline on a write it held through a leader change and did not apply
+    /// (`DeadlineExceeded`). Everything else needs a different request or an operator.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            FlameError::NotLeader { .. }
+            | FlameError::Unavailable(_)
+            | FlameError::DeadlineExceeded(_) => true,
+            FlameError::NotFound(_)
+            | FlameError::AlreadyExists(_)
+            | FlameError::InvalidArgument(_)
+            | FlameError::InvalidState(_)
+            | FlameError::TooLarge { .. }
+            | FlameError::Internal(_)
+            | FlameError::Cancelled(_)
+            | FlameError::Exhausted(_) => false,
+        }
+    }
+
+    /// Whether the failure is the server's trouble rather than the caller's request: a bug
+    /// (`Internal`), no quorum or a shutdown (`Unavailable`), a full disk (`Exhausted`), or a
+    /// write that could not commit in time (`DeadlineExceeded`). Servers log these at `warn`
+    /// and the rest (including the routine `NotLeader` redirect) at `debug`.
+    pub fn is_server_fault(&self) -> bool {
+        match self {
+            FlameError::Internal(_)
+            | FlameError::Unavailable(_)
+            | FlameError::Exhausted(_)
+            | FlameError::DeadlineExceeded(_) => true,
+            FlameError::NotFound(_)
+            | FlameError::AlreadyExists(_)
+            | FlameError::InvalidArgument(_)
+            | FlameError::InvalidState(_)
+            | FlameError::NotLeader { .. }
+            | FlameError::TooLarge { .. }
+            | FlameError::Cancelled(_) => false,
+        }
+    }
+
     /// The gRPC code this error travels as.
     pub fn code(&self) -> Code {
         match self {
@@ -277,6 +321,65 @@ impl From<Status> for FlameError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every variant's classification, in one table: (error, retryable, server fault). A new
+    /// variant fails to compile in the two methods until it is classified, and fails here
+    /// until it is listed.
+    #[test]
+    fn every_variant_is_classified_as_retryable_and_server_fault_as_the_table_says() {
+        let hint = LeaderHint {
+            id: 2,
+            addr: "http://b:8080".into(),
+        };
+        let table = [
+            (FlameError::NotFound("x".into()), false, false),
+            (FlameError::AlreadyExists("x".into()), false, false),
+            (FlameError::InvalidArgument("x".into()), false, false),
+            (FlameError::InvalidState("x".into()), false, false),
+            (FlameError::NotLeader { leader: None }, true, false),
+            (FlameError::NotLeader { leader: Some(hint) }, true, false),
+            (FlameError::Unavailable("no quorum".into()), true, true),
+            (
+                FlameError::TooLarge {
+                    what: "task input".into(),
+                    size: 2,
+                    limit: 1,
+                },
+                false,
+                false,
+            ),
+            (FlameError::Internal("bug".into()), false, true),
+            (FlameError::Cancelled("client left".into()), false, false),
+            (FlameError::DeadlineExceeded("held".into()), true, true),
+            (FlameError::Exhausted("disk full".into()), false, true),
+        ];
+        let kinds: std::collections::BTreeSet<&str> =
+            table.iter().map(|(e, ..)| e.kind()).collect();
+        let all: std::collections::BTreeSet<&str> =
+            every_variant().iter().map(FlameError::kind).collect();
+        assert_eq!(kinds, all, "the table lists every variant");
+        for (error, retryable, fault) in table {
+            assert_eq!(error.is_retryable(), retryable, "retryable: {error:?}");
+            assert_eq!(error.is_server_fault(), fault, "server fault: {error:?}");
+        }
+    }
+
+    /// Replicated answers store errors with postcard: every variant comes back exactly, and the
+    /// variant indices (the stored format) stay put.
+    #[test]
+    fn every_variant_round_trips_through_postcard_at_its_stored_index() {
+        for error in every_variant() {
+            let bytes = postcard::to_stdvec(&error).expect("encode");
+            assert_eq!(
+                postcard::from_bytes::<FlameError>(&bytes).expect("decode"),
+                error
+            );
+        }
+        let index = |e: FlameError| postcard::to_stdvec(&e).expect("encode")[0];
+        assert_eq!(index(FlameError::NotFound(String::new())), 0);
+        assert_eq!(index(FlameError::NotLeader { leader: None }), 4);
+        assert_eq!(index(FlameError::Exhausted(String::new())), 10);
+    }
 
     fn every_variant() -> Vec<FlameError> {
         vec![

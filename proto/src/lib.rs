@@ -56,6 +56,8 @@ pub mod agent {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/flame_descriptor_set.bin"));
 
+#[warn(missing_docs)]
+pub mod backoff;
 mod convert;
 #[warn(missing_docs)]
 pub mod deadline;

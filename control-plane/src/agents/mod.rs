@@ -79,14 +79,13 @@ pub fn agent_server(
         .max_decoding_message_size(limit)
 }
 
-/// Logs a failed RPC and maps it to a status: server-side trouble at `warn`, the agent's own
-/// mistakes at `debug`.
+/// Logs a failed RPC and maps it to a status: server faults ([`FlameError::is_server_fault`]) at
+/// `warn`, the rest at `debug`, exactly as the client API does.
 fn refuse(rpc: &'static str, error: FlameError) -> Status {
-    match &error {
-        FlameError::Internal(_) | FlameError::Unavailable(_) | FlameError::DeadlineExceeded(_) => {
-            warn!(rpc, code = ?error.code(), %error, "agent request failed")
-        }
-        _ => debug!(rpc, code = ?error.code(), %error, "agent request refused"),
+    if error.is_server_fault() {
+        warn!(rpc, code = ?error.code(), %error, "agent request failed")
+    } else {
+        debug!(rpc, code = ?error.code(), %error, "agent request refused")
     }
     Status::from(error)
 }

@@ -84,20 +84,17 @@ pub fn tasks_server(handle: MemberHandle) -> TasksServer<TasksService> {
     TasksServer::new(TasksService { handle }).max_decoding_message_size(limit)
 }
 
-/// Logs a failed RPC and maps the result to tonic's: server-side trouble at `warn`, the
-/// client's own mistakes at `debug`.
+/// Logs a failed RPC and maps the result to tonic's: server faults
+/// ([`FlameError::is_server_fault`]) at `warn`, the rest (the client's own mistakes, a routine
+/// NotLeader redirect) at `debug`.
 fn reply<T>(rpc: &'static str, result: Result<T, FlameError>) -> Result<Response<T>, Status> {
     match result {
         Ok(value) => Ok(Response::new(value)),
         Err(error) => {
-            match &error {
-                FlameError::Internal(_)
-                | FlameError::Unavailable(_)
-                | FlameError::NotLeader { .. }
-                | FlameError::DeadlineExceeded(_) => {
-                    warn!(rpc, code = ?error.code(), %error, "request failed")
-                }
-                _ => debug!(rpc, code = ?error.code(), %error, "request refused"),
+            if error.is_server_fault() {
+                warn!(rpc, code = ?error.code(), %error, "request failed")
+            } else {
+                debug!(rpc, code = ?error.code(), %error, "request refused")
             }
             Err(Status::from(error))
         }

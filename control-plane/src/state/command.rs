@@ -8,15 +8,14 @@
 //! a pure function and every member reaches the same state and the same responses.
 //!
 //! Caveats:
-//! - Every type here is postcard-safe (plain derives; `FlameError` travels through a private
-//!   mirror enum with `#[serde(with)]`). postcard encodes variants by position: only ever append
-//!   variants, and bump raftlog's format version when changing a command.
+//! - Every type here is postcard-safe (plain derives, `FlameError` included). postcard encodes
+//!   variants by position: only ever append variants, and bump raftlog's format version when
+//!   changing a command.
 //! - [`Outcome`] errors are business outcomes. For RegisterApplication, UpdateApplication and
 //!   UnregisterApplication every `Err` is reported in-band by the Frontend as
 //!   `Result{-1, message}`: `InvalidArgument` (bad name or spec), `AlreadyExists` (duplicate),
 //!   `NotFound` (unknown name) and `InvalidState` (the application has `open sessions`).
 
-use super::wire::{flame_result, flame_results};
 use bytes::Bytes;
 use flame_proto::error::FlameError;
 use flame_proto::model::{
@@ -404,24 +403,24 @@ pub enum Outcome {
     /// EnsureBuiltins: the names registered now (empty when all existed).
     Registered(Vec<String>),
     /// RegisterApplication and UpdateApplication: the stored application.
-    Application(#[serde(with = "flame_result")] Result<Application, FlameError>),
+    Application(Result<Application, FlameError>),
     /// UnregisterApplication.
-    Done(#[serde(with = "flame_result")] Result<(), FlameError>),
+    Done(Result<(), FlameError>),
     /// CreateSession, OpenSession, CloseSession, DeleteSession (the deleted session).
-    Session(#[serde(with = "flame_result")] Result<Session, FlameError>),
+    Session(Result<Session, FlameError>),
     /// CreateTasks: one task per submission, in order (the original for a repeated request id).
-    Tasks(#[serde(with = "flame_result")] Result<Vec<Task>, FlameError>),
+    Tasks(Result<Vec<Task>, FlameError>),
     /// Node commands: the node afterwards.
-    Node(#[serde(with = "flame_result")] Result<Node, FlameError>),
+    Node(Result<Node, FlameError>),
     /// Executor commands: the executor afterwards (ExecutorReleased: as it was removed).
-    Executor(#[serde(with = "flame_result")] Result<Executor, FlameError>),
+    Executor(Result<Executor, FlameError>),
     /// AssignTasks, CompleteTasks, RequeueTasks: one result per item, in order; an `Err` item
     /// (for example a stale result) changed nothing.
-    TaskUpdates(#[serde(with = "flame_results")] Vec<Result<Task, FlameError>>),
+    TaskUpdates(Vec<Result<Task, FlameError>>),
     /// PurgeSessions: the sessions removed.
     Purged(Vec<String>),
     /// SetClusterCa: true when this command stored the CA, false when one existed already.
-    ClusterCa(#[serde(with = "flame_result")] Result<bool, FlameError>),
+    ClusterCa(Result<bool, FlameError>),
 }
 
 impl Outcome {

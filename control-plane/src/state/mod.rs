@@ -63,7 +63,6 @@ mod rules;
 pub mod session;
 pub mod task;
 mod tx;
-mod wire;
 
 pub use application::builtin_applications;
 pub use cache::{ClusterCa, MAX_OBJECT_DROPS, ObjectDropPage};

@@ -19,7 +19,6 @@
 //! - Nothing is queued for the leader while disconnected; remembered outcomes are offered again
 //!   when the new leader's first snapshot still lists their steps.
 
-use super::backoff::Backoff;
 use super::link::{self, Dialer, Inbound, Link, RoundError};
 use super::report::ReportBuffer;
 use super::slot::{Cx, Slot};
@@ -27,6 +26,7 @@ use super::worker::{Event, LaunchTemplate, Worker};
 use super::{AgentError, AgentMetrics};
 use flame_proto::agent::agent_message::Message as AgentKind;
 use flame_proto::agent::{Assignments, ExecutorAction, ExecutorAssignment, HeldExecutor, Pull};
+use flame_proto::backoff::Backoff;
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;

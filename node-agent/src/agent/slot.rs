@@ -20,7 +20,6 @@
 //! `BindOutcome`; if that relaunch fails, the next task fails with the bind's message. A task
 //! that exceeds its timeout leaves the executor in that state (its instance stopped).
 
-use super::backoff::Backoff;
 use super::report::{Remembered, ReportBuffer};
 use super::worker::{BindLaunch, Command, Event, EventKind};
 use crate::instance::{AppLaunch, BindCode, BindError, TaskOutcome as RunOutcome};
@@ -29,6 +28,7 @@ use flame_proto::agent::{
     BindOutcome, Binding, ExecutorAction, ExecutorAssignment, HeldExecutor, TaskAssignment,
     TaskOutcome, UnbindOutcome,
 };
+use flame_proto::backoff::Backoff;
 use flame_proto::{model, v1};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -17,8 +17,8 @@
 //! later must not go through `Connection::call` unprotected.
 
 use super::ClientError;
-use super::backoff::Backoff;
 use super::endpoints::{normalise, parse_endpoints};
+use flame_proto::backoff::Backoff;
 use flame_proto::cluster::cluster_client::ClusterClient;
 use flame_proto::cluster::{Role, StatusRequest};
 use flame_proto::error::FlameError;
@@ -364,21 +364,25 @@ enum Failure {
     Expired(String),
 }
 
-/// Whether a status means "another attempt, maybe elsewhere, may succeed": not-leader,
-/// unavailable, a write a member held through a leader change without applying it, or a
-/// connection that broke under the call. A broken connection shows up as a
-/// status tonic made itself (no Flame error kind in the metadata): CANCELLED ("operation was
-/// canceled" when hyper drops an in-flight request) or UNKNOWN/INTERNAL naming the transport.
-/// RESOURCE_EXHAUSTED naming h2 is the connection closed by an HTTP/2 flood guard
-/// (`GOAWAY ENHANCE_YOUR_CALM`), which fails every call on it at once; a new connection works.
+/// Whether a status means "another attempt, maybe elsewhere, may succeed".
+///
+/// A member's answer (it carries the Flame error kind) is classified by its kind alone,
+/// through [`FlameError::is_retryable`]: not-leader, unavailable, or a write the member held
+/// through a leader change without applying it. Its text never matters, so a server error
+/// whose message mentions "transport" is not retried.
+///
+/// Any other status was made by tonic or hyper on this side of a connection that broke under
+/// the call, and carries no kind: UNAVAILABLE, CANCELLED ("operation was canceled" when hyper
+/// drops an in-flight request), UNKNOWN/INTERNAL naming the transport, or RESOURCE_EXHAUSTED
+/// naming h2 (a connection closed by an HTTP/2 flood guard, `GOAWAY ENHANCE_YOUR_CALM`, which
+/// fails every call on it at once; a new connection works). tonic gives these no structured
+/// cause, so they are recognised by code and text.
 pub(crate) fn retriable(status: &Status) -> bool {
-    let from_server = flame_proto::error::is_flame_answer(status);
+    if flame_proto::error::is_flame_answer(status) {
+        return FlameError::from(status.clone()).is_retryable();
+    }
     match status.code() {
-        Code::Unavailable => true,
-        // A member's own DEADLINE_EXCEEDED says it held the write through a leader change and
-        // did not apply it; another attempt is safe.
-        Code::DeadlineExceeded => from_server,
-        Code::Cancelled => !from_server,
+        Code::Unavailable | Code::Cancelled => true,
         Code::Unknown | Code::Internal | Code::ResourceExhausted => {
             let text = status.message().to_ascii_lowercase();
             let words = [
@@ -388,7 +392,7 @@ pub(crate) fn retriable(status: &Status) -> bool {
                 "broken pipe",
                 "canceled",
             ];
-            !from_server && words.iter().any(|w| text.contains(w))
+            words.iter().any(|w| text.contains(w))
         }
         _ => false,
     }
@@ -490,5 +494,18 @@ mod tests {
             "connection to the cache failed".into()
         ))));
         assert!(!retriable(&Status::invalid_argument("bad id")));
+    }
+
+    /// A member's answer is classified by its Flame error kind, never by its text.
+    #[test]
+    fn a_server_error_mentioning_the_transport_is_classified_by_its_kind() {
+        let internal = FlameError::Internal("transport error talking to the disk".into());
+        assert!(!retriable(&Status::from(internal)));
+        let exhausted = FlameError::Exhausted("connection table full".into());
+        assert!(!retriable(&Status::from(exhausted)));
+        let not_leader = FlameError::NotLeader { leader: None };
+        assert!(retriable(&Status::from(not_leader)));
+        // The same text from tonic itself (no kind) is a broken connection.
+        assert!(retriable(&Status::internal("transport error")));
     }
 }

@@ -21,7 +21,6 @@
 //! decode are [`ClientError::Codec`] naming the task ([`typed`]).
 
 pub mod admin;
-mod backoff;
 pub mod connection;
 pub mod context;
 pub mod endpoints;

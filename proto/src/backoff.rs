@@ -1,4 +1,5 @@
-//! Bounded exponential backoff with jitter, for reconnects and for bind retries.
+//! Bounded exponential backoff with jitter: the one retry pause of every Flame client (the SDK's
+//! calls, the node agent's reconnects and bind retries).
 //!
 //! What: [`Backoff::next_delay`] returns the next pause: the base doubling per failure up to the
 //! cap, then "equal jitter" (a uniformly random point in the upper half), so agents that lost
@@ -6,7 +7,8 @@
 //! one. [`Backoff::reset`] starts over after a success.
 //!
 //! Why no `rand`: jitter needs no quality randomness; std's randomly keyed `RandomState` hasher
-//! gives a fresh 64-bit value per call without another dependency.
+//! gives a fresh 64-bit value per call without another dependency. Why here: `flame-proto` is
+//! the crate every client already depends on.
 
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
