@@ -17,10 +17,10 @@
 //! heartbeat interval, so a very short heartbeat with a slow disk on the followers turns large
 //! batches into timeouts; raise `heartbeat_ms` or lower `max_payload_entries` together.
 
+use crate::config::ConfigError;
 use raftlog::LogPolicy;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
-use thiserror::Error;
 use tonic::transport::{Endpoint, Server};
 
 /// Default largest gRPC message, in bytes, sent or accepted by the transport (64 MiB).
@@ -79,32 +79,6 @@ impl Default for TransportConfig {
     }
 }
 
-/// A [`TransportConfig`] that cannot work; the message names the offending key.
-#[derive(Debug, Error)]
-pub enum ConfigError {
-    /// A duration or size that must be positive is zero.
-    #[error("raft.{key} must be greater than zero")]
-    Zero {
-        /// The key.
-        key: &'static str,
-    },
-    /// Two settings are out of order.
-    #[error("raft.{key} ({value}) must be greater than raft.{other} ({other_value})")]
-    Order {
-        /// The key that must be larger.
-        key: &'static str,
-        /// Its value.
-        value: u64,
-        /// The key it is compared with.
-        other: &'static str,
-        /// That key's value.
-        other_value: u64,
-    },
-    /// openraft rejected the resulting configuration.
-    #[error("invalid raft configuration: {0}")]
-    OpenRaft(Box<openraft::ConfigError>),
-}
-
 impl TransportConfig {
     /// Checks the settings, naming the first bad key.
     pub fn validate(&self, policy: &LogPolicy) -> Result<(), ConfigError> {
@@ -119,19 +93,21 @@ impl TransportConfig {
             ("max_payload_entries", self.max_payload_entries),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(ConfigError::Zero { key });
+            return Err(ConfigError::Invalid {
+                key: format!("raft.{key}"),
+                message: "must be greater than zero".into(),
+            });
         }
-        let order = |key, value: u64, other, other_value: u64| {
+        let order = |key: &str, value: u64, other: &str, other_value: u64| {
             if value > other_value {
-                Ok(())
-            } else {
-                Err(ConfigError::Order {
-                    key,
-                    value,
-                    other,
-                    other_value,
-                })
+                return Ok(());
             }
+            Err(ConfigError::Invalid {
+                key: format!("raft.{key}"),
+                message: format!(
+                    "raft.{key} ({value}) must be greater than raft.{other} ({other_value})"
+                ),
+            })
         };
         order(
             "election_timeout_min_ms",
@@ -173,9 +149,10 @@ impl TransportConfig {
             ..Default::default()
         };
         policy.apply_to(&mut config);
-        config
-            .validate()
-            .map_err(|e| ConfigError::OpenRaft(Box::new(e)))
+        config.validate().map_err(|e| ConfigError::Invalid {
+            key: "raft".into(),
+            message: format!("openraft refuses the resulting configuration: {e}"),
+        })
     }
 
     /// The client endpoint for a peer at `uri`, with connect timeout, keepalive and Nagle off.

@@ -32,7 +32,7 @@ mod network;
 mod service;
 
 pub use codec::TransportError;
-pub use config::{ConfigError, DEFAULT_MAX_MESSAGE_BYTES, TransportConfig};
+pub use config::{DEFAULT_MAX_MESSAGE_BYTES, TransportConfig};
 pub use network::{Network, PeerClient};
 pub use service::{ForwardHandler, RaftService, ServiceCounts, ServiceStats};
 
