@@ -1,4 +1,4 @@
-"""flamepy 0.6.0 against a Flame control-plane member (run by tests/frontend_flamepy.rs).
+"""flamepy 0.6.0 against a Flame control-plane member (run by tests/frontend/frontend_flamepy.rs).
 
 The endpoint comes from FLAME_ENDPOINT (a follower's client API). The scenario covers the
 applications, sessions and tasks a flamepy user touches, and the not-found, not-open and
