@@ -25,6 +25,10 @@
 //!    at the head of its module;
 //! 4. `apply`: one exhaustive `match` from a command to its entity or rule function, and
 //!    `requests` (exactly-once) around it.
+//!
+//! The lifecycle tables and the rules table are walked row by row by the scenario scripts in
+//! `control-plane/tests/state/scripts` (goldenscript), so a change to what a table says fails a
+//! script with a diff.
 //! - [`State`]: the in-memory model with the queries the Frontend and the scheduler need.
 //! - [`FlameApp`]: the `raftlog::App` that persists every touched object in the same redb
 //!   transaction as the entry, rebuilds [`State`] in `restore`, and publishes an immutable

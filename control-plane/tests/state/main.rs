@@ -4,6 +4,7 @@
 #[path = "../state_support/mod.rs"]
 mod state_support;
 
+mod scripts;
 mod state_cache;
 mod state_persistence;
 mod state_properties;
