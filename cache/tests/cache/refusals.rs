@@ -1,7 +1,7 @@
 //! Caches refuse what they must: a peer without a certificate from the cluster CA cannot talk
 //! to them, and a holder that sends bytes that do not match their hash is skipped for another.
 
-mod support;
+use crate::support;
 
 use bytes::Bytes;
 use flame_cache::config::StaticPeer;

@@ -4,7 +4,7 @@
 //! executor runs on a relaunched instance; the agent's default applies without a label; a
 //! newer command still interrupts a task whose timeout has not run out.
 
-mod common;
+use crate::common;
 
 use common::Fixture;
 use common::leader::{

@@ -2,7 +2,7 @@
 //! and leaves no partial object behind: bad keys, unknown tickets and actions, a PATCH of a
 //! missing object, an oversized put, a malformed descriptor.
 
-mod support;
+use crate::support;
 
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{Action, Criteria, Ticket};

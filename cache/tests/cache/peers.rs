@@ -2,7 +2,7 @@
 //! stored on two caches before the put returns, survive the loss of a cache, come back from
 //! disk after a restart, and are deleted everywhere.
 
-mod support;
+use crate::support;
 
 use bytes::Bytes;
 use flame_cache::Fetched;

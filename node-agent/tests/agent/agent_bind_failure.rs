@@ -1,7 +1,7 @@
 //! A bind that cannot work (the application's command is missing) is reported with code 11
 //! and the executor backs off: a leader that keeps asking does not make the agent hot-loop.
 
-mod common;
+use crate::common;
 
 use common::Fixture;
 use common::leader::{

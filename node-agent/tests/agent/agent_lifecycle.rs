@@ -2,7 +2,7 @@
 //! unbind → release; resent snapshots never run a task twice; an executor absent from a
 //! snapshot is stopped; oversized output fails the task naming the limit.
 
-mod common;
+use crate::common;
 
 use common::Fixture;
 use common::leader::{

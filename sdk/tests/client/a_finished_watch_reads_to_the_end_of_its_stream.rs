@@ -8,7 +8,7 @@
 //! (its response channel closed before the server ended it). Many watches run through one
 //! `Connection`; none may be cancelled.
 
-mod common;
+use crate::common;
 
 use common::fake::unused;
 use flame_proto::cluster::cluster_server::{Cluster, ClusterServer};

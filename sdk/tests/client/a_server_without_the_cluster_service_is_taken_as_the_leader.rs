@@ -4,7 +4,7 @@
 //! member answered"; and a batch for a server without `Tasks/CreateTasks` goes through
 //! `CreateTask`.
 
-mod common;
+use crate::common;
 
 use common::fake::unused;
 use flame_proto::cluster::tasks_server::{Tasks, TasksServer};

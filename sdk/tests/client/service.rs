@@ -2,7 +2,7 @@
 //! three Instance calls, its errors become `return_code = -1` with their text, invocations
 //! reach it one at a time, and `serve`/`run` treat the socket path as the spec says.
 
-mod common;
+use crate::common;
 
 use anyhow::Context;
 use bytes::Bytes;

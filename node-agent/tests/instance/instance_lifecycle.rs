@@ -2,7 +2,7 @@
 //! the call sequence, cleanup of the socket, scratch directories and process group, the
 //! environment contract of spec section 7.2, variable expansion, and death mid-task.
 
-mod common;
+use crate::common;
 
 use anyhow::Context;
 use common::{Fixture, app, eventually, exec_stdout, session, shell, task};

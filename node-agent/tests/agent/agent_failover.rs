@@ -2,7 +2,7 @@
 //! for the leader, backoff while there is none, a refused node, and re-registration with the
 //! executors the agent still holds, keeping their instances (no relaunch, no task run twice).
 
-mod common;
+use crate::common;
 
 use common::Fixture;
 use common::leader::{

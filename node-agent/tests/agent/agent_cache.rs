@@ -4,7 +4,7 @@
 //! the first RegisterNode and again when the agent re-registers after its stream drops, since
 //! the leader replaces the node description, cache included, with every registration.
 
-mod common;
+use crate::common;
 
 use common::Fixture;
 use common::leader::{FakeMember, Role, RunningAgent, agent_config};

@@ -12,7 +12,7 @@
 //! real `uv pip install` is not exercised here. The refusals before `uv` (missing project file,
 //! missing `uv`) are unit tests in `instance::release`.
 
-mod common;
+use crate::common;
 
 use anyhow::Context;
 use common::{Fixture, app, exec_stdout, session, shell, task};

@@ -2,7 +2,7 @@
 //! and write through any cache, objects are advertised as `grpc+tls://`, and a client that does
 //! not trust the certificate, or speaks plaintext to it, is refused with an error that says so.
 
-mod support;
+use crate::support;
 
 use bytes::Bytes;
 use flame_cache::ca;

@@ -3,7 +3,7 @@
 //! `shim creation failed` with a clear message, quickly where it can be, and leaves nothing
 //! running or lying around.
 
-mod common;
+use crate::common;
 
 use anyhow::Context;
 use common::{Fixture, app, eventually};

@@ -3,7 +3,7 @@
 //! `flmexec-service` runs shell and Python scripts with input on stdin and returns their stdout,
 //! and a failing script fails the task with its stderr text.
 
-mod common;
+use crate::common;
 
 use anyhow::Context;
 use common::{ServiceProcess, connect, session, task};

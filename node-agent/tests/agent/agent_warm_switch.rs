@@ -5,7 +5,7 @@
 //! application and is stopped when its executor is released; a malformed label fails the bind
 //! with code 19 naming it.
 
-mod common;
+use crate::common;
 
 use common::Fixture;
 use common::leader::{

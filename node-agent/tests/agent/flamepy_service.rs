@@ -6,7 +6,7 @@
 //! The venv comes from `scripts/flamepy-venv.sh` (idempotent; installs flamepy==0.6.0 from PyPI
 //! on first use), whose last stdout line is the interpreter path.
 
-mod common;
+use crate::common;
 
 use anyhow::{Context, bail};
 use common::{Fixture, app, session, task};
