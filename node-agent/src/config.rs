@@ -666,20 +666,10 @@ fn resolve_endpoints(raw: &[String]) -> Result<Vec<String>, ConfigError> {
     Ok(endpoints)
 }
 
-/// Turns `host:port` into `http://host:port` and checks that the result is a URL.
+/// Turns `host:port` into `http://host:port` and checks that the result is an http(s) URL
+/// (`flame_proto::endpoint::normalize`, the rule every client shares).
 pub fn normalize_endpoint(text: &str) -> Result<String, String> {
-    let text = text.trim();
-    let (scheme, rest) = text.split_once("://").unwrap_or(("http", text));
-    let rest = rest.trim_end_matches('/');
-    if rest.is_empty() {
-        return Err(format!("{text:?} names no host"));
-    }
-    let url = format!("{scheme}://{rest}");
-    match url.parse::<tonic::transport::Uri>() {
-        Ok(uri) if uri.host().is_some() => Ok(url),
-        Ok(_) => Err(format!("{text:?} names no host")),
-        Err(e) => Err(format!("{text:?} is not an address: {e}")),
-    }
+    flame_proto::endpoint::normalize(text)
 }
 
 /// The capacity: configured values, else detected ones.

@@ -62,6 +62,8 @@ mod convert;
 #[warn(missing_docs)]
 pub mod deadline;
 #[warn(missing_docs)]
+pub mod endpoint;
+#[warn(missing_docs)]
 pub mod error;
 #[warn(missing_docs)]
 pub mod model;

@@ -26,8 +26,6 @@ use crate::config::normalize_endpoint;
 use flame_proto::agent::agent_message::Message as AgentKind;
 use flame_proto::agent::node_agent_client::NodeAgentClient;
 use flame_proto::agent::{AgentMessage, Assignments, HeldExecutor, LeaderMessage, leader_message};
-use flame_proto::cluster::StatusRequest;
-use flame_proto::cluster::cluster_client::ClusterClient;
 use flame_proto::error::FlameError;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -183,7 +181,7 @@ async fn attempt(dialer: &Dialer, addr: &str) -> Attempt {
     let held = request.executors.len();
     let response = match bounded(client.register_node(request)).await {
         Ok(response) => response.into_inner(),
-        Err(status) => return not_taken(status, &channel).await,
+        Err(status) => return not_taken(status, addr, &channel).await,
     };
     dialer.metrics.registrations.fetch_add(1, Ordering::Relaxed);
     let heartbeat = match response.heartbeat_interval_ms {
@@ -194,7 +192,7 @@ async fn attempt(dialer: &Dialer, addr: &str) -> Attempt {
     let _ = out.send(dialer.node.heartbeat());
     let stream = match bounded(client.sync(UnboundedReceiverStream::new(rx))).await {
         Ok(response) => response.into_inner(),
-        Err(status) => return not_taken(status, &channel).await,
+        Err(status) => return not_taken(status, addr, &channel).await,
     };
     dialer.metrics.streams.fetch_add(1, Ordering::Relaxed);
     tracing::info!(
@@ -237,7 +235,7 @@ async fn bounded<T>(
 
 /// Classifies a refusal: a redirect (from the hint, or from the member's own status), a
 /// refusal of the node, or a plain failure.
-async fn not_taken(status: Status, channel: &Channel) -> Attempt {
+async fn not_taken(status: Status, addr: &str, channel: &Channel) -> Attempt {
     if matches!(
         status.code(),
         Code::AlreadyExists | Code::PermissionDenied | Code::Unauthenticated
@@ -252,7 +250,7 @@ async fn not_taken(status: Status, channel: &Channel) -> Attempt {
             Err(why) => Attempt::Failed(format!("unusable leader hint: {why}")),
         },
         e @ (FlameError::NotLeader { leader: None } | FlameError::Unavailable(_)) => {
-            match leader_from_status(channel).await {
+            match leader_from_status(addr, channel).await {
                 Some(to) => Attempt::Redirect(to),
                 None => Attempt::Failed(e.to_string()),
             }
@@ -261,12 +259,11 @@ async fn not_taken(status: Status, channel: &Channel) -> Attempt {
     }
 }
 
-/// The leader's client address as the member's `Cluster.Status` reports it.
-async fn leader_from_status(channel: &Channel) -> Option<String> {
-    let mut cluster = ClusterClient::new(channel.clone());
-    let status = bounded(cluster.status(StatusRequest {})).await.ok()?;
-    let addr = status.into_inner().leader_api_addr?;
-    normalize_endpoint(&addr).ok()
+/// The leader's client address as the member at `addr` reports it in `Cluster.Status`
+/// (`addr` itself when it has become the leader since it refused).
+async fn leader_from_status(addr: &str, channel: &Channel) -> Option<String> {
+    let asked = flame_proto::endpoint::leader_from_status(addr, channel.clone(), RPC_TIMEOUT);
+    asked.await.ok().flatten()
 }
 
 /// Forwards the leader's messages until the stream ends, then reports why.

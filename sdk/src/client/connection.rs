@@ -19,8 +19,6 @@
 use super::ClientError;
 use super::endpoints::{normalise, parse_endpoints};
 use flame_proto::backoff::Backoff;
-use flame_proto::cluster::cluster_client::ClusterClient;
-use flame_proto::cluster::{Role, StatusRequest};
 use flame_proto::error::FlameError;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -319,30 +317,19 @@ impl Connection {
                 // within 0ns".
                 break;
             }
-            let reply =
-                tokio::time::timeout(limit, ClusterClient::new(channel).status(StatusRequest {}))
-                    .await;
-            let status = match reply {
-                Ok(Ok(reply)) => reply.into_inner(),
-                Ok(Err(s)) if s.code() == Code::Unimplemented => {
+            let leader = match flame_proto::endpoint::leader_from_status(url, channel, limit).await
+            {
+                Ok(leader) => leader,
+                Err(s) if s.code() == Code::Unimplemented => {
                     // A single-server Flame (upstream's) has no Cluster service: the endpoint
                     // that answers is the only server, so it takes the writes.
                     self.lock().leader = Some(url.clone());
                     return Ok(url.clone());
                 }
-                Ok(Err(s)) => {
+                Err(s) => {
                     why = format!("{url}: {}", s.message());
                     continue;
                 }
-                Err(_) => {
-                    why = format!("{url}: no status within {limit:?}");
-                    continue;
-                }
-            };
-            let leader = if status.role == Role::Leader as i32 {
-                Some(url.clone())
-            } else {
-                status.leader_api_addr.and_then(|a| normalise(&a).ok())
             };
             if let Some(leader) = leader {
                 self.lock().leader = Some(leader.clone());

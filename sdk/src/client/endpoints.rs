@@ -5,29 +5,17 @@
 //! [`endpoints_from_env`] reads `FLAME_ENDPOINT`. Leader hints from the server
 //! (`flame-leader-addr`, `leader_api_addr`) go through [`normalise`] too.
 //!
-//! Caveat: the URL is only checked for a scheme and a non-empty authority; tonic rejects the
-//! rest when it builds the channel.
+//! The rules themselves are `flame_proto::endpoint`'s, shared with the node agent.
 
 use super::ClientError;
 
 /// The environment variable holding the default endpoints.
 pub const ENDPOINT_ENV: &str = "FLAME_ENDPOINT";
 
-/// Parses a comma-separated list of endpoints into normalised URLs; at least one is required.
+/// Parses a comma-separated list of endpoints into normalised URLs
+/// ([`flame_proto::endpoint::parse_list`]); at least one is required.
 pub fn parse_endpoints(text: &str) -> Result<Vec<String>, ClientError> {
-    let mut out: Vec<String> = Vec::new();
-    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let url = normalise(entry)?;
-        if !out.contains(&url) {
-            out.push(url);
-        }
-    }
-    if out.is_empty() {
-        return Err(ClientError::InvalidEndpoint(format!(
-            "no endpoint in {text:?}"
-        )));
-    }
-    Ok(out)
+    flame_proto::endpoint::parse_list(text).map_err(ClientError::InvalidEndpoint)
 }
 
 /// The endpoints in `FLAME_ENDPOINT`.
@@ -37,19 +25,10 @@ pub fn endpoints_from_env() -> Result<Vec<String>, ClientError> {
     parse_endpoints(&text)
 }
 
-/// One endpoint as a URL: `host:port` becomes `http://host:port`; a trailing `/` is dropped.
+/// One endpoint as a URL ([`flame_proto::endpoint::normalize`]): `host:port` becomes
+/// `http://host:port`; a trailing `/` is dropped.
 pub fn normalise(entry: &str) -> Result<String, ClientError> {
-    let entry = entry.trim();
-    let (scheme, rest) = entry.split_once("://").unwrap_or(("http", entry));
-    let authority = rest.trim_end_matches('/');
-    let url = format!("{scheme}://{authority}");
-    let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
-    if !scheme_ok || authority.is_empty() || authority.contains(char::is_whitespace) {
-        return Err(ClientError::InvalidEndpoint(format!(
-            "{entry:?} is not an http(s) endpoint"
-        )));
-    }
-    Ok(url)
+    flame_proto::endpoint::normalize(entry).map_err(ClientError::InvalidEndpoint)
 }
 
 #[cfg(test)]
