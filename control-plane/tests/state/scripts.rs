@@ -14,10 +14,11 @@
 //! `yield ID`, `unbound ID`, `release ID`, `released ID`, `assign EXECUTOR SESSION/TASK...`,
 //! `complete EXECUTOR SESSION/TASK [code=N] [refill]`, `requeue SESSION/TASK...`, `state`.
 
+use crate::state_support::{node, small_limits};
 use bytes::Bytes;
 use flame_control_plane::state::{
     Assignment, BindResult, Command, DispatchPolicy, Effect, NewTask, Outcome, Response,
-    StateConfig, StateMachine, TaskRef, TaskResult,
+    StateMachine, TaskRef, TaskResult,
 };
 use flame_proto::model::{ApplicationSpec, ResourceRequirement, Shim};
 use goldenscript::Command as Line;
@@ -32,12 +33,8 @@ struct Scripted {
 
 impl Scripted {
     fn new() -> Self {
-        let config = StateConfig {
-            bind_retry_limit: 2,
-            task_retry_limit: 1,
-        };
         Scripted {
-            machine: StateMachine::new(config),
+            machine: StateMachine::new(small_limits()),
             now_ms: 1_000,
         }
     }
@@ -80,26 +77,6 @@ fn task_ref(text: &str) -> Result<TaskRef> {
         session_id: session_id.to_owned(),
         task_id: id.parse()?,
     })
-}
-
-fn node(name: &str) -> flame_proto::model::Node {
-    let capacity = ResourceRequirement {
-        cpu: 8,
-        memory: 16 << 30,
-        gpu: 0,
-    };
-    flame_proto::model::Node {
-        name: name.into(),
-        hostname: name.into(),
-        state: flame_proto::model::NodeState::Unknown,
-        capacity,
-        allocatable: capacity,
-        arch: "x86_64".into(),
-        os: "linux".into(),
-        addresses: Vec::new(),
-        last_heartbeat_ms: 0,
-        cache: None,
-    }
 }
 
 /// The command a script line names.

@@ -15,6 +15,7 @@ use proptest::prelude::*;
 use raftlog::{App, StateMachineStore, Storage};
 use redb::backends::InMemoryBackend;
 use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+use state_support::small_limits;
 use state_support::strategy::commands;
 
 fn log_id(index: u64) -> LogId<u64> {
@@ -41,21 +42,14 @@ fn restored(db: &Database, config: StateConfig) -> flame_control_plane::state::S
     fresh.state().clone()
 }
 
-fn config() -> StateConfig {
-    StateConfig {
-        bind_retry_limit: 2,
-        task_retry_limit: 1,
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
     #[test]
     fn restore_rebuilds_the_applied_state(commands in commands(30)) {
         let db = memory_db();
-        let mut app = FlameApp::new(config());
-        let mut plain = StateMachine::new(config());
+        let mut app = FlameApp::new(small_limits());
+        let mut plain = StateMachine::new(small_limits());
         let all = std::iter::once((0, Command::EnsureBuiltins)).chain(commands);
         for (i, (now, command)) in all.enumerate() {
             let mut txn = db.begin_write().expect("txn");
@@ -65,10 +59,10 @@ proptest! {
             txn.commit().expect("commit");
             prop_assert_eq!(response.expect("apply"), vec![plain.apply(now, command)]);
             if i % 8 == 0 {
-                prop_assert_eq!(&restored(&db, config()), app.state());
+                prop_assert_eq!(&restored(&db, small_limits()), app.state());
             }
         }
-        prop_assert_eq!(&restored(&db, config()), app.state());
+        prop_assert_eq!(&restored(&db, small_limits()), app.state());
         prop_assert_eq!(app.state(), plain.state());
     }
 }
@@ -265,7 +259,7 @@ async fn object_drops_and_the_cluster_ca_survive_reopen_and_snapshot_install() -
 #[test]
 fn trimmed_object_drops_are_deleted_from_the_table() {
     let db = memory_db();
-    let mut app = FlameApp::new(config());
+    let mut app = FlameApp::new(small_limits());
     let mut commands = vec![Command::EnsureBuiltins];
     for _ in 0..MAX_OBJECT_DROPS + 2 {
         commands.push(Command::RegisterApplication {
@@ -285,7 +279,7 @@ fn trimmed_object_drops_are_deleted_from_the_table() {
     )
     .expect("apply");
     txn.commit().expect("commit");
-    let back = restored(&db, config());
+    let back = restored(&db, small_limits());
     assert_eq!(back.object_drop_range(), (3, MAX_OBJECT_DROPS as u64 + 2));
     assert_eq!(&back, app.state());
 }

@@ -8,16 +8,10 @@
 
 use crate::state_support;
 
-use flame_control_plane::state::{Command, Dirty, Outcome, Proposal, StateConfig, StateMachine};
+use flame_control_plane::state::{Command, Dirty, Outcome, Proposal, StateMachine};
 use proptest::prelude::*;
+use state_support::small_limits;
 use state_support::strategy::{check_invariants, commands};
-
-fn config() -> StateConfig {
-    StateConfig {
-        bind_retry_limit: 2,
-        task_retry_limit: 1,
-    }
-}
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
@@ -26,8 +20,8 @@ proptest! {
     fn invariants_hold_and_apply_is_deterministic(
         commands in commands(30)
     ) {
-        let mut a = StateMachine::new(config());
-        let mut b = StateMachine::new(config());
+        let mut a = StateMachine::new(small_limits());
+        let mut b = StateMachine::new(small_limits());
         a.apply(0, Command::EnsureBuiltins );
         b.apply(0, Command::EnsureBuiltins );
         for (now, command) in commands {
@@ -68,7 +62,7 @@ fn random_sequences_reach_deep_states() {
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..400 {
         let commands = strategy.new_tree(&mut runner).expect("tree").current();
-        let mut m = StateMachine::new(config());
+        let mut m = StateMachine::new(small_limits());
         m.apply(0, Command::EnsureBuiltins);
         for (now, command) in commands {
             m.apply(now, command);
@@ -178,8 +172,8 @@ proptest! {
                 .chain(commands.into_iter().map(|(_, command)| command))
                 .collect(),
         };
-        let mut a = StateMachine::new(config());
-        let mut b = StateMachine::new(config());
+        let mut a = StateMachine::new(small_limits());
+        let mut b = StateMachine::new(small_limits());
         for command in &proposal.commands {
             let ra = a.apply(proposal.now_ms, command.clone());
             prop_assert_eq!(ra, b.apply(proposal.now_ms, command.clone()));

@@ -16,6 +16,15 @@ use flame_proto::model::{
     Executor, Node, NodeState, ResourceRequirement, Session, SessionSpec, Shim, Task,
 };
 
+/// The limits the property and scenario tests use: small, so the limits are reached (a session
+/// pauses after 2 failed binds; a task fails when it loses its executor a second time).
+pub fn small_limits() -> StateConfig {
+    StateConfig {
+        bind_retry_limit: 2,
+        task_retry_limit: 1,
+    }
+}
+
 /// A state machine with the default config and the built-in applications.
 pub fn machine() -> StateMachine {
     let mut m = StateMachine::new(StateConfig::default());
