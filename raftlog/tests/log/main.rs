@@ -1,0 +1,7 @@
+//! raftlog's integration tests, in one test binary: one module per former test file, so the
+//! crate's tests link once.
+
+mod crash;
+mod open_errors;
+mod replication;
+mod suite;
