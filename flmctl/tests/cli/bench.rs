@@ -4,11 +4,9 @@
 //! `tests/golden/bench_table.txt` after masking the measured figures; set `UPDATE_GOLDEN=1`
 //! to rewrite it.
 
-mod support;
-
+use crate::support::{Up, flmctl, free_base, golden, ok};
 use serde_json::Value;
 use std::path::Path;
-use support::{Up, flmctl, free_base, golden, ok};
 
 /// The rows of the table whose values are measurements.
 const MEASURED: [&str; 6] = ["Wall time", "Throughput", "p50", "p90", "p99", "max"];

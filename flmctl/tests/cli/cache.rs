@@ -5,13 +5,11 @@
 //! patterns, a missing object, a dead or TLS endpoint) giving one `Error:` line and a failure
 //! status, never a panic.
 
-mod support;
-
+use crate::support::{flmctl_env, golden};
 use flame_cache::config::CacheConfig;
 use flame_cache::serve::{CacheListeners, RunningCache, start};
 use flame_sdk::cache::ObjectCache;
 use serde_json::Value;
-use support::{flmctl_env, golden};
 
 /// A standalone cache with a temporary storage directory.
 struct TestCache {

@@ -3,15 +3,13 @@
 //! after masking volatile fields (ports, times, terms, log indexes, host facts).
 //! Set `UPDATE_GOLDEN=1` to rewrite the golden files.
 
-mod support;
-
+use crate::support::{Up, flmctl, free_base, golden, mask, mask_times, ok, status_until};
 use flame_proto::v1::frontend_client::FrontendClient;
 use flame_proto::v1::{
     CreateSessionRequest, CreateTaskRequest, ResourceRequirement, SessionSpec, TaskSpec,
 };
 use serde_json::Value;
 use std::time::Duration;
-use support::{Up, flmctl, free_base, golden, mask, mask_times, ok, status_until};
 
 /// Roles are masked in the golden table (which member wins the election varies); the JSON form
 /// must show one leader that every reachable member agrees on.

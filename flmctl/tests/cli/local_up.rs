@@ -2,8 +2,7 @@
 //! serves flame.v1, runs flmping tasks on its node agent, stops cleanly on SIGINT keeping its data, and resumes on the next start;
 //! a port in use or a data directory of another cluster gives one clear error.
 
-mod support;
-
+use crate::support::{BIN, free_base};
 use flame_proto::v1::frontend_client::FrontendClient;
 use flame_proto::v1::{
     CreateSessionRequest, CreateTaskRequest, GetSessionRequest, SessionSpec, Task, TaskSpec,
@@ -15,7 +14,6 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{BIN, free_base};
 
 /// Starts `flmctl local up`; its log goes to `<dir>.log` so a full pipe never blocks it.
 fn start(dir: &Path, base: u16, extra: &[&str]) -> Child {

@@ -6,10 +6,8 @@
 //! How: local up starts with the machine-wide Python cache (built on the first run, which
 //! downloads uv and flamepy from PyPI; later runs reuse it).
 
-mod support;
-
+use crate::support::{Up, free_base};
 use std::process::Command;
-use support::{Up, free_base};
 
 #[test]
 fn local_up_prepares_uv_and_flamepy_for_flmrun() -> anyhow::Result<()> {

@@ -4,12 +4,10 @@
 //! through a follower's endpoint and checked with `flmctl cluster status`. The command lines
 //! are compared with `tests/golden/membership.txt` (`UPDATE_GOLDEN=1` rewrites it).
 
-mod support;
-
+use crate::support::{flmctl, golden, ok, status_until};
 use chaos_tests::{Cluster, build_binaries};
 use serde_json::Value;
 use std::time::Duration;
-use support::{flmctl, golden, ok, status_until};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 

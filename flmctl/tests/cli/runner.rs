@@ -11,11 +11,9 @@
 //! How: local up prepares Python for flmrun (uv and flamepy under `FLAME_HOME`); each client
 //! script talks to member 2 and the node's cache.
 
-mod support;
-
+use crate::support::{Up, free_base};
 use chaos_tests::flamepy::flamepy_python;
 use chaos_tests::runner::{self, Target};
-use support::{Up, free_base};
 
 /// Starts local up with Python under a new directory; returns it with the scenarios' target.
 fn local() -> anyhow::Result<(tempfile::TempDir, Up, Target)> {

@@ -7,14 +7,12 @@
 //! with golden files under `tests/golden/` after masking volatile fields (session ids, ports,
 //! times, host facts). Set `UPDATE_GOLDEN=1` to rewrite them.
 
-mod support;
-
+use crate::support::{Up, flmctl, flmctl_env, free_base, golden, mask, mask_times, ok};
 use flame_sdk::cache::ObjectCache;
 use flame_sdk::client::Connection;
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
-use support::{Up, flmctl, flmctl_env, free_base, golden, mask, mask_times, ok};
 
 /// The endpoints the verbs are given: members 2 and 3 only, so writes must find the leader
 /// (member 1 after `local up`) through a follower.

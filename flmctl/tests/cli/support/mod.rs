@@ -2,7 +2,6 @@
 //! running flmctl itself, masking volatile output and comparing with golden files.
 //!
 //! Each test binary includes this module with `mod support;` and uses what it needs.
-#![allow(dead_code)]
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
