@@ -33,4 +33,5 @@ pub mod scheduler;
 pub mod server;
 pub mod state;
 
-pub use server::{Listeners, ServeError, serve, shutdown_signal};
+pub use flame_proto::signal::shutdown_signal;
+pub use server::{Listeners, ServeError, serve};

@@ -311,19 +311,6 @@ async fn serve_forward(handle: &MemberHandle, bytes: &[u8]) -> Result<Vec<u8>, t
     postcard::to_stdvec(&reply).map_err(|e| tonic::Status::internal(e.to_string()))
 }
 
-/// Resolves on SIGINT or SIGTERM: the shutdown future binaries hand to [`serve`].
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

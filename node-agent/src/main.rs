@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::Parser;
 use flame_node_agent::cache::EmbeddedCacheArgs;
 use flame_node_agent::config::{AgentConfig, Overrides};
+use flame_proto::signal::shutdown_signal;
 use std::path::PathBuf;
 
 /// The per-node agent of a Flame cluster: registers the node with the control plane and runs
@@ -64,17 +65,4 @@ fn run() -> anyhow::Result<()> {
             Default::default(),
         ))?;
     Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -10,6 +10,9 @@
 //! - [`error`]: [`error::FlameError`], the domain error by meaning, and its mapping to and from
 //!   `tonic::Status`.
 //! - [`deadline`]: the client's deadline of a call, from its `grpc-timeout` header.
+//! - [`backoff`] and [`endpoint`]: the client core's retry pauses and endpoint and leader
+//!   rules, shared by the SDK, the node agent, `flmctl` and the chaos harness.
+//! - [`signal`]: the shutdown future of every binary.
 //!
 //! Caveat: no other crate may define protobuf conversions or status mappings; add them here.
 
@@ -67,3 +70,5 @@ pub mod endpoint;
 pub mod error;
 #[warn(missing_docs)]
 pub mod model;
+#[warn(missing_docs)]
+pub mod signal;

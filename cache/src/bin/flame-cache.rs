@@ -12,6 +12,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use flame_cache::config::CacheArgs;
 use flame_cache::serve::{CacheListeners, serve};
+use flame_proto::signal::shutdown_signal;
 use std::path::{Path, PathBuf};
 
 /// Flame's object cache: Arrow Flight for clients, QUIC between caches.
@@ -106,17 +107,4 @@ fn write_certs(out: &Path, nodes: &[String], flight_hosts: &[String]) -> anyhow:
         out.display()
     );
     Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
