@@ -32,11 +32,11 @@ pub mod install;
 mod process;
 mod release;
 mod spec;
+mod vars;
 
 pub use connect::{MAX_MESSAGE_BYTES, connect};
 pub use error::{BindCode, BindError, InstanceError};
 pub use expand::expand_vars;
-pub use install::{EnvMode, InstallVar};
 pub use process::{STDERR_TAIL_BYTES, group_alive};
 pub use release::gc::{
     OWNER as RELEASE_OWNER, Swept, owners as release_owners, sweep as sweep_releases,
@@ -46,6 +46,7 @@ pub use spec::{
     AppLaunch, DEFAULT_LEAVE_TIMEOUT, DEFAULT_STARTUP_TIMEOUT, DEFAULT_STOP_GRACE, InstancePaths,
     LaunchPlan, LaunchSpec, MAX_EXECUTOR_ID_LEN, MAX_SOCKET_PATH_BYTES, check_executor_id,
 };
+pub use vars::{EnvMode, InstallVar};
 
 use bytes::Bytes;
 use flame_proto::v1::{self, instance_client::InstanceClient};

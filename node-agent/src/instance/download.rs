@@ -27,7 +27,7 @@
 //! release is keyed by the url), so publish a new version at a new url.
 
 use super::error::BindError;
-use super::install::fail;
+use super::vars::fail;
 use bytes::Bytes;
 use flame_cache::client::ClientTls;
 use flame_cache::{CacheClient, CacheError, Fetched, ObjectKey};

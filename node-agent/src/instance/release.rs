@@ -37,7 +37,7 @@
 use super::archive;
 use super::download::{self, Fresh, Source};
 use super::error::BindError;
-use super::install::{Installer, fail};
+use super::vars::{Installer, fail};
 use bytes::Bytes;
 use flame_cache::ObjectKey;
 use nix::sys::signal::Signal;
@@ -406,7 +406,7 @@ async fn run_uv(uv: &Path, req: &Request, src: &Path, deps: &Path) -> Result<(),
         .env(
             "UV_CACHE_DIR",
             std::env::var_os("UV_CACHE_DIR")
-                .unwrap_or_else(|| super::install::uv_cache_dir(&req.work_dir).into_os_string()),
+                .unwrap_or_else(|| super::vars::uv_cache_dir(&req.work_dir).into_os_string()),
         )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -21,7 +21,7 @@
 
 use super::error::BindError;
 use super::expand::expand_vars;
-use super::install::{DEFAULT_INSTALL_TIMEOUT, InstallVar, compose};
+use super::vars::{DEFAULT_INSTALL_TIMEOUT, InstallVar, compose};
 use flame_proto::model::{Application, Environment};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -401,8 +401,14 @@ mod tests {
             name: "PYTHONPATH".into(),
             value: "/app/lib".into(),
         });
-        s.installed =
-            super::super::install::python_vars("3.12", Some(Path::new("/opt/flame")), None);
+        // What the python installer hands a launch without a package (`install::python_vars`).
+        s.installed = vec![
+            InstallVar::prepend(
+                "PYTHONPATH",
+                &["/opt/flame/lib/python3.12/site-packages".into()],
+            ),
+            InstallVar::default_value("FLAME_PYTHON_VERSION", "3.12"),
+        ];
         let plan = s.plan().ok();
         let plan = plan.as_ref();
         assert_eq!(
