@@ -12,6 +12,14 @@
 //! Why processes: a member killed with SIGKILL loses everything that was not durable, exactly as
 //! in production; threads in one process cannot show that.
 //!
+//! Clients: the harness reads each member's status through the SDK's client core
+//! ([`Cluster::client`], `flame_sdk::client::Connection::member_status`: its channels, attempt
+//! limits and error kinds), one member at a time on purpose. [`Cluster::wait_for_leader`] is an
+//! oracle: it must see every member's own view to check that they agree, which the SDK's
+//! leader discovery (one answer, followed) would hide. Raw per-member proto clients
+//! ([`Cluster::frontend`], [`Cluster::channel`]) remain for tests that must talk to one chosen
+//! member, as flamepy does.
+//!
 //! Caveats:
 //! - Ports are chosen by binding port 0 and releasing it before the member binds it again; on a
 //!   busy machine another process could take the port in between (the member then fails to start
@@ -19,8 +27,9 @@
 //! - Every wait has a deadline; nothing here sleeps for a fixed time and then asserts.
 
 use flame_proto::cluster::cluster_client::ClusterClient;
-use flame_proto::cluster::{MemberStatus, Role, StatusRequest};
+use flame_proto::cluster::{MemberStatus, Role};
 use flame_proto::v1::frontend_client::FrontendClient;
+use flame_sdk::client::{ConnectOptions, Connection};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -71,6 +80,9 @@ pub enum HarnessError {
     /// Local I/O failed (ports, directories).
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// The SDK's client core refused its configuration (the members' URLs).
+    #[error("client: {0}")]
+    Client(#[from] flame_sdk::client::ClientError),
 }
 
 /// One member process and where it listens.
@@ -107,7 +119,19 @@ pub struct Cluster {
     extra_flags: Vec<String>,
     members: Vec<Member>,
     agents: Vec<agent::Agent>,
+    client: Connection,
     _root: tempfile::TempDir,
+}
+
+/// The client core's limits for status reads: short, so a stopped or partitioned member costs
+/// a poll at most this long.
+fn status_options() -> ConnectOptions {
+    ConnectOptions {
+        deadline: Duration::from_secs(10),
+        attempt_timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(1),
+        ..ConnectOptions::default()
+    }
 }
 
 /// Ports the harness hands out come from below Linux's ephemeral range (32768 and up by
@@ -165,12 +189,15 @@ impl Cluster {
                 child: None,
             });
         }
+        let urls: Vec<String> = members.iter().map(Member::url).collect();
+        let client = Connection::with_options(&urls, status_options())?;
         let mut cluster = Cluster {
             binary: binary.into(),
             name: name.into(),
             extra_flags: extra_flags.iter().map(|f| (*f).to_owned()).collect(),
             members,
             agents: Vec::new(),
+            client,
             _root: root,
         };
         for id in 1..=size {
@@ -319,14 +346,16 @@ impl Cluster {
         scrape(self.member(id)?.metrics_addr).await
     }
 
-    /// Member `id`'s status, if it answers.
+    /// The SDK's client core, connected to the members started with the cluster (members
+    /// added later are reached by URL through [`Connection::member_status`]).
+    pub fn client(&self) -> &Connection {
+        &self.client
+    }
+
+    /// Member `id`'s own status, if it answers within the status attempt limit.
     pub async fn status(&self, id: u64) -> Option<MemberStatus> {
-        let mut admin = self.admin(id).ok()?;
-        admin
-            .status(StatusRequest {})
-            .await
-            .ok()
-            .map(|r| r.into_inner())
+        let url = self.member(id).ok()?.url();
+        self.client.member_status(&url).await.ok()
     }
 
     /// Waits until every running member in `among` agrees on one leader that is itself running
