@@ -1,6 +1,6 @@
 """flamepy 0.6.0 client driving flamepy_echo_service.py under a real node agent.
 
-Run by chaos-tests/tests/a_flamepy_service_under_a_real_agent_serves_a_flamepy_client.rs with:
+Run by chaos-tests/tests/cluster/a_flamepy_service_under_a_real_agent_serves_a_flamepy_client.rs with:
 - FLAME_ENDPOINT: a member's client API (a follower);
 - ECHO_PYTHON, ECHO_SERVICE: the venv's python and the service script, the application's command;
 - ECHO_LEAVE_MARKER: the file the service writes on leave (passed in the application environment);

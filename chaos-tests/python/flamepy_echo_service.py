@@ -1,6 +1,6 @@
 """An unmodified flamepy 0.6.0 service, launched by a real node agent as an application instance.
 
-Used by chaos-tests/tests/a_flamepy_service_under_a_real_agent_serves_a_flamepy_client.rs, whose
+Used by chaos-tests/tests/cluster/a_flamepy_service_under_a_real_agent_serves_a_flamepy_client.rs, whose
 client script (flamepy_echo_client.py) registers it with the venv's python as the command.
 
 - on_session_enter keeps the session's common data.

@@ -1,6 +1,6 @@
 """flamepy 0.6.0 client cycling applications and sessions while the test kills leaders.
 
-Run by chaos-tests/tests/flamepy_session_and_application_calls_survive_a_leader_sigkill.rs with:
+Run by chaos-tests/tests/cluster/flamepy_session_and_application_calls_survive_a_leader_sigkill.rs with:
 - FLAME_ENDPOINT: a follower's client API (the test never kills it);
 - FAILOVER_PREFIX: prefix of the application and session names (unique per iteration);
 - FAILOVER_STOP_FILE: the loop stops once this file exists;

@@ -17,12 +17,10 @@
 //!
 //! Setup: the venv comes from `scripts/flamepy-venv.sh` (see `support::flamepy`).
 
-mod support;
-
+use crate::support::*;
 use anyhow::{Context, bail, ensure};
 use chaos_tests::flamepy::{ScriptRun, flamepy_python, python_script, run_client_script};
 use std::time::Duration;
-use support::*;
 
 const APP: &str = "py-echo";
 const SESSION: &str = "py-echo-session";

@@ -23,15 +23,13 @@
 //! Caveat: the job must not finish before the first kill; the test fails (rather than
 //! passing vacuously) if it does. `FLAME_CHAOS_RUNNER_CALLS` overrides the 500.
 
-mod support;
-
+use crate::support::failover::kill_leader_sparing;
+use crate::support::*;
 use anyhow::{Context, bail, ensure};
 use chaos_tests::flamepy::{flamepy_python, run_client_script};
 use flame_proto::v1;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use support::failover::kill_leader_sparing;
-use support::*;
 
 /// How long the script may run in all (first install included).
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(300);

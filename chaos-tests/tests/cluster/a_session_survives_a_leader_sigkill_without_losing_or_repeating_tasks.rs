@@ -13,11 +13,9 @@
 //! Launch count: each launch writes one `===` header line into its executor's `.out` log
 //! before the process starts (see `chaos_tests::Agent::launches`).
 
-mod support;
-
+use crate::support::*;
 use anyhow::ensure;
 use std::time::{Duration, Instant};
-use support::*;
 
 const SESSION: &str = "s-leader-kill";
 /// Executors the scheduler can create: 2 agents x 4 cores / 1 core each.

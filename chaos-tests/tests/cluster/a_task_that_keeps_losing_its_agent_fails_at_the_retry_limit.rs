@@ -19,13 +19,11 @@
 //! expires keeps its executors and simply relaunches the instance (the task runs again on the
 //! same executor, which is not a loss).
 
-mod support;
-
+use crate::support::*;
 use anyhow::{Context, bail, ensure};
 use chaos_tests::AgentOptions;
 use flame_proto::v1;
 use std::time::{Duration, Instant};
-use support::*;
 
 const SESSION: &str = "s-retry-limit";
 /// `cluster.recovery.task.retry_limits` for this cluster.

@@ -12,13 +12,11 @@
 //! - with the application labelled `flame.warm-switch=true`, a process leaves one session and
 //!   enters the next, so fewer processes start than there are sessions.
 
-mod support;
-
+use crate::support::*;
 use chaos_tests::AgentOptions;
 use chaos_tests::prometheus::Scrape;
 use flame_proto::v1;
 use std::time::{Duration, Instant};
-use support::*;
 
 const SESSIONS: usize = 8;
 const TASKS: usize = 40;

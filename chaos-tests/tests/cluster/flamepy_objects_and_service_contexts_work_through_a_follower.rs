@@ -12,12 +12,10 @@
 //! script's exit status 0 and its final marker line; the script prints the big round trip's
 //! rates (shown with `--nocapture`).
 
-mod support;
-
+use crate::support::*;
 use anyhow::bail;
 use chaos_tests::flamepy::{flamepy_python, python_script, run_client_script};
 use std::time::Duration;
-use support::*;
 
 const AGENTS: [&str; 3] = ["node-a", "node-b", "node-c"];
 /// The client script runs a 256 MiB round trip and launches a Python instance.

@@ -13,6 +13,7 @@ const PASSED: &str = "flamepy tls cache scenario passed";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flamepy_reads_and_writes_a_tls_cache() -> anyhow::Result<()> {
+    let _machine = crate::support::exclusive().await;
     let python = flamepy_python()?;
     let dir = tempfile::tempdir()?;
     let authority = ca::generate_ca(std::time::SystemTime::now())?;

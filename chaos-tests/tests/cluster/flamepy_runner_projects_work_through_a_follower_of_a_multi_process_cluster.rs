@@ -10,10 +10,8 @@
 //! How: one cluster for the three scenarios, run one after the other (each uses its own
 //! application names); the agent's `FLAME_HOME` gets the test venv's `uv` and flamepy.
 
-mod support;
-
+use crate::support::*;
 use chaos_tests::runner;
-use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flamepy_runner_projects_work_through_a_follower_of_a_multi_process_cluster()

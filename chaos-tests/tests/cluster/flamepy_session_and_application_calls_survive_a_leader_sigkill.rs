@@ -26,18 +26,16 @@
 //! may win the election after a kill; leadership is then moved off it before the next kill,
 //! and that transfer is itself a leader change the client rides through (the figures say when).
 
-mod support;
-
+use crate::support::failover::{
+    Call, Client, Kill, give_up, kill_leader_sparing, parse_calls, print_kills, trace_lines,
+    unix_now,
+};
+use crate::support::*;
 use anyhow::{Context, bail, ensure};
 use chaos_tests::flamepy::{ScriptRun, flamepy_python, python_script, run_client_script};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use support::failover::{
-    Call, Client, Kill, give_up, kill_leader_sparing, parse_calls, print_kills, trace_lines,
-    unix_now,
-};
-use support::*;
 
 const PREFIX: &str = "fo-calls";
 const DONE: &str = "flamepy failover calls done";

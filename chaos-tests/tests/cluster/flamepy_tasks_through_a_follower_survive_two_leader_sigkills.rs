@@ -32,18 +32,16 @@
 //! target) is itself a leader change the client rides through; the figures say when one
 //! happened.
 
-mod support;
-
+use crate::support::failover::{
+    Call, Client, Kill, give_up, kill_leader_sparing, parse_calls, percentile, print_kills,
+    unix_now,
+};
+use crate::support::*;
 use anyhow::{Context, bail, ensure};
 use chaos_tests::flamepy::{flamepy_python, python_script, run_client_script};
 use flame_proto::v1;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
-use support::failover::{
-    Call, Client, Kill, give_up, kill_leader_sparing, parse_calls, percentile, print_kills,
-    unix_now,
-};
-use support::*;
 
 const SESSIONS: [&str; 2] = ["fo-tasks-1", "fo-tasks-2"];
 const THREADS: usize = 16;

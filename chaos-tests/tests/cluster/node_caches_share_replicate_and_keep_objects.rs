@@ -11,15 +11,13 @@
 //! caches with `flame_cache::CacheClient` and reads their `flame_cache_*` metrics. Every wait
 //! is a bounded poll; counts and sizes are fixed.
 
-mod support;
-
+use crate::support::*;
 use anyhow::{Context, ensure};
 use bytes::Bytes;
 use chaos_tests::AgentOptions;
 use flame_cache::CacheClient;
 use flame_proto::v1;
 use std::time::Duration;
-use support::*;
 
 /// Bound on waits for deletes and restarts to show.
 const SETTLE: Duration = Duration::from_secs(30);

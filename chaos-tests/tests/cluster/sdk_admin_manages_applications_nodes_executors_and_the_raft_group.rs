@@ -13,14 +13,12 @@
 //!    `trigger_snapshot` returns an index; a killed member is reported unreachable, not as an
 //!    error.
 
-mod support;
-
+use crate::support::*;
 use anyhow::{Context, bail, ensure};
 use flame_proto::cluster::Role;
 use flame_proto::v1::{ApplicationSchema, ApplicationSpec, Environment};
 use flame_sdk::client::{ClientError, ClusterStatus, Connection, MemberView, SessionOptions};
 use std::time::Duration;
-use support::*;
 
 const APP: &str = "sdk-admin-app";
 const WAIT: Duration = Duration::from_secs(60);

@@ -12,15 +12,13 @@
 //!
 //! N comes from `FLAME_CHAOS_TASKS` (default 5000).
 
-mod support;
-
+use crate::support::*;
 use anyhow::{Context, ensure};
 use flame_sdk::client::{Connection, SessionOptions, TaskRequest, TaskState, session::state};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use support::*;
 use tokio::sync::watch;
 
 const SESSION: &str = "s-sdk-exactly-once";

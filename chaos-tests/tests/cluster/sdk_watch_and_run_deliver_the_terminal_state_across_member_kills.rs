@@ -10,13 +10,11 @@
 //!
 //! Every wait is bounded by a timeout.
 
-mod support;
-
+use crate::support::*;
 use anyhow::{Context, bail, ensure};
 use flame_sdk::client::session::state;
 use flame_sdk::client::{ClientError, Connection, SessionOptions, TaskState};
 use std::time::Duration;
-use support::*;
 use tokio::time::timeout;
 
 const SESSION: &str = "s-sdk-watch";

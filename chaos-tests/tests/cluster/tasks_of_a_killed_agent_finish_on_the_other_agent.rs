@@ -6,11 +6,9 @@
 //!
 //! N comes from `FLAME_CHAOS_AGENT_TASKS` (default 600).
 
-mod support;
-
+use crate::support::*;
 use anyhow::{Context, ensure};
 use std::time::{Duration, Instant};
-use support::*;
 
 const SESSION: &str = "s-agent-kill";
 

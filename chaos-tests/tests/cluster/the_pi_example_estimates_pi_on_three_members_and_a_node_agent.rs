@@ -7,12 +7,10 @@
 //! The example binary comes from [`chaos_tests::build_example`] (a nested `cargo build -p
 //! flame-sdk --example pi`, a no-op when fresh). Every wait is bounded.
 
-mod support;
-
+use crate::support::*;
 use anyhow::{Context, ensure};
 use std::process::Stdio;
 use std::time::Duration;
-use support::*;
 use tokio::process::Command;
 
 const WAIT: Duration = Duration::from_secs(120);

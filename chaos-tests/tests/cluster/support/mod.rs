@@ -5,8 +5,6 @@
 //!
 //! Every wait polls a condition until a deadline; nothing sleeps and then asserts.
 
-#![allow(dead_code)] // Each test binary uses a part of this module.
-
 use anyhow::{Context, bail};
 use chaos_tests::{AgentOptions, Binaries, Cluster, build_binaries, ping_session_spec};
 use flame_proto::cluster::tasks_client::TasksClient;
@@ -30,6 +28,25 @@ pub struct Running {
     pub followers: [u64; 2],
     /// The built binaries.
     pub binaries: Binaries,
+    /// The machine, held until the cluster's processes are gone (declared last: fields drop
+    /// in order).
+    _machine: Exclusive,
+}
+
+/// The machine, held by one scenario at a time. The scenarios share one test binary, whose
+/// harness runs tests on parallel threads; two clusters on two cores would skew each other's
+/// elections and timings, so every scenario that starts processes holds this first.
+pub struct Exclusive {
+    _guard: tokio::sync::MutexGuard<'static, ()>,
+}
+
+/// Waits until no other scenario holds the machine. A scenario that panics releases it (tokio's
+/// mutex does not poison), so one failure does not block the rest.
+pub async fn exclusive() -> Exclusive {
+    static MACHINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    Exclusive {
+        _guard: MACHINE.lock().await,
+    }
 }
 
 /// Builds the binaries, starts three members (with `member_flags`), waits for a leader and the
@@ -45,6 +62,7 @@ pub async fn start_with(
     agents: &[&str],
     options: impl FnOnce(&Binaries) -> AgentOptions,
 ) -> anyhow::Result<Running> {
+    let machine = exclusive().await;
     let binaries = build_binaries()?;
     let mut cluster = Cluster::start_with(&binaries.control_plane, name, 3, member_flags)?;
     let leader = match cluster.wait_for_leader(&[1, 2, 3], STARTUP).await {
@@ -74,6 +92,7 @@ pub async fn start_with(
         leader,
         followers,
         binaries,
+        _machine: machine,
     })
 }
 
