@@ -98,7 +98,8 @@ fn wire<W: From<M> + Into<i32>, M>(value: M) -> i32 {
 }
 
 /// Metadata with `id == name`, as every response carries it.
-fn metadata(id: &str) -> Option<v1::Metadata> {
+fn metadata(id: impl AsRef<str>) -> Option<v1::Metadata> {
+    let id = id.as_ref();
     Some(v1::Metadata {
         id: id.to_owned(),
         name: id.to_owned(),
@@ -379,7 +380,7 @@ impl TryFrom<v1::Session> for model::Session {
         let spec = s.spec.ok_or_else(|| missing("session", "spec"))?;
         let status = s.status.ok_or_else(|| missing("session", "status"))?;
         Ok(model::Session {
-            id: object_id(s.metadata, "session")?,
+            id: object_id(s.metadata, "session")?.into(),
             spec: model::SessionSpec::from_v1(spec, None)?,
             state: model::SessionState::try_from(status.state)?,
             creation_time_ms: status.creation_time,
@@ -399,9 +400,9 @@ impl TryFrom<v1::Session> for model::Session {
 impl From<&model::Task> for v1::Task {
     fn from(t: &model::Task) -> Self {
         v1::Task {
-            metadata: metadata(&t.id.to_string()),
+            metadata: metadata(t.id.to_string()),
             spec: Some(v1::TaskSpec {
-                session_id: t.session_id.clone(),
+                session_id: t.session_id.clone().into(),
                 input: to_vec(&t.input),
                 output: to_vec(&t.output),
             }),
@@ -427,7 +428,7 @@ impl TryFrom<v1::Task> for model::Task {
         let status = t.status.ok_or_else(|| missing("task", "status"))?;
         Ok(model::Task {
             id,
-            session_id: spec.session_id,
+            session_id: spec.session_id.into(),
             input: spec.input.map(Bytes::from),
             output: spec.output.map(Bytes::from),
             state: model::TaskState::try_from(status.state)?,
@@ -443,7 +444,7 @@ impl From<&model::Task> for v1::TaskContext {
     fn from(t: &model::Task) -> Self {
         v1::TaskContext {
             task_id: t.id.to_string(),
-            session_id: t.session_id.clone(),
+            session_id: t.session_id.clone().into(),
             input: to_vec(&t.input),
         }
     }
@@ -454,7 +455,7 @@ impl From<(&model::Application, &model::Session)> for v1::SessionContext {
     /// common data, with presence preserved.
     fn from((app, session): (&model::Application, &model::Session)) -> Self {
         v1::SessionContext {
-            session_id: session.id.clone(),
+            session_id: session.id.clone().into(),
             application: Some(v1::ApplicationContext::from(app)),
             common_data: to_vec(&session.spec.common_data),
         }
@@ -470,13 +471,13 @@ impl From<&model::Executor> for v1::Executor {
         v1::Executor {
             metadata: metadata(&e.id),
             spec: Some(v1::ExecutorSpec {
-                node: e.spec.node.clone(),
+                node: e.spec.node.clone().into(),
                 resreq: Some(v1::ResourceRequirement::from(&e.spec.resreq)),
                 shim: wire::<v1::Shim, _>(e.spec.shim),
             }),
             status: Some(v1::ExecutorStatus {
                 state: wire::<v1::ExecutorState, _>(e.state),
-                session_id: e.session_id.clone(),
+                session_id: e.session_id.clone().map(Into::into),
             }),
         }
     }
@@ -490,14 +491,14 @@ impl TryFrom<v1::Executor> for model::Executor {
         let spec = e.spec.ok_or_else(|| missing("executor", "spec"))?;
         let status = e.status.ok_or_else(|| missing("executor", "status"))?;
         Ok(model::Executor {
-            id: object_id(e.metadata, "executor")?,
+            id: object_id(e.metadata, "executor")?.into(),
             spec: model::ExecutorSpec {
-                node: spec.node,
+                node: spec.node.into(),
                 resreq: spec.resreq.unwrap_or_default().into(),
                 shim: model::Shim::try_from(spec.shim)?,
             },
             state: model::ExecutorState::try_from(status.state)?,
-            session_id: status.session_id,
+            session_id: status.session_id.map(Into::into),
         })
     }
 }
@@ -507,7 +508,7 @@ impl From<&model::Node> for v1::Node {
         v1::Node {
             metadata: metadata(&n.name),
             spec: Some(v1::NodeSpec {
-                hostname: n.name.clone(),
+                hostname: n.name.clone().into(),
             }),
             status: Some(v1::NodeStatus {
                 state: wire::<v1::NodeState, _>(n.state),
@@ -546,7 +547,7 @@ impl TryFrom<v1::Node> for model::Node {
             } else {
                 hostname
             },
-            name,
+            name: name.into(),
             state: model::NodeState::try_from(status.state)?,
             capacity: status.capacity.unwrap_or_default().into(),
             allocatable: status.allocatable.unwrap_or_default().into(),
@@ -702,7 +703,7 @@ impl model::Node {
             } else {
                 hostname
             },
-            name,
+            name: name.into(),
             state: model::NodeState::Unknown,
             capacity,
             allocatable,
@@ -736,7 +737,7 @@ impl From<&model::Task> for agent::TaskAssignment {
     fn from(t: &model::Task) -> Self {
         agent::TaskAssignment {
             task_id: t.id,
-            session_id: t.session_id.clone(),
+            session_id: t.session_id.clone().into(),
             input: to_vec(&t.input),
         }
     }
@@ -748,7 +749,7 @@ impl From<(&model::Application, &model::Session)> for agent::Binding {
     fn from((app, session): (&model::Application, &model::Session)) -> Self {
         agent::Binding {
             application: Some(v1::Application::from(app)),
-            session_id: session.id.clone(),
+            session_id: session.id.clone().into(),
             common_data: to_vec(&session.spec.common_data),
         }
     }
@@ -759,7 +760,7 @@ impl From<&model::Executor> for agent::ExecutorAssignment {
     /// state. The caller adds the binding and the running task.
     fn from(e: &model::Executor) -> Self {
         agent::ExecutorAssignment {
-            executor_id: e.id.clone(),
+            executor_id: e.id.clone().into(),
             resreq: Some(v1::ResourceRequirement::from(&e.spec.resreq)),
             shim: wire::<v1::Shim, _>(e.spec.shim),
             action: agent::ExecutorAction::from(e.state).into(),

@@ -19,6 +19,7 @@
 
 mod event;
 pub mod flame_home;
+mod ids;
 pub mod labels;
 mod objects;
 mod resources;
@@ -26,6 +27,7 @@ mod session;
 mod state;
 
 pub use event::Event;
+pub use ids::{ExecutorId, NodeName, SessionId, TaskId};
 pub use objects::{
     Application, ApplicationSchema, ApplicationSpec, CACHE_PEER_SERVER_NAME, CacheEndpoint,
     DEFAULT_DELAY_RELEASE_SECS, DEFAULT_MAX_INSTANCES, Environment, Executor, ExecutorSpec,

@@ -24,4 +24,5 @@ pub mod client;
 pub mod logging;
 pub mod service;
 
+pub use flame_proto::model::{ExecutorId, NodeName, SessionId, TaskId};
 pub use service::{FlameService, ServiceError, SessionContext, TaskContext, run};

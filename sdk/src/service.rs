@@ -21,6 +21,7 @@
 mod server;
 
 use bytes::Bytes;
+use flame_proto::model::SessionId;
 use flame_proto::v1::instance_server::InstanceServer;
 use std::future::Future;
 use std::io;
@@ -42,7 +43,7 @@ pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionContext {
     /// The session this instance serves, for its whole life.
-    pub session_id: String,
+    pub session_id: SessionId,
     /// Name of the session's application.
     pub application: String,
     /// The session's common data, present exactly when the session has it.
@@ -55,7 +56,7 @@ pub struct TaskContext {
     /// The task id, a decimal string unique within its session.
     pub task_id: String,
     /// The task's session.
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The task's input, present exactly when the task has input.
     pub input: Option<Bytes>,
 }

@@ -21,7 +21,7 @@ use super::proposer::now_ms;
 use crate::config::Config;
 use crate::state::{Command, Outcome, State, closed_sessions_to_purge};
 use flame_proto::error::FlameError;
-use flame_proto::model::NodeState;
+use flame_proto::model::{NodeName, NodeState};
 use openraft::ServerState;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
@@ -39,7 +39,7 @@ pub fn stale_nodes(
     now_ms: i64,
     leader_since_ms: i64,
     timeout_ms: i64,
-) -> Vec<String> {
+) -> Vec<NodeName> {
     state
         .nodes()
         .filter(|n| n.state != NodeState::NotReady)
@@ -121,7 +121,9 @@ async fn ensure_cluster_ca(handle: &MemberHandle) -> Result<(), FlameError> {
 async fn mark_stale_nodes(handle: &MemberHandle, leader_since_ms: i64, timeout_ms: i64) {
     let view = handle.local();
     for node in stale_nodes(&view.state, now_ms(), leader_since_ms, timeout_ms) {
-        let command = Command::MarkNodeNotReady { node: node.clone() };
+        let command = Command::MarkNodeNotReady {
+            node: node.clone().into(),
+        };
         match handle.write(command).await {
             Ok(_) => warn!(node = %node, timeout_ms, "node agent silent; marked NotReady"),
             Err(e) => warn!(node = %node, error = %e, "could not mark a silent node NotReady"),

@@ -112,7 +112,7 @@ pub(super) fn rank(cycle: &Cycle<'_>, d: &Demand<'_>) -> Rank {
             0
         },
         session.creation_time_ms,
-        session.id.clone(),
+        session.id.clone().into(),
     )
 }
 

@@ -55,7 +55,7 @@ pub(super) fn unbind_idle(
             // A rotation's task boundary: its floor and hold were checked when it was marked.
             cycle.unbound.insert(&executor.id);
             out.push(Command::UnbindExecutor {
-                id: executor.id.clone(),
+                id: executor.id.clone().into(),
             });
             continue;
         }

@@ -38,7 +38,7 @@
 
 use super::cycle::desired_instances;
 use crate::state::{Command, ExecutorEntry, State};
-use flame_proto::model::{ExecutorState, Session, SessionState};
+use flame_proto::model::{ExecutorId, ExecutorState, Session, SessionId, SessionState};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Since when an executor has been in some condition, and in which session.
@@ -65,15 +65,15 @@ struct Held {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WarmTimers {
     /// Idle Bound executors, by id.
-    idle: BTreeMap<String, Since>,
+    idle: BTreeMap<ExecutorId, Since>,
     /// Binding and Bound executors, by id.
-    held: BTreeMap<String, Held>,
+    held: BTreeMap<ExecutorId, Held>,
     /// The latest observed bind time of each application, in milliseconds.
     bind_cost: BTreeMap<String, i64>,
     /// The application each executor was last observed held for, by executor id.
-    last_app: BTreeMap<String, String>,
+    last_app: BTreeMap<ExecutorId, String>,
     /// Open sessions observed with a Bound executor at least once.
-    served: BTreeSet<String>,
+    served: BTreeSet<SessionId>,
     /// Whether anything was observed yet (the first observation counts no first executor).
     primed: bool,
     /// Milliseconds from creation to first Bound executor, of sessions served since the last
@@ -81,7 +81,7 @@ pub struct WarmTimers {
     first_waits: Vec<i64>,
     /// Sessions waiting for executors: how many they held when last observed, and since
     /// when they have waited with that many.
-    waiting: BTreeMap<String, (u32, i64)>,
+    waiting: BTreeMap<SessionId, (u32, i64)>,
 }
 
 /// The session of `e` if it is Bound and runs no task.
@@ -228,7 +228,10 @@ impl WarmTimers {
         self.waiting
             .retain(|id, _| waiting.contains_key(id.as_str()));
         for (id, have) in waiting {
-            let wait = self.waiting.entry(id.to_owned()).or_insert((have, now_ms));
+            let wait = self
+                .waiting
+                .entry(id.to_owned().into())
+                .or_insert((have, now_ms));
             if wait.0 != have {
                 *wait = (have, now_ms);
             }
@@ -241,7 +244,7 @@ impl WarmTimers {
         for command in commands {
             if let Command::AssignTasks { assignments, .. } = command {
                 for a in assignments {
-                    self.idle.remove(&a.executor_id);
+                    self.idle.remove(a.executor_id.as_str());
                 }
             }
         }

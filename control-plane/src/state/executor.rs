@@ -39,6 +39,7 @@ use super::command::{Assignment, BindResult, TaskRef};
 use super::model::ExecutorEntry;
 use super::tx::Tx;
 use flame_proto::error::FlameError;
+use flame_proto::model::ExecutorId;
 use flame_proto::model::{
     Executor, ExecutorSpec, ExecutorState, NodeState, ResourceRequirement, Shim,
 };
@@ -183,8 +184,12 @@ pub(crate) fn create(
         )));
     }
     let executor = Executor {
-        id: id.clone(),
-        spec: ExecutorSpec { node, resreq, shim },
+        id: id.clone().into(),
+        spec: ExecutorSpec {
+            node: node.into(),
+            resreq,
+            shim,
+        },
         state: ExecutorState::Void,
         session_id: None,
     };
@@ -208,7 +213,7 @@ pub(crate) fn register(tx: &mut Tx<'_>, id: &str) -> Result<Executor, FlameError
 /// layer has checked the session.
 pub(crate) fn bind(tx: &mut Tx<'_>, id: &str, session_id: &str) -> Result<Executor, FlameError> {
     step(tx, id, ExecutorEvent::Bind, |e| {
-        e.executor.session_id = Some(session_id.to_owned());
+        e.executor.session_id = Some(session_id.to_owned().into());
     })
 }
 
@@ -275,7 +280,7 @@ pub(crate) fn remove(tx: &mut Tx<'_>, id: &str) -> Result<(Executor, Vec<TaskRef
 }
 
 /// The ids of the executors on node `node`.
-pub(crate) fn on_node(tx: &Tx<'_>, node: &str) -> Vec<String> {
+pub(crate) fn on_node(tx: &Tx<'_>, node: &str) -> Vec<ExecutorId> {
     tx.state
         .executors()
         .filter(|e| e.spec.node == node)
@@ -285,7 +290,7 @@ pub(crate) fn on_node(tx: &Tx<'_>, node: &str) -> Vec<String> {
 
 /// The session closed or went away: its Binding and Bound executors start unbinding.
 pub(crate) fn session_closed(tx: &mut Tx<'_>, session_id: &str) {
-    let bound: Vec<(String, ExecutorState)> = tx
+    let bound: Vec<(ExecutorId, ExecutorState)> = tx
         .state
         .executor_entries()
         .filter(|e| e.executor.session_id.as_deref() == Some(session_id))

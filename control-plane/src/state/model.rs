@@ -322,5 +322,6 @@ impl State {
         self.executor_entries()
             .find(|e| e.tasks.contains(task))
             .map(|e| e.executor.id.clone())
+            .map(Into::into)
     }
 }

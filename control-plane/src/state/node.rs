@@ -96,7 +96,7 @@ pub(crate) fn register(
     tx.log.node_changed(&name);
     tx.state
         .nodes
-        .insert(name.clone(), Arc::new(NodeEntry { node, agent_id }));
+        .insert(name.clone().into(), Arc::new(NodeEntry { node, agent_id }));
     current(tx, &name)
 }
 

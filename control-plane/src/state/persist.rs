@@ -377,7 +377,7 @@ fn load_tasks(txn: &ReadTransaction) -> Result<BTreeMap<String, Vec<TaskEntry>>,
             .ok_or_else(|| corrupt(format!("task {session_id}/{id} has no input row")))?;
         let task = Task {
             id,
-            session_id: session_id.clone(),
+            session_id: session_id.clone().into(),
             input: input.input,
             output: row.output,
             state: row.state,
@@ -411,10 +411,10 @@ pub(crate) fn load(txn: &ReadTransaction) -> Result<State, Error> {
     for_each_row(txn, SESSIONS, |_, value| {
         let row: SessionRow = decode(value)?;
         let id = row.session.id.clone();
-        let session_tasks = tasks.remove(&id).unwrap_or_default();
+        let session_tasks = tasks.remove(id.as_str()).unwrap_or_default();
         let entry = SessionEntry::from_parts(row.session, row.bind_failures, session_tasks)
             .map_err(corrupt)?;
-        state.sessions.insert(id, Arc::new(entry));
+        state.sessions.insert(id.into(), Arc::new(entry));
         Ok(())
     })?;
     if let Some(orphan) = tasks.keys().next() {
@@ -438,7 +438,7 @@ pub(crate) fn load(txn: &ReadTransaction) -> Result<State, Error> {
         };
         state
             .executors
-            .insert(entry.executor.id.clone(), Arc::new(entry));
+            .insert(entry.executor.id.clone().into(), Arc::new(entry));
         Ok(())
     })?;
     for_each_row(txn, EXECUTOR_YIELDS, |key, _| {
@@ -456,7 +456,9 @@ pub(crate) fn load(txn: &ReadTransaction) -> Result<State, Error> {
             node: row.node,
             agent_id: row.agent_id,
         };
-        state.nodes.insert(entry.node.name.clone(), Arc::new(entry));
+        state
+            .nodes
+            .insert(entry.node.name.clone().into(), Arc::new(entry));
         Ok(())
     })?;
     load_cache_rows(txn, &mut state)?;

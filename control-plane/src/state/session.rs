@@ -31,6 +31,7 @@ use super::model::{SessionEntry, session_not_found};
 use super::queue;
 use super::tx::Tx;
 use flame_proto::error::FlameError;
+use flame_proto::model::SessionId;
 use flame_proto::model::{
     Event, Executor, Session, SessionSpec, SessionState, TaskCounters, validate_session_id,
 };
@@ -138,7 +139,7 @@ pub(crate) fn create(
         )));
     }
     let session = Session {
-        id: id.clone(),
+        id: id.clone().into(),
         spec,
         state: SessionState::Open,
         creation_time_ms: tx.now_ms,
@@ -214,7 +215,7 @@ pub(crate) fn remove(tx: &mut Tx<'_>, id: &str) {
 }
 
 /// The ids of the sessions of application `name`.
-pub(crate) fn of_application(tx: &Tx<'_>, name: &str) -> Vec<String> {
+pub(crate) fn of_application(tx: &Tx<'_>, name: &str) -> Vec<SessionId> {
     tx.state
         .sessions()
         .filter(|s| s.spec.application == name)

@@ -179,7 +179,7 @@ pub(crate) fn create_planned(
         }
         let task = Task {
             id: entry.task_count() + 1,
-            session_id: session_id.to_owned(),
+            session_id: session_id.to_owned().into(),
             input: new.input,
             output: None,
             state: TaskState::Pending,

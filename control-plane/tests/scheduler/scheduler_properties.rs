@@ -333,7 +333,7 @@ fn within(used: [u64; 3], alloc: ResourceRequirement) -> bool {
 fn usage(state: &State) -> BTreeMap<String, ([u64; 3], u64)> {
     let mut out: BTreeMap<String, ([u64; 3], u64)> = BTreeMap::new();
     for e in state.executors() {
-        let slot = out.entry(e.spec.node.clone()).or_default();
+        let slot = out.entry(e.spec.node.clone().into()).or_default();
         let r = e.spec.resreq;
         slot.0[0] += r.cpu;
         slot.0[1] += r.memory;
@@ -487,7 +487,7 @@ fn completable(w: &World) -> Vec<String> {
         .filter(|s| s.is_schedulable(w.config.bind_retry_limit))
         .filter(|s| s.session.spec.application != "wasm")
         .filter(|s| fits(s.session.spec.resreq))
-        .map(|s| s.session.id.clone())
+        .map(|s| s.session.id.to_string())
         .collect()
 }
 
@@ -631,7 +631,7 @@ fn random_scenarios_exercise_every_decision() {
             }
             let ready = state.nodes().filter(|n| n.state == NodeState::Ready);
             let mut full = ready.filter(|n| !has_room(state, &n.name, sizes()[0], sc.max_per_node));
-            if full.any(|n| usage(state).contains_key(&n.name)) {
+            if full.any(|n| usage(state).contains_key(n.name.as_str())) {
                 seen.insert("node full".into());
             }
         }

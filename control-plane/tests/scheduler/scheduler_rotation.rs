@@ -188,7 +188,7 @@ proptest::proptest! {
             let commands = round(&mut w);
             for id in yields(&commands) {
                 let owner = w.m.state().executor(&id).and_then(|e| e.session_id.clone());
-                let i = names.iter().position(|s| Some(s) == owner.as_ref()).expect("owner");
+                let i = names.iter().position(|s| owner.as_deref() == Some(s.as_str())).expect("owner");
                 proptest::prop_assert!(i != 0 || slots < 2 || before[0] > 1,
                     "s0 yielded its min_instances executor");
             }

@@ -302,7 +302,7 @@ impl World {
             let id = x.id.clone();
             if let Some(task) = e.tasks.first() {
                 results.push(TaskResult {
-                    executor_id: id.clone(),
+                    executor_id: id.clone().into(),
                     session_id: task.session_id.clone(),
                     task_id: task.task_id,
                     return_code: 0,
@@ -322,14 +322,20 @@ impl World {
                         BindResult::Ok
                     };
                     commands.push(Command::BindCompleted {
-                        id,
-                        session_id,
+                        id: id.into(),
+                        session_id: session_id.into(),
                         result,
                     });
                 }
-                (ExecutorState::Void, None) => commands.push(Command::RegisterExecutor { id }),
-                (ExecutorState::Unbinding, _) => commands.push(Command::UnbindCompleted { id }),
-                (ExecutorState::Releasing, _) => commands.push(Command::ExecutorReleased { id }),
+                (ExecutorState::Void, None) => {
+                    commands.push(Command::RegisterExecutor { id: id.into() })
+                }
+                (ExecutorState::Unbinding, _) => {
+                    commands.push(Command::UnbindCompleted { id: id.into() })
+                }
+                (ExecutorState::Releasing, _) => {
+                    commands.push(Command::ExecutorReleased { id: id.into() })
+                }
                 _ => {}
             }
         }

@@ -451,7 +451,7 @@ fn close_cancels_pending_tasks_and_keeps_the_first_completion_time() {
         .sessions()
         .map(|s| (s.id.clone(), s.state))
         .collect();
-    assert_eq!(listed, [("s1".to_owned(), SessionState::Closed)]);
+    assert_eq!(listed, [("s1".into(), SessionState::Closed)]);
     let unknown = m.apply(1, Command::CloseSession { id: "zz".into() });
     assert!(matches!(error(unknown), FlameError::NotFound(_)));
 }

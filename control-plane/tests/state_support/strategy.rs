@@ -323,7 +323,7 @@ fn check_executors(state: &State) -> BTreeMap<TaskRef, String> {
                 "executor {} task not running",
                 ex.id
             );
-            let other = running_on.insert(task.clone(), ex.id.clone());
+            let other = running_on.insert(task.clone(), ex.id.clone().into());
             assert!(other.is_none(), "task {task:?} on two executors");
         }
     }
@@ -354,7 +354,7 @@ fn check_sessions(state: &State, running_on: &BTreeMap<TaskRef, String>) {
             }
             if t.task.state == TaskState::Running {
                 let key = TaskRef {
-                    session_id: id.clone(),
+                    session_id: id.clone().into(),
                     task_id: t.task.id,
                 };
                 assert!(

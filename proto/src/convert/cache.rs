@@ -62,7 +62,7 @@ impl model::Node {
     pub fn cache_member(&self) -> Option<cluster::CacheMember> {
         let endpoint = self.cache.as_ref()?;
         Some(cluster::CacheMember {
-            node: self.name.clone(),
+            node: self.name.clone().into(),
             endpoint: Some(cluster::CacheEndpoint::from(endpoint)),
             state: v1::NodeState::from(self.state).into(),
         })

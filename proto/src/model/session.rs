@@ -7,7 +7,7 @@
 //! Session counters are maintained by the control plane as tasks change state; the
 //! [`TaskCounters`] helpers keep them consistent.
 
-use super::{Event, ResourceRequirement, SessionState, TaskState};
+use super::{Event, ResourceRequirement, SessionId, SessionState, TaskState};
 use crate::error::FlameError;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -139,7 +139,7 @@ impl TaskCounters {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
     /// Client-chosen id, unique in the cluster.
-    pub id: String,
+    pub id: SessionId,
     /// What the session asked for, with resolved defaults.
     pub spec: SessionSpec,
     /// Open until CloseSession.
@@ -160,7 +160,7 @@ pub struct Task {
     /// Per-session sequence number; the first task is 1 and ids are never reused.
     pub id: u64,
     /// The owning session.
-    pub session_id: String,
+    pub session_id: SessionId,
     /// Input bytes; `None` when the client sent none (an empty value counts as present).
     pub input: Option<Bytes>,
     /// Output bytes the instance returned; `None` until then, or when it returned none.

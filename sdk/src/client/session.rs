@@ -22,6 +22,7 @@ use super::connection::{Connection, Target, retriable};
 use flame_proto::cluster::tasks_client::TasksClient;
 use flame_proto::cluster::{CreateTasksRequest, TaskSubmission};
 use flame_proto::error::FlameError;
+use flame_proto::model::SessionId;
 use flame_proto::v1::frontend_client::FrontendClient;
 use flame_proto::v1::{self, Task, TaskState};
 use std::pin::Pin;
@@ -104,7 +105,7 @@ impl TaskRequest {
 #[derive(Clone)]
 pub struct Session {
     conn: Connection,
-    id: String,
+    id: SessionId,
     info: v1::Session,
 }
 
@@ -221,7 +222,7 @@ impl Connection {
     fn session(&self, id: String, info: v1::Session) -> Session {
         Session {
             conn: self.clone(),
-            id,
+            id: id.into(),
             info,
         }
     }
@@ -229,7 +230,7 @@ impl Connection {
 
 impl Session {
     /// The session id.
-    pub fn id(&self) -> &str {
+    pub fn id(&self) -> &SessionId {
         &self.id
     }
 
@@ -255,7 +256,7 @@ impl Session {
             .call(Target::Leader, |ch, _| {
                 let mut req = Request::new(v1::CreateTaskRequest {
                     task: Some(v1::TaskSpec {
-                        session_id: self.id.clone(),
+                        session_id: self.id.clone().into(),
                         input: request.input.clone(),
                         output: None,
                     }),
@@ -278,7 +279,7 @@ impl Session {
     /// at a time, still in order.
     pub async fn create_tasks(&self, requests: &[TaskRequest]) -> Result<Vec<Task>, ClientError> {
         let req = CreateTasksRequest {
-            session_id: self.id.clone(),
+            session_id: self.id.clone().into(),
             tasks: requests
                 .iter()
                 .map(|r| TaskSubmission {
@@ -342,7 +343,7 @@ impl Session {
             .call(Target::Any, |ch, _| {
                 let req = v1::GetTaskRequest {
                     task_id: task_id.to_owned(),
-                    session_id: self.id.clone(),
+                    session_id: self.id.clone().into(),
                 };
                 async move { Ok(FrontendClient::new(ch).get_task(req).await?.into_inner()) }
             })
@@ -354,7 +355,7 @@ impl Session {
         self.conn
             .call(Target::Any, |ch, _| {
                 let req = v1::ListTaskRequest {
-                    session_id: self.id.clone(),
+                    session_id: self.id.clone().into(),
                 };
                 async move {
                     let mut stream = FrontendClient::new(ch).list_task(req).await?.into_inner();
@@ -373,7 +374,7 @@ impl Session {
         let (tx, rx) = mpsc::channel(16);
         let watch = Watch {
             conn: self.conn.clone(),
-            session_id: self.id.clone(),
+            session_id: self.id.clone().into(),
             task_id: task_id.to_owned(),
             last: None,
         };

@@ -57,7 +57,7 @@ impl<S: FlameService> v1::instance_server::Instance for Server<S> {
     ) -> Result<Response<v1::Result>, Status> {
         let wire = request.into_inner();
         let ctx = SessionContext {
-            session_id: wire.session_id,
+            session_id: wire.session_id.into(),
             application: wire.application.map(|a| a.name).unwrap_or_default(),
             common_data: wire.common_data.map(Bytes::from),
         };
@@ -78,7 +78,7 @@ impl<S: FlameService> v1::instance_server::Instance for Server<S> {
         let wire = request.into_inner();
         let ctx = TaskContext {
             task_id: wire.task_id,
-            session_id: wire.session_id,
+            session_id: wire.session_id.into(),
             input: wire.input.map(Bytes::from),
         };
         let (task_id, session_id) = (ctx.task_id.clone(), ctx.session_id.clone());
