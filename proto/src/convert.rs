@@ -427,7 +427,7 @@ impl TryFrom<v1::Task> for model::Task {
         let spec = t.spec.ok_or_else(|| missing("task", "spec"))?;
         let status = t.status.ok_or_else(|| missing("task", "status"))?;
         Ok(model::Task {
-            id,
+            id: id.into(),
             session_id: spec.session_id.into(),
             input: spec.input.map(Bytes::from),
             output: spec.output.map(Bytes::from),
@@ -736,7 +736,7 @@ impl From<&model::Task> for agent::TaskAssignment {
     /// A task an executor must run: ids and input, with input presence preserved.
     fn from(t: &model::Task) -> Self {
         agent::TaskAssignment {
-            task_id: t.id,
+            task_id: t.id.into(),
             session_id: t.session_id.clone().into(),
             input: to_vec(&t.input),
         }

@@ -104,7 +104,7 @@ fn flamepy_samples_decode_to_the_values_flamepy_set() {
     let model_task = model::Task::try_from(task).expect("model task");
     assert_eq!(
         (model_task.id, model_task.state),
-        (8, model::TaskState::Cancelled)
+        (model::TaskId(8), model::TaskState::Cancelled)
     );
 
     let app: v1::Application = ex.sample("application");

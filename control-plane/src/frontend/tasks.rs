@@ -56,7 +56,7 @@ async fn create_in(
     }
     debug!(
         count,
-        first = created.first().map(|t| t.id),
+        first = created.first().map(|t| t.id.get()),
         "tasks created"
     );
     Ok(created)

@@ -278,7 +278,7 @@ enum Step {
 /// and change state, so those (and the output and times) are what is compared; a task with
 /// another creation time is a different task under a reused id, so the watched one is gone.
 fn next_step(state: &State, last: &Task) -> Step {
-    let task = match lookup(state, &last.session_id, last.id) {
+    let task = match lookup(state, &last.session_id, last.id.into()) {
         Ok(task) => task,
         Err(error) => return Step::End(error),
     };

@@ -130,11 +130,11 @@ impl SessionEntry {
         let id = entry.task.id;
         let state = entry.task.state;
         if let Some(request_id) = &entry.request_id {
-            self.request_ids.insert(request_id.clone(), id);
+            self.request_ids.insert(request_id.clone(), id.into());
         }
         self.session.counters.add(state);
         if state == TaskState::Pending {
-            self.pending.insert(id);
+            self.pending.insert(id.into());
         }
         self.tasks.push_back(Arc::new(entry));
     }

@@ -376,7 +376,7 @@ fn load_tasks(txn: &ReadTransaction) -> Result<BTreeMap<String, Vec<TaskEntry>>,
             .remove(key)
             .ok_or_else(|| corrupt(format!("task {session_id}/{id} has no input row")))?;
         let task = Task {
-            id,
+            id: id.into(),
             session_id: session_id.clone().into(),
             input: input.input,
             output: row.output,

@@ -199,7 +199,7 @@ fn replay(tx: &Tx<'_>, mut outcome: Outcome) -> Outcome {
     match &mut outcome {
         Outcome::Tasks(Ok(tasks)) => {
             for task in tasks {
-                if let Some(stored) = tx.state.task(&task.session_id, task.id)
+                if let Some(stored) = tx.state.task(&task.session_id, task.id.into())
                     && stored.creation_time_ms == task.creation_time_ms
                 {
                     task.input = stored.input.clone();

@@ -40,7 +40,7 @@ use super::command::{NewTask, TaskRef, TaskResult};
 use super::model::{TaskEntry, session_not_found};
 use super::tx::Tx;
 use flame_proto::error::FlameError;
-use flame_proto::model::{Event, Task, TaskState};
+use flame_proto::model::{Event, Task, TaskId, TaskState};
 
 /// Something that happens to a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,7 +178,7 @@ pub(crate) fn create_planned(
             continue;
         }
         let task = Task {
-            id: entry.task_count() + 1,
+            id: TaskId(entry.task_count() + 1),
             session_id: session_id.to_owned().into(),
             input: new.input,
             output: None,
@@ -187,7 +187,7 @@ pub(crate) fn create_planned(
             completion_time_ms: None,
             events: vec![Event::task_created(now_ms)],
         };
-        tx.log.task_created(session_id, task.id);
+        tx.log.task_created(session_id, task.id.into());
         entry.push_task(TaskEntry {
             task: task.clone(),
             request_id: new.request_id,

@@ -138,7 +138,7 @@ async fn state_machine_store_persists_publishes_and_installs_snapshots() -> anyh
     assert!(view.effects.contains(&Effect::SessionClosed {
         session_id: "b".into()
     }));
-    assert_eq!(view.state.task("a", 1).map(|t| t.id), Some(1));
+    assert_eq!(view.state.task("a", 1).map(|t| t.id.get()), Some(1));
     let expected = sm.app().state().clone();
     drop(sm);
 

@@ -43,7 +43,7 @@ fn task_ids_are_sequential_per_session() {
         Outcome::Tasks(Ok(tasks)) => tasks,
         other => panic!("{other:?}"),
     };
-    assert_eq!((tasks[0].id, tasks[1].id), (4, 5));
+    assert_eq!((tasks[0].id.get(), tasks[1].id.get()), (4, 5));
     assert_eq!(
         (tasks[0].input.clone(), tasks[1].input.clone()),
         (None, Some(Bytes::new()))
@@ -56,7 +56,12 @@ fn task_ids_are_sequential_per_session() {
     assert_eq!(task.events.len(), 1);
     assert_eq!(task.events[0].code, 0);
     assert_eq!(m.state().session("a").expect("a").counters.pending, 5);
-    let ids: Vec<u64> = m.state().tasks("a").expect("a").map(|t| t.id).collect();
+    let ids: Vec<u64> = m
+        .state()
+        .tasks("a")
+        .expect("a")
+        .map(|t| t.id.get())
+        .collect();
     assert_eq!(ids, [1, 2, 3, 4, 5]);
 }
 

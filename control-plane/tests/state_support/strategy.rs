@@ -347,7 +347,7 @@ fn check_sessions(state: &State, running_on: &BTreeMap<TaskRef, String>) {
             assert_eq!(&t.task.session_id, id);
             counters.add(t.task.state);
             if t.task.state == TaskState::Pending {
-                pending.push(t.task.id);
+                pending.push(t.task.id.get());
             }
             if t.task.state.is_terminal() {
                 assert!(t.task.completion_time_ms.is_some());
@@ -355,7 +355,7 @@ fn check_sessions(state: &State, running_on: &BTreeMap<TaskRef, String>) {
             if t.task.state == TaskState::Running {
                 let key = TaskRef {
                     session_id: id.clone().into(),
-                    task_id: t.task.id,
+                    task_id: t.task.id.get(),
                 };
                 assert!(
                     running_on.contains_key(&key),
@@ -367,7 +367,7 @@ fn check_sessions(state: &State, running_on: &BTreeMap<TaskRef, String>) {
                     request_ids.insert(rid.clone()),
                     "request id {rid} used twice"
                 );
-                assert_eq!(entry.task_for_request(rid), Some(t.task.id));
+                assert_eq!(entry.task_for_request(rid), Some(t.task.id.get()));
             }
         }
         assert_eq!(entry.session.counters, counters, "counters of {id}");

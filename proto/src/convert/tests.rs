@@ -74,7 +74,7 @@ fn session() -> Session {
 
 fn task() -> Task {
     Task {
-        id: 42,
+        id: TaskId(42),
         session_id: "s1".into(),
         input: Some(Bytes::new()),
         output: Some(Bytes::from_static(b"out")),

@@ -7,7 +7,7 @@
 //! Session counters are maintained by the control plane as tasks change state; the
 //! [`TaskCounters`] helpers keep them consistent.
 
-use super::{Event, ResourceRequirement, SessionId, SessionState, TaskState};
+use super::{Event, ResourceRequirement, SessionId, SessionState, TaskId, TaskState};
 use crate::error::FlameError;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -158,7 +158,7 @@ pub struct Session {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Task {
     /// Per-session sequence number; the first task is 1 and ids are never reused.
-    pub id: u64,
+    pub id: TaskId,
     /// The owning session.
     pub session_id: SessionId,
     /// Input bytes; `None` when the client sent none (an empty value counts as present).

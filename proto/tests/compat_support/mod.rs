@@ -244,7 +244,7 @@ fn rust_session() -> model::Session {
 
 fn rust_tasks() -> (model::Task, model::Task) {
     let failed = model::Task {
-        id: 42,
+        id: model::TaskId(42),
         session_id: "s-1".into(),
         input: Some(Vec::new().into()),
         output: Some(b"out".to_vec().into()),
@@ -257,7 +257,7 @@ fn rust_tasks() -> (model::Task, model::Task) {
         ],
     };
     let cancelled = model::Task {
-        id: 43,
+        id: model::TaskId(43),
         input: None,
         output: None,
         state: model::TaskState::Cancelled,
