@@ -1,7 +1,7 @@
 //! `cache-bench`: throughput and latency of the object cache, between real `flame-cache`
 //! processes on loopback.
 //!
-//! Build and run: `cargo build --release -p flame-cache -p chaos-tests --bins &&
+//! Build and run: `cargo build --release -p flame-cache -p flame-bench --bins &&
 //! target/release/cache-bench` (it starts `flame-cache` from its own directory; with
 //! `--python <venv python>` it also times flamepy 0.6.0).
 //!

@@ -7,7 +7,7 @@
 //! - batch `CreateTasks` throughput;
 //! - leader SIGKILL → first acknowledged write, over several kills (median, max).
 //!
-//! Usage: `cargo build --release -p flame-control-plane -p chaos-tests && \
+//! Usage: `cargo build --release -p flame-control-plane -p flame-bench && \
 //!   target/release/cluster-bench [--binary target/release/flame-control-plane] [--kills 10]`
 
 use anyhow::Context;

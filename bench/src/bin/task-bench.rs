@@ -28,7 +28,7 @@
 //! executable's directory, or `--bin-dir`):
 //!
 //! ```sh
-//! cargo build --release -p flame-control-plane -p flame-node-agent -p flame-sdk -p chaos-tests --bins
+//! cargo build --release -p flame-control-plane -p flame-node-agent -p flame-sdk -p flame-bench --bins
 //! target/release/task-bench [--agents 1,2] [--tasks 30000] [--sequential 1000] [--json]
 //! ```
 //!
@@ -167,7 +167,7 @@ fn locate_binaries(dir: Option<PathBuf>) -> anyhow::Result<Binaries> {
         ensure!(
             path.is_file(),
             "{} not found; build it with `cargo build --release -p flame-control-plane \
-             -p flame-node-agent -p flame-sdk -p chaos-tests --bins` or pass --bin-dir",
+             -p flame-node-agent -p flame-sdk -p flame-bench --bins` or pass --bin-dir",
             path.display()
         );
         Ok(path)
