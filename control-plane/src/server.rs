@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
-use tracing::{Instrument, info, info_span};
+use tracing::{Instrument, error, info, info_span};
 
 /// Why a member could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +54,10 @@ pub enum ServeError {
     /// openraft failed.
     #[error("raft: {0}")]
     Raft(String),
+    /// The Raft core stopped while the member ran, for the reason given (typically its
+    /// storage failed: a full disk, an I/O error); restart the member once that is fixed.
+    #[error("the Raft core stopped: {0}")]
+    Fatal(String),
     /// A server failed.
     #[error("server: {0}")]
     Server(#[from] tonic::transport::Error),
@@ -136,7 +140,7 @@ async fn run(
         let metrics = handle.metrics.clone();
         tokio::spawn(crate::metrics::serve(metrics, listener, stopped(&stop_rx)));
     }
-    tokio::spawn(watch_raft_metrics(
+    let mut raft_watch = tokio::spawn(watch_raft_metrics(
         handle.raft.clone(),
         handle.metrics.clone(),
     ));
@@ -144,23 +148,35 @@ async fn run(
     let duties = tokio::spawn(leader::run(handle.clone(), config.clone(), stop_rx.clone()));
     let scheduling = tokio::spawn(scheduling::run(handle.clone(), config.clone(), stop_rx));
     info!(cluster = %config.cluster_id(), "member started");
-    shutdown.await;
-    info!("shutting down");
+    // A member whose Raft core stopped by itself (its storage failed) must not linger as a
+    // zombie that still answers clients: it stops, and the binary exits non-zero so a
+    // supervisor restarts it.
+    let failure = tokio::select! {
+        () = shutdown => None,
+        stopped = &mut raft_watch => Some(stopped.unwrap_or_else(|e| e.to_string())),
+    };
+    match &failure {
+        Some(why) => error!(error = %why, "the Raft core stopped; shutting down"),
+        None => info!("shutting down"),
+    }
     let _ = stop_tx.send(true);
     // A duty or scheduling cycle caught in a write that cannot commit (the other members
     // stopped first, as they do under `flmctl local up`) would wait for a quorum forever; both
-    // are idempotent and redone by the next leader, so they are cut off.
-    drain(duties, "leader duties").await;
-    drain(scheduling, "scheduling").await;
-    // Graceful shutdown waits for clients to close their connections; a client that never
-    // does must not keep the member from stopping.
-    let api = drain(api_task, "client API").await.unwrap_or(Ok(()));
-    let peer = drain(peer_task, "Raft peer").await.unwrap_or(Ok(()));
-    handle
-        .raft
-        .shutdown()
-        .await
-        .map_err(|e| ServeError::Raft(e.to_string()))?;
+    // are idempotent and redone by the next leader, so they are cut off. Graceful shutdown
+    // waits for clients to close their connections; a client that never does must not keep
+    // the member from stopping. The four drain together, so stopping takes one timeout at most.
+    let (_, _, api, peer) = tokio::join!(
+        drain(duties, "leader duties"),
+        drain(scheduling, "scheduling"),
+        drain(api_task, "client API"),
+        drain(peer_task, "Raft peer"),
+    );
+    let (api, peer) = (api.unwrap_or(Ok(())), peer.unwrap_or(Ok(())));
+    let stopped = handle.raft.shutdown().await;
+    if let Some(why) = failure {
+        return Err(ServeError::Fatal(why));
+    }
+    stopped.map_err(|e| ServeError::Raft(e.to_string()))?;
     api.map_err(ServeError::from)?;
     peer.map_err(ServeError::from)?;
     info!("stopped");
@@ -293,13 +309,20 @@ fn incoming(listener: TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
-/// Keeps the Raft gauges in step with openraft's metrics until the member stops.
-async fn watch_raft_metrics(raft: Raft<FlameTypeConfig>, metrics: Arc<Metrics>) {
+/// Keeps the Raft gauges in step with openraft's metrics until the Raft core stops, and says
+/// why it stopped (a storage error, a panic, or a shutdown).
+async fn watch_raft_metrics(raft: Raft<FlameTypeConfig>, metrics: Arc<Metrics>) -> String {
     let mut rx = raft.metrics();
     loop {
-        metrics.observe_raft(&rx.borrow_and_update());
+        {
+            let current = rx.borrow_and_update();
+            metrics.observe_raft(&current);
+            if let Err(fatal) = &current.running_state {
+                return fatal.to_string();
+            }
+        }
         if rx.changed().await.is_err() {
-            return;
+            return "the Raft core ended".into();
         }
     }
 }
