@@ -234,13 +234,63 @@ impl Cluster {
 
     /// Starts (or restarts) member `id` on its ports and data directory.
     pub fn spawn(&mut self, id: u64) -> Result<(), HarnessError> {
+        self.spawn_limited(id, None)
+    }
+
+    /// Restarts member `id` (it must be stopped) with no file of it allowed to grow past
+    /// `bytes`, its data files included: a full disk for that member alone. `SIGXFSZ` is
+    /// ignored in the process, so a write past the limit fails with `EFBIG` as one past a full
+    /// disk fails with `ENOSPC`, instead of killing the process.
+    pub fn spawn_with_file_limit(&mut self, id: u64, bytes: u64) -> Result<(), HarnessError> {
+        self.spawn_limited(id, Some(bytes))
+    }
+
+    /// Waits up to `deadline` for member `id`'s process to end by itself; its exit status.
+    pub async fn wait_exit(
+        &mut self,
+        id: u64,
+        deadline: Duration,
+    ) -> Result<std::process::ExitStatus, HarnessError> {
+        let started = Instant::now();
+        let mut poll = tokio::time::interval(Duration::from_millis(20));
+        while started.elapsed() < deadline {
+            poll.tick().await;
+            if let Some(status) = self.try_exit(id)? {
+                return Ok(status);
+            }
+        }
+        Err(HarnessError::Timeout {
+            what: format!("member {id} to exit"),
+            after: deadline,
+        })
+    }
+
+    /// Member `id`'s exit status if its process has ended by itself (it is then no longer
+    /// running), `None` while it runs.
+    pub fn try_exit(&mut self, id: u64) -> Result<Option<std::process::ExitStatus>, HarnessError> {
+        let m = self.member_mut(id)?;
+        let status = match m.child.as_mut() {
+            Some(child) => child.try_wait()?,
+            None => None,
+        };
+        if status.is_some() {
+            m.child = None;
+        }
+        Ok(status)
+    }
+
+    fn spawn_limited(&mut self, id: u64, file_limit: Option<u64>) -> Result<(), HarnessError> {
         let members = self.members_flag();
         let binary = self.binary.clone();
         let name = self.name.clone();
         let extra = self.extra_flags.clone();
         let m = self.member_mut(id)?;
         let log = std::fs::File::create(m.data_dir.with_extension("log"))?;
-        let child = Command::new(binary)
+        let mut command = match file_limit {
+            Some(bytes) => file_limited(&binary, bytes),
+            None => Command::new(binary),
+        };
+        let child = command
             .arg("--cluster-name")
             .arg(name)
             .arg("--id")
@@ -313,7 +363,10 @@ impl Cluster {
         let Ok(m) = self.member(id) else {
             return String::new();
         };
-        let text = std::fs::read_to_string(m.data_dir.with_extension("log")).unwrap_or_default();
+        // Lossy: a member killed mid-write may leave a torn UTF-8 sequence, which must not
+        // hide the rest of its log.
+        let bytes = std::fs::read(m.data_dir.with_extension("log")).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
@@ -410,6 +463,18 @@ impl Cluster {
             after: deadline,
         })
     }
+}
+
+/// A command that runs `binary` unable to grow any file past `bytes` (`RLIMIT_FSIZE`, set by
+/// util-linux's `prlimit`), with `SIGXFSZ` ignored (coreutils' `env --ignore-signal`) so such a
+/// write fails with `EFBIG` rather than killing the process. Both are Debian essentials.
+fn file_limited(binary: &Path, bytes: u64) -> Command {
+    let mut command = Command::new("prlimit");
+    command
+        .arg(format!("--fsize={bytes}:{bytes}"))
+        .args(["--", "env", "--ignore-signal=XFSZ"])
+        .arg(binary);
+    command
 }
 
 impl Drop for Cluster {
