@@ -160,12 +160,16 @@ pub fn build<C: FlameRaft>(
     tables: &[&str],
     snapshot_id: impl FnOnce(Option<LogId<u64>>) -> String,
 ) -> Result<(PathBuf, SnapshotMeta<u64, C::Node>)> {
-    // Applies are committed without fsync; make them durable before the snapshot lets openraft
-    // purge the log they came from (an empty durable commit persists every earlier one).
+    // Applies are committed without fsync; everything the snapshot holds must be durable before
+    // the snapshot lets openraft purge the log it came from. The read transaction opens first and
+    // the durable (empty) commit follows, since it persists every earlier commit: the other order
+    // would let an apply that lands between the two into the snapshot without being durable,
+    // and a crash after the purge would leave the state behind a log that no longer holds the
+    // gap (review D1).
+    let txn = db.begin_read()?;
     let mut barrier = db.begin_write()?;
     barrier.set_durability(redb::Durability::Immediate)?;
     barrier.commit()?;
-    let txn = db.begin_read()?;
     let (last_log_id, last_membership) = {
         let meta_table = txn.open_table(META)?;
         let applied: Option<LogId<u64>> = meta::get(&meta_table, KEY_APPLIED)?.flatten();
