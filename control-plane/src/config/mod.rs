@@ -541,6 +541,17 @@ impl Config {
                 ),
             );
         }
+        if r.snapshot_every == 0 {
+            return invalid("raft.snapshot_every", "must be at least 1 entry".into());
+        }
+        // Entries kept below a snapshot are the margin between what a snapshot covers and what
+        // the log still holds; with none, any lapse in that ordering loses the gap for good.
+        if r.keep_after_snapshot == 0 {
+            return invalid(
+                "raft.keep_after_snapshot",
+                "must be at least 1 entry (the default keeps 10000)".into(),
+            );
+        }
         let mut ids: Vec<u64> = r.members.iter().map(|m| m.id).collect();
         ids.sort_unstable();
         if ids.windows(2).any(|w| w[0] == w[1]) {

@@ -104,6 +104,11 @@ fn invalid_values_name_their_key() {
             "cluster.rotation_wait_ms",
         ),
         ("raft:\n  heartbeat_ms: 500\n", "raft.heartbeat_ms"),
+        ("raft:\n  snapshot_every: 0\n", "raft.snapshot_every"),
+        (
+            "raft:\n  keep_after_snapshot: 0\n",
+            "raft.keep_after_snapshot",
+        ),
         (
             "raft:\n  id: 5\n  members: [{id: 1, raft_addr: a, api_addr: b}]\n",
             "raft.members",
