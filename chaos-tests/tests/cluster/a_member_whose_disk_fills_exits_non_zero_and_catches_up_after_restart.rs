@@ -12,7 +12,6 @@ use crate::support::*;
 use anyhow::{Context, bail, ensure};
 use flame_proto::cluster::tasks_client::TasksClient;
 use flame_proto::cluster::{CreateTasksRequest, TaskSubmission};
-use flame_proto::v1;
 use std::time::Duration;
 
 const SESSION: &str = "s-disk-full";
@@ -127,17 +126,9 @@ fn largest_file(dir: &std::path::Path) -> anyhow::Result<u64> {
 
 /// The ids of the session's tasks, as member `via` lists them.
 async fn task_ids(run: &Running, via: u64) -> anyhow::Result<Vec<String>> {
-    let mut stream = run
-        .cluster
-        .frontend(via)?
-        .list_task(v1::ListTaskRequest {
-            session_id: SESSION.into(),
-        })
+    list_tasks(run, via, SESSION)
         .await?
-        .into_inner();
-    let mut ids = Vec::new();
-    while let Some(task) = stream.message().await? {
-        ids.push(task.metadata.context("task metadata")?.id);
-    }
-    Ok(ids)
+        .into_iter()
+        .map(|task| Ok(task.metadata.context("task metadata")?.id))
+        .collect()
 }
