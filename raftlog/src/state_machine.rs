@@ -13,6 +13,10 @@
 //! lets openraft purge) first makes every applied transaction durable, and installing a
 //! snapshot is durable. Clean shutdown is durable too (redb commits on close).
 //!
+//! **Install order.** A received snapshot is checked and written into the tables, then
+//! published as `current.snap`, then committed; `open` installs a published snapshot that is
+//! ahead of the tables, which only a crash between the last two steps leaves behind.
+//!
 //! Snapshots are delegated to [`crate::snapshot`]: building runs on a blocking thread from a
 //! consistent read transaction while applies continue; receiving writes openraft's chunks into a
 //! `.part` file; installing replaces the tables in one transaction and then asks the app to
@@ -63,6 +67,7 @@ impl<C: FlameRaft, A: App<C>> StateMachineStore<C, A> {
         let path = storage.dir.join(SM_FILE);
         let db = meta::open_db(&path, &storage.cluster_id, app.tables())?;
         let snapshots = SnapshotDir::open(&storage.dir, &storage.cluster_id)?;
+        finish_install::<C>(&db, &snapshots, &storage.cluster_id, app.tables())?;
         let (applied, membership) = {
             let txn = db.begin_read()?;
             let meta_table = txn.open_table(META)?;
@@ -187,8 +192,12 @@ impl<C: FlameRaft, A: App<C>> StateMachineStore<C, A> {
             let mut txn = db.begin_write()?;
             txn.set_durability(Durability::Immediate)?;
             snapshot::install::<C>(&txn, &path, &cluster_id, tables, &expected)?;
-            txn.commit()?;
+            // Published before the tables commit: a crash in between leaves the snapshot ahead
+            // of the tables, which `open` finishes installing. The other order would leave the
+            // tables ahead of the only snapshot, behind the log's purge point, so a lagging
+            // follower could never be caught up from this member (review D2).
             snapshots.publish::<C>(&path, &expected, true)?;
+            txn.commit()?;
             Ok(())
         })
         .await
@@ -269,6 +278,38 @@ impl<C: FlameRaft, A: App<C>> RaftStateMachine<C> for StateMachineStore<C, A> {
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<C>>, StorageError<u64>> {
         self.open_current().await.map_err(|e| e.snapshot())
     }
+}
+
+/// Finishes an install that a crash cut between publishing the snapshot and committing its
+/// tables (see `install`): a published snapshot ahead of the applied state is installed again,
+/// durably. Nothing else leaves `current.snap` ahead: a build snapshots applied state.
+fn finish_install<C: FlameRaft>(
+    db: &Database,
+    snapshots: &SnapshotDir,
+    cluster_id: &str,
+    tables: &[&str],
+) -> Result<()> {
+    let Some((path, meta)) = snapshots.current::<C>()? else {
+        return Ok(());
+    };
+    let applied: Option<LogId<u64>> = {
+        let txn = db.begin_read()?;
+        let meta_table = txn.open_table(META)?;
+        meta::get(&meta_table, KEY_APPLIED)?.flatten()
+    };
+    if meta.last_log_id <= applied {
+        return Ok(());
+    }
+    tracing::warn!(
+        snapshot = ?meta.last_log_id,
+        ?applied,
+        "installing the snapshot a crash published but did not commit"
+    );
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    snapshot::install::<C>(&txn, &path, cluster_id, tables, &meta)?;
+    txn.commit()?;
+    Ok(())
 }
 
 /// Builds snapshots off the apply path, from a consistent read transaction.
