@@ -2,24 +2,16 @@
 //!
 //! An install writes the received snapshot into the tables, publishes it as `current.snap`, then
 //! commits. A crash between the last two leaves a published snapshot ahead of the tables; the
-//! test builds exactly that state (a member's snapshot copied into an empty member's data
-//! directory) and checks that opening installs it, so the tables are never behind the only
+//! test builds exactly that state (a member's snapshot copied into the data directory of
+//! a member whose tables hold less) and checks that opening installs it, so the tables are never behind the only
 //! snapshot the member can send.
 
+use crate::support::entries;
+use openraft::RaftSnapshotBuilder;
 use openraft::storage::{RaftLogStorageExt, RaftStateMachine};
-use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder};
-use raftlog::kv::{KvApp, KvConfig, dump, scripted_put};
+use raftlog::kv::{KvApp, KvConfig, dump};
 use raftlog::snapshot::SNAPSHOT_DIR;
 use raftlog::{LogStore, StateMachineStore, Storage};
-
-fn entries(range: std::ops::RangeInclusive<u64>) -> Vec<Entry<KvConfig>> {
-    range
-        .map(|i| Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 0), i),
-            payload: EntryPayload::Normal(scripted_put(i)),
-        })
-        .collect()
-}
 
 #[tokio::test]
 async fn a_snapshot_published_but_not_committed_is_installed_at_the_next_open() -> anyhow::Result<()>

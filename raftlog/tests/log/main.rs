@@ -6,3 +6,4 @@ mod install_order;
 mod open_errors;
 mod replication;
 mod suite;
+mod support;

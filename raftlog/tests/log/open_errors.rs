@@ -1,21 +1,13 @@
 //! Opening data that is not ours, or not whole, fails with a clear error and never panics.
 
+use crate::support::entries;
+use openraft::RaftLogReader;
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
-use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader};
-use raftlog::kv::{KvApp, KvConfig, scripted_put};
+use raftlog::kv::{KvApp, KvConfig};
 use raftlog::{Error, LogStore, StateMachineStore, Storage};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::path::Path;
-
-fn entries(range: std::ops::RangeInclusive<u64>) -> Vec<Entry<KvConfig>> {
-    range
-        .map(|i| Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 0), i),
-            payload: EntryPayload::Normal(scripted_put(i)),
-        })
-        .collect()
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
