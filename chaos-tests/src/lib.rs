@@ -251,18 +251,8 @@ impl Cluster {
         id: u64,
         deadline: Duration,
     ) -> Result<std::process::ExitStatus, HarnessError> {
-        let started = Instant::now();
-        let mut poll = tokio::time::interval(Duration::from_millis(20));
-        while started.elapsed() < deadline {
-            poll.tick().await;
-            if let Some(status) = self.try_exit(id)? {
-                return Ok(status);
-            }
-        }
-        Err(HarnessError::Timeout {
-            what: format!("member {id} to exit"),
-            after: deadline,
-        })
+        let what = format!("member {id} to exit");
+        poll(&what, deadline, || std::future::ready(self.try_exit(id))).await
     }
 
     /// Member `id`'s exit status if its process has ended by itself (it is then no longer
