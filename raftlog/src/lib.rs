@@ -10,6 +10,8 @@
 //!   record by record (a large state is never one buffer in memory), shipped in chunks by
 //!   openraft, and installed in one transaction.
 //! - [`policy`]: when to snapshot and how much log to keep afterwards.
+//! - [`digest`]: one BLAKE3 hash of the application tables at the applied log id, which members
+//!   that applied the same log id must agree on.
 //!
 //! Every database records the cluster id it belongs to and its format version; opening another
 //! cluster's data or another format (newer, or older: there are no migrations) fails with a
@@ -19,6 +21,7 @@
 
 pub mod app;
 mod codec;
+pub mod digest;
 pub mod error;
 pub mod kv;
 pub mod log_store;
@@ -28,6 +31,7 @@ pub mod snapshot;
 pub mod state_machine;
 
 pub use app::App;
+pub use digest::{DigestHandle, StateDigest};
 pub use error::{Error, Result};
 pub use log_store::{LogReader, LogStore};
 pub use policy::LogPolicy;

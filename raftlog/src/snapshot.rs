@@ -149,7 +149,8 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(dir, e))
 }
 
-fn table(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
+/// The definition of application table `name`: raw byte keys and values.
+pub(crate) fn table(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
     TableDefinition::new(name)
 }
 

@@ -24,10 +24,12 @@
 //!
 //! Caveat: the store is owned by openraft once the Raft instance starts; the application shares
 //! its state with readers itself (for example by publishing immutable snapshots from
-//! [`App::committed`]).
+//! [`App::committed`]). [`StateMachineStore::digest_handle`], taken before, keeps hashing the
+//! applied state ([`crate::digest`]).
 
 use crate::app::App;
 use crate::codec::encode;
+use crate::digest::DigestHandle;
 use crate::error::{Error, Result};
 use crate::meta::{self, META};
 use crate::snapshot::{self, KEY_APPLIED, KEY_MEMBERSHIP, SnapshotDir};
@@ -95,6 +97,12 @@ impl<C: FlameRaft, A: App<C>> StateMachineStore<C, A> {
     /// The last applied log id.
     pub fn applied(&self) -> Option<LogId<u64>> {
         self.applied
+    }
+
+    /// A handle that computes this state machine's [`StateDigest`](crate::StateDigest); it keeps
+    /// working after the store is handed to openraft.
+    pub fn digest_handle(&self) -> DigestHandle {
+        DigestHandle::new(self.db.clone(), self.app.tables())
     }
 
     /// A read transaction on the state-machine database, for inspection by tools and tests.

@@ -2,6 +2,7 @@
 //! crate's tests link once.
 
 mod crash;
+mod digest;
 mod install_order;
 mod open_errors;
 mod replication;
