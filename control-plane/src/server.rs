@@ -201,6 +201,7 @@ async fn start_member(config: &Config) -> Result<(MemberHandle, TransportConfig)
     }));
     let reader = app.reader();
     let sm = StateMachineStore::open(&storage, app)?;
+    let digest = sm.digest_handle();
     let transport = transport_config(config);
     let raft_config = transport
         .openraft_config(&cluster_id, &log_policy(config))
@@ -216,6 +217,7 @@ async fn start_member(config: &Config) -> Result<(MemberHandle, TransportConfig)
         proposer: Proposer::spawn(raft, ProposerLimits::default(), metrics.clone()),
         network,
         metrics,
+        digest,
         limits: Arc::new(Limits {
             max_payload_bytes: config.cluster.limits.max_payload_bytes,
             default_resreq: config.default_resreq(),

@@ -18,6 +18,12 @@
 //! [`crate::scheduler::explain`]), from this member's applied state and the scheduler settings
 //! every member shares.
 //!
+//! `StateDigest` hashes this member's own applied state ([`state_digest`], from
+//! [`raftlog::digest`]): any member answers, leader or not, with the applied log position the
+//! hash was taken at. Members apply the same log, so two members' digests must be equal when
+//! their applied indexes are; digests at different applied indexes are not comparable. The chaos
+//! suite uses it to check that a group's members ended with the same state.
+//!
 //! Caveat: openraft 0.9 does not publish the commit index; `committed` reports the applied
 //! index, which trails it by at most the entries in flight.
 
@@ -30,8 +36,8 @@ use flame_proto::cluster::{
     AddLearnerRequest, CacheDirectoryReply, CacheDirectoryRequest, ChangeMembershipRequest,
     ExplainSessionReply, ExplainSessionRequest, IssueCacheCertificateReply,
     IssueCacheCertificateRequest, Member as WireMember, MemberStatus, MembershipReply, ObjectDrop,
-    Replication, Role, StatusRequest, TransferLeaderReply, TransferLeaderRequest,
-    TriggerSnapshotReply, TriggerSnapshotRequest,
+    Replication, Role, StateDigestReply, StateDigestRequest, StatusRequest, TransferLeaderReply,
+    TransferLeaderRequest, TriggerSnapshotReply, TriggerSnapshotRequest,
 };
 use flame_proto::error::FlameError;
 use openraft::error::{ClientWriteError, RaftError};
@@ -86,6 +92,31 @@ pub fn cache_directory_reply(
         drops: page.drops.iter().map(ObjectDrop::from).collect(),
         first_seq: page.first_seq,
         last_seq: page.last_seq,
+    }
+}
+
+/// The `StateDigest` answer: the digest of the state `handle` hashes, computed on a blocking
+/// thread (it reads every row).
+pub async fn state_digest(handle: raftlog::DigestHandle) -> Result<StateDigestReply, FlameError> {
+    let digest = tokio::task::spawn_blocking(move || handle.digest())
+        .await
+        .map_err(|e| FlameError::Internal(format!("the state digest task failed: {e}")))?
+        .map_err(digest_error)?;
+    Ok(StateDigestReply {
+        applied_index: digest.applied.map_or(0, |l| l.index),
+        applied_term: digest.applied.map_or(0, |l| l.leader_id.term),
+        rows: digest.rows,
+        digest: digest.digest.to_vec(),
+    })
+}
+
+/// A failed digest by meaning: the storage failing (I/O, the storage engine) may pass, so the
+/// caller can retry; damaged or unreadable data is this member's fault.
+fn digest_error(e: raftlog::Error) -> FlameError {
+    let text = format!("state digest: {e}");
+    match e {
+        raftlog::Error::Io { .. } | raftlog::Error::Db(_) => FlameError::Unavailable(text),
+        _ => FlameError::Internal(text),
     }
 }
 
@@ -362,6 +393,15 @@ impl Cluster for Admin {
             cert_pem,
             ca_pem: ca.map(|c| c.cert_pem.clone()).unwrap_or_default(),
         }))
+    }
+
+    async fn state_digest(
+        &self,
+        _: Request<StateDigestRequest>,
+    ) -> Result<Response<StateDigestReply>, Status> {
+        Ok(Response::new(
+            state_digest(self.handle.digest.clone()).await?,
+        ))
     }
 
     async fn trigger_snapshot(

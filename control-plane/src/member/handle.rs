@@ -103,6 +103,9 @@ pub struct MemberHandle {
     pub limits: Arc<crate::member::limits::Limits>,
     /// The member's metrics (writes sent again).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Hashes this member's applied state (`Cluster.StateDigest`); taken from the state-machine
+    /// store before openraft owned it.
+    pub digest: raftlog::DigestHandle,
 }
 
 impl MemberHandle {

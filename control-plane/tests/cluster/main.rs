@@ -7,5 +7,6 @@ mod agents_support;
 mod frontend_support;
 
 mod cluster_cache;
+mod cluster_digest;
 mod cluster_membership;
 mod cluster_processes;
