@@ -192,11 +192,12 @@ async fn start_member(config: &Config) -> Result<(MemberHandle, TransportConfig)
     let log = LogStore::open_in(&storage)?;
     let metrics = Arc::new(Metrics::new());
     let apply_metrics = metrics.clone();
-    let app = FlameApp::new(StateConfig {
+    // The retry limits travel on every entry this member proposes while it leads (R2).
+    let policy = StateConfig {
         bind_retry_limit: config.cluster.recovery.session.retry_limits,
         task_retry_limit: config.cluster.recovery.task.retry_limits,
-    })
-    .with_apply_observer(Box::new(move |d| {
+    };
+    let app = FlameApp::new().with_apply_observer(Box::new(move |d| {
         apply_metrics.apply_seconds.observe(d.as_secs_f64())
     }));
     let reader = app.reader();
@@ -214,7 +215,7 @@ async fn start_member(config: &Config) -> Result<(MemberHandle, TransportConfig)
         id,
         raft: raft.clone(),
         reader,
-        proposer: Proposer::spawn(raft, ProposerLimits::default(), metrics.clone()),
+        proposer: Proposer::spawn(raft, ProposerLimits::default(), policy, metrics.clone()),
         network,
         metrics,
         digest,

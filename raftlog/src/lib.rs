@@ -53,10 +53,13 @@ use std::path::PathBuf;
 ///   commands carry no time of their own. Entries of version 3 cannot be read as version 4
 ///   (postcard is positional), so data of version 3 or older is refused, not migrated: start
 ///   the cluster on empty data directories.
-pub const FORMAT_VERSION: u32 = 4;
+/// - 5 (replicated retry limits): a log entry is `Proposal { now_ms, policy, commands }`, the
+///   leader's retry limits on every entry. Version 4 entries cannot be read as version 5, so
+///   data of version 4 or older is refused, as above.
+pub const FORMAT_VERSION: u32 = 5;
 
 /// The oldest storage format version this binary reads (see [`FORMAT_VERSION`]).
-pub const OLDEST_READABLE_VERSION: u32 = 4;
+pub const OLDEST_READABLE_VERSION: u32 = 5;
 
 /// The openraft type configurations raftlog can store: `u64` member ids, openraft's own
 /// `Entry`, and snapshots as files.

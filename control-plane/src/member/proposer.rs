@@ -14,7 +14,7 @@
 //!   either way. Task creation is made idempotent by client request ids for this reason.
 
 use crate::metrics::Metrics;
-use crate::state::{Command, FlameTypeConfig, Member, Proposal, Response};
+use crate::state::{Command, FlameTypeConfig, Member, Proposal, Response, StateConfig};
 use flame_proto::error::{FlameError, LeaderHint};
 use openraft::Raft;
 use openraft::error::{ClientWriteError, RaftError};
@@ -63,14 +63,16 @@ pub fn now_ms() -> i64 {
 }
 
 impl Proposer {
-    /// Starts the proposer task for `raft`.
+    /// Starts the proposer task for `raft`; every entry it proposes carries `policy` (this
+    /// member's configured retry limits, which every member applies the entry under).
     pub fn spawn(
         raft: Raft<FlameTypeConfig>,
         limits: ProposerLimits,
+        policy: StateConfig,
         metrics: Arc<Metrics>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(64 * 1024);
-        tokio::spawn(run(raft, rx, limits, metrics));
+        tokio::spawn(run(raft, rx, limits, policy, metrics));
         Proposer { tx }
     }
 
@@ -90,6 +92,7 @@ async fn run(
     raft: Raft<FlameTypeConfig>,
     mut rx: mpsc::Receiver<Pending>,
     limits: ProposerLimits,
+    policy: StateConfig,
     metrics: Arc<Metrics>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
@@ -113,6 +116,7 @@ async fn run(
             batch.into_iter().map(|p| (p.command, p.reply)).unzip();
         let proposal = Proposal {
             now_ms: now_ms(),
+            policy,
             commands,
         };
         metrics.proposals.inc();

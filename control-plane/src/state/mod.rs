@@ -49,8 +49,11 @@
 //!   failures are `raftlog::Error` (which stops the member).
 //! - The model is built from persistent maps (`imbl`), so publishing a read view after each
 //!   batch is a handful of reference-count increments; the model module explains the cost.
-//! - [`StateConfig`] changes what `apply` does; every member must be constructed with the same
-//!   values, like any other part of the replicated code.
+//! - [`StateConfig`] (the retry limits) changes what `apply` does, so it is not read from the
+//!   member's own configuration: the leader puts its own on every [`Proposal`] and every
+//!   member applies the entry under that one (review R2). A member's configured limits matter
+//!   only while it leads; a rolling change of them takes effect entry by entry, the same on
+//!   every member.
 
 mod application;
 mod apply;
@@ -89,8 +92,9 @@ pub const DEFAULT_BIND_RETRY_LIMIT: u32 = 5;
 /// Times a Running task may be requeued before it fails (spec section 6, recommended 3).
 pub const DEFAULT_TASK_RETRY_LIMIT: u32 = 3;
 
-/// Settings that change what `apply` does. Every member must use the same values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The policy that changes what `apply` does: the retry limits. Replicated, not local: it
+/// travels on every [`Proposal`], set from the leader's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateConfig {
     /// Bind failures after which a session is paused (event 1002).
     pub bind_retry_limit: u32,
@@ -117,23 +121,26 @@ pub struct Member {
     pub api_addr: String,
 }
 
-/// What one Raft entry carries: the leader's time and the commands it batched together (group
-/// commit). The commands are applied in order, each exactly as if it had its own entry at
-/// `now_ms`.
+/// What one Raft entry carries: the leader's time, the leader's policy, and the commands it
+/// batched together (group commit). The commands are applied in order, each exactly as if it
+/// had its own entry at `now_ms` under `policy`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proposal {
     /// The leader's wall clock when it proposed the entry, in Unix milliseconds: the one time
     /// every command of the entry records.
     pub now_ms: i64,
+    /// The retry limits every member applies the entry's commands under: the leader's.
+    pub policy: StateConfig,
     /// The commands, in the order the leader received them.
     pub commands: Vec<Command>,
 }
 
 impl Proposal {
-    /// A proposal of one command at `now_ms`.
+    /// A proposal of one command at `now_ms` under the default policy.
     pub fn one(now_ms: i64, command: Command) -> Self {
         Proposal {
             now_ms,
+            policy: StateConfig::default(),
             commands: vec![command],
         }
     }
@@ -152,8 +159,8 @@ openraft::declare_raft_types!(
         AsyncRuntime = openraft::TokioRuntime,
 );
 
-/// The in-memory state machine: the [`State`], its [`StateConfig`], and what the last command
-/// changed (for persistence).
+/// The in-memory state machine: the [`State`], the [`StateConfig`] its commands are applied
+/// under, and what the last command changed (for persistence).
 #[derive(Debug, Clone, Default)]
 pub struct StateMachine {
     state: State,
@@ -180,11 +187,20 @@ impl StateMachine {
         }
     }
 
-    /// Applies one command at the leader's time `now_ms` (its [`Proposal`]'s): the only way
-    /// replicated state changes. Deterministic; never panics.
+    /// Applies one command at the leader's time `now_ms` under the machine's own policy (the
+    /// one it was made with): for tests and tools; entries go through
+    /// [`StateMachine::apply_under`].
     pub fn apply(&mut self, now_ms: i64, command: Command) -> Response {
+        let policy = self.config;
+        self.apply_under(&policy, now_ms, command)
+    }
+
+    /// Applies one command of an entry: at its leader's time `now_ms`, under its leader's
+    /// `policy` (its [`Proposal`]'s): the only way replicated state changes. Deterministic;
+    /// never panics.
+    pub fn apply_under(&mut self, policy: &StateConfig, now_ms: i64, command: Command) -> Response {
         self.dirty.clear();
-        let mut tx = tx::Tx::new(&mut self.state, &self.config, &mut self.dirty, now_ms);
+        let mut tx = tx::Tx::new(&mut self.state, policy, &mut self.dirty, now_ms);
         let outcome = apply::apply(&mut tx, command);
         let effects = tx.finish();
         Response { outcome, effects }
@@ -199,11 +215,6 @@ impl StateMachine {
     pub fn replace_state(&mut self, state: State) {
         self.state = state;
         self.dirty.clear();
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &StateConfig {
-        &self.config
     }
 
     /// The objects the last [`StateMachine::apply`] created, changed or removed.

@@ -550,10 +550,17 @@ impl std::fmt::Debug for FlameApp {
     }
 }
 
+impl Default for FlameApp {
+    fn default() -> Self {
+        FlameApp::new()
+    }
+}
+
 impl FlameApp {
-    /// An empty application state machine with `config` (restored by raftlog at open).
-    pub fn new(config: StateConfig) -> Self {
-        let machine = StateMachine::new(config);
+    /// An empty application state machine (restored by raftlog at open). It has no policy of
+    /// its own: each entry is applied under its [`Proposal`]'s.
+    pub fn new() -> Self {
+        let machine = StateMachine::new(StateConfig::default());
         let view = StateView {
             state: machine.state().clone(),
             applied_index: 0,
@@ -615,9 +622,9 @@ impl App<FlameTypeConfig> for FlameApp {
     ) -> Result<Vec<Response>, Error> {
         let started = std::time::Instant::now();
         let mut responses = Vec::with_capacity(proposal.commands.len());
-        let now_ms = proposal.now_ms;
+        let (now_ms, policy) = (proposal.now_ms, proposal.policy);
         for command in proposal.commands {
-            let response = self.machine.apply(now_ms, command);
+            let response = self.machine.apply_under(&policy, now_ms, command);
             write_dirty(txn, self.machine.state(), self.machine.dirty())?;
             self.batch_effects.extend(response.effects.iter().cloned());
             responses.push(response);

@@ -35,8 +35,8 @@ fn memory_db() -> Database {
     db
 }
 
-fn restored(db: &Database, config: StateConfig) -> flame_control_plane::state::State {
-    let mut fresh = FlameApp::new(config);
+fn restored(db: &Database) -> flame_control_plane::state::State {
+    let mut fresh = FlameApp::new();
     let txn = db.begin_read().expect("read");
     fresh.restore(&txn).expect("restore");
     fresh.state().clone()
@@ -48,22 +48,57 @@ proptest! {
     #[test]
     fn restore_rebuilds_the_applied_state(commands in commands(30)) {
         let db = memory_db();
-        let mut app = FlameApp::new(small_limits());
+        let mut app = FlameApp::new();
         let mut plain = StateMachine::new(small_limits());
         let all = std::iter::once((0, Command::EnsureBuiltins)).chain(commands);
         for (i, (now, command)) in all.enumerate() {
             let mut txn = db.begin_write().expect("txn");
             txn.set_durability(Durability::None).expect("durability");
-            let proposal = Proposal::one(now, command.clone());
+            let proposal = Proposal {
+                now_ms: now,
+                policy: small_limits(),
+                commands: vec![command.clone()],
+            };
             let response = app.apply(&txn, &log_id(i as u64 + 1), proposal);
             txn.commit().expect("commit");
             prop_assert_eq!(response.expect("apply"), vec![plain.apply(now, command)]);
             if i % 8 == 0 {
-                prop_assert_eq!(&restored(&db, small_limits()), app.state());
+                prop_assert_eq!(&restored(&db), app.state());
             }
         }
-        prop_assert_eq!(&restored(&db, small_limits()), app.state());
+        prop_assert_eq!(&restored(&db), app.state());
         prop_assert_eq!(app.state(), plain.state());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+
+    /// Review R2: the retry limits an entry is applied under are its leader's, carried on the
+    /// `Proposal`, never the applying member's own. Members configured with other limits (the
+    /// machines made with the default and with large ones) answer every command of a random
+    /// history exactly as the leader's limits dictate, and so does `FlameApp`, which has none.
+    #[test]
+    fn every_member_applies_an_entry_under_its_leaders_retry_limits(commands in commands(40)) {
+        let leader = small_limits();
+        let large = StateConfig { bind_retry_limit: 50, task_retry_limit: 50 };
+        let mut by_leader = StateMachine::new(leader);
+        let mut default_member = StateMachine::new(StateConfig::default());
+        let mut large_member = StateMachine::new(large);
+        let db = memory_db();
+        let mut app = FlameApp::new();
+        let all = std::iter::once((0, Command::EnsureBuiltins)).chain(commands);
+        for (i, (now, command)) in all.enumerate() {
+            let expected = by_leader.apply(now, command.clone());
+            prop_assert_eq!(&default_member.apply_under(&leader, now, command.clone()), &expected);
+            prop_assert_eq!(&large_member.apply_under(&leader, now, command.clone()), &expected);
+            let txn = db.begin_write().expect("txn");
+            let proposal = Proposal { now_ms: now, policy: leader, commands: vec![command] };
+            let response = app.apply(&txn, &log_id(i as u64 + 1), proposal).expect("apply");
+            txn.commit().expect("commit");
+            prop_assert_eq!(response, vec![expected]);
+        }
+        prop_assert_eq!(app.state(), by_leader.state());
     }
 }
 
@@ -112,7 +147,7 @@ fn workload() -> Vec<(i64, Command)> {
 async fn state_machine_store_persists_publishes_and_installs_snapshots() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let storage = Storage::new(dir.path().join("m1"), "cluster-1");
-    let app = FlameApp::new(StateConfig::default());
+    let app = FlameApp::new();
     let mut reader = app.reader();
     let mut sm = StateMachineStore::open(&storage, app)?;
     assert_eq!(reader.current().effects.as_ref(), [Effect::Restored]);
@@ -142,7 +177,7 @@ async fn state_machine_store_persists_publishes_and_installs_snapshots() -> anyh
     let expected = sm.app().state().clone();
     drop(sm);
 
-    let reopened = StateMachineStore::open(&storage, FlameApp::new(StateConfig::default()))?;
+    let reopened = StateMachineStore::open(&storage, FlameApp::new())?;
     assert_eq!(reopened.app().state(), &expected);
     let mut reopened = reopened;
     let snapshot = reopened
@@ -152,7 +187,7 @@ async fn state_machine_store_persists_publishes_and_installs_snapshots() -> anyh
         .await?;
 
     let other = Storage::new(dir.path().join("m2"), "cluster-1");
-    let app = FlameApp::new(StateConfig::default());
+    let app = FlameApp::new();
     let mut other_reader = app.reader();
     let mut installed = StateMachineStore::open(&other, app)?;
     assert_eq!(installed.app().state().applications().count(), 0);
@@ -213,7 +248,7 @@ async fn object_drops_and_the_cluster_ca_survive_reopen_and_snapshot_install() -
 {
     let dir = tempfile::tempdir()?;
     let storage = Storage::new(dir.path().join("m1"), "cluster-1");
-    let mut sm = StateMachineStore::open(&storage, FlameApp::new(StateConfig::default()))?;
+    let mut sm = StateMachineStore::open(&storage, FlameApp::new())?;
     let entries: Vec<_> = cache_workload()
         .into_iter()
         .enumerate()
@@ -234,7 +269,7 @@ async fn object_drops_and_the_cluster_ca_survive_reopen_and_snapshot_install() -
     let expected = sm.app().state().clone();
     drop(sm);
 
-    let mut reopened = StateMachineStore::open(&storage, FlameApp::new(StateConfig::default()))?;
+    let mut reopened = StateMachineStore::open(&storage, FlameApp::new())?;
     assert_eq!(reopened.app().state(), &expected);
     assert_eq!(reopened.app().state().object_drop_range(), (1, 3));
     assert_eq!(reopened.app().state().cluster_ca(), Some(&ca));
@@ -245,7 +280,7 @@ async fn object_drops_and_the_cluster_ca_survive_reopen_and_snapshot_install() -
         .await?;
 
     let other = Storage::new(dir.path().join("m2"), "cluster-1");
-    let mut installed = StateMachineStore::open(&other, FlameApp::new(StateConfig::default()))?;
+    let mut installed = StateMachineStore::open(&other, FlameApp::new())?;
     assert!(installed.app().state().cluster_ca().is_none());
     installed
         .install_snapshot(&snapshot.meta, snapshot.snapshot)
@@ -259,7 +294,7 @@ async fn object_drops_and_the_cluster_ca_survive_reopen_and_snapshot_install() -
 #[test]
 fn trimmed_object_drops_are_deleted_from_the_table() {
     let db = memory_db();
-    let mut app = FlameApp::new(small_limits());
+    let mut app = FlameApp::new();
     let mut commands = vec![Command::EnsureBuiltins];
     for _ in 0..MAX_OBJECT_DROPS + 2 {
         commands.push(Command::RegisterApplication {
@@ -274,12 +309,13 @@ fn trimmed_object_drops_are_deleted_from_the_table() {
         &log_id(1),
         Proposal {
             now_ms: 7,
+            policy: StateConfig::default(),
             commands,
         },
     )
     .expect("apply");
     txn.commit().expect("commit");
-    let back = restored(&db, small_limits());
+    let back = restored(&db);
     assert_eq!(back.object_drop_range(), (3, MAX_OBJECT_DROPS as u64 + 2));
     assert_eq!(&back, app.state());
 }

@@ -168,6 +168,7 @@ proptest! {
     ) {
         let proposal = Proposal {
             now_ms: t,
+            policy: small_limits(),
             commands: std::iter::once(Command::EnsureBuiltins)
                 .chain(commands.into_iter().map(|(_, command)| command))
                 .collect(),
