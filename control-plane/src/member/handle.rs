@@ -367,6 +367,9 @@ impl MemberHandle {
     /// is retried (at most [`READ_ATTEMPTS`] times within [`READ_RETRY_WINDOW`]); each attempt
     /// is a fresh confirmation round, so no pause is needed between them.
     pub async fn read(&self) -> Result<Arc<StateView>, FlameError> {
+        // Tests: a broken read that skips the read index and answers from this member's own
+        // applied state, however stale; the chaos suite shows its checkers catch it.
+        fail::fail_point!("stale-reads", |_| Ok(self.reader.current()));
         let started = Instant::now();
         let mut attempt = 1;
         loop {
