@@ -78,6 +78,32 @@ fn found(path: PathBuf) -> Result<PathBuf, HarnessError> {
     }
 }
 
+/// The member binary built with the `failpoints` feature (`FAILPOINTS` in its environment
+/// then arms them), as `flame-control-plane-failpoints` beside the plain one; built once per
+/// process.
+///
+/// Why a copy: both builds write `target/<profile>/flame-control-plane`; the feature build is
+/// copied away, and the plain build runs again (a no-op but for putting its binary back), so
+/// every other test keeps the binary without fail points.
+pub fn build_failpoint_member() -> Result<PathBuf, HarnessError> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build_failpoints().map_err(|e| e.to_string()))
+        .clone()
+        .map_err(HarnessError::Build)
+}
+
+fn build_failpoints() -> Result<PathBuf, HarnessError> {
+    build_binaries()?;
+    let member = ["-p", "flame-control-plane", "--bin", "flame-control-plane"];
+    let with_features = [&member[..], &["--features", "failpoints"]].concat();
+    let profile_dir = cargo_build(&with_features)?;
+    let copy = profile_dir.join("flame-control-plane-failpoints");
+    std::fs::copy(profile_dir.join("flame-control-plane"), &copy)?;
+    cargo_build(&member)?;
+    found(copy)
+}
+
 /// Runs `cargo build --quiet <args>` in the workspace, into the target directory and profile
 /// of the running test executable; returns `target/<profile>`.
 fn cargo_build(args: &[&str]) -> Result<PathBuf, HarnessError> {

@@ -38,13 +38,19 @@ use tonic::transport::Channel;
 
 mod agent;
 mod binaries;
+pub mod checker;
 pub mod flamepy;
+pub mod history;
+pub mod nemesis;
+pub mod net;
 pub mod prometheus;
+pub mod run;
 pub mod runner;
 mod wait;
+pub mod workload;
 
 pub use agent::{Agent, AgentOptions};
-pub use binaries::{Binaries, build_binaries, build_example};
+pub use binaries::{Binaries, build_binaries, build_example, build_failpoint_member};
 pub use wait::{ping_session_spec, poll};
 
 /// What can go wrong while driving a cluster.
@@ -117,9 +123,14 @@ pub struct Cluster {
     binary: PathBuf,
     name: String,
     extra_flags: Vec<String>,
+    /// Environment variables every member process gets (such as `FAILPOINTS`).
+    env: Vec<(String, String)>,
     members: Vec<Member>,
     agents: Vec<agent::Agent>,
     client: Connection,
+    /// The members' private network, when the cluster can be partitioned (dropped after the
+    /// processes: fields drop after `Drop::drop`).
+    net: Option<net::Netns>,
     _root: tempfile::TempDir,
 }
 
@@ -163,6 +174,30 @@ pub(crate) fn free_port() -> Result<SocketAddr, HarnessError> {
     )))
 }
 
+/// Member `id`'s addresses and data directory: free loopback ports, or fixed ports on its own
+/// address in `net`.
+fn new_member(id: u64, root: &Path, net: Option<&net::Netns>) -> Result<Member, HarnessError> {
+    let (api_addr, raft_addr, metrics_addr) = match net {
+        Some(net) => {
+            let ip = std::net::IpAddr::V4(net.member_ip(id));
+            (
+                SocketAddr::new(ip, 7000),
+                SocketAddr::new(ip, 7001),
+                SocketAddr::new(ip, 7002),
+            )
+        }
+        None => (free_port()?, free_port()?, free_port()?),
+    };
+    Ok(Member {
+        id,
+        api_addr,
+        raft_addr,
+        metrics_addr,
+        data_dir: root.join(format!("member-{id}")),
+        child: None,
+    })
+}
+
 impl Cluster {
     /// Starts `size` members of cluster `name` from the control-plane `binary`.
     pub fn start(binary: &Path, name: &str, size: u64) -> Result<Cluster, HarnessError> {
@@ -177,17 +212,40 @@ impl Cluster {
         size: u64,
         extra_flags: &[&str],
     ) -> Result<Cluster, HarnessError> {
+        Cluster::start_on(binary, name, size, extra_flags, None, Vec::new())
+    }
+
+    /// Starts `size` members like [`Cluster::start_with`], each in its own network namespace
+    /// of a private network ([`net::Netns`]), so [`Cluster::network`] can partition them; each
+    /// member process also gets `env`.
+    pub fn start_partitionable(
+        binary: &Path,
+        name: &str,
+        size: u64,
+        extra_flags: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Cluster, HarnessError> {
+        let ids: Vec<u64> = (1..=size).collect();
+        let net = net::Netns::create(&ids)?;
+        let env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Cluster::start_on(binary, name, size, extra_flags, Some(net), env)
+    }
+
+    fn start_on(
+        binary: &Path,
+        name: &str,
+        size: u64,
+        extra_flags: &[&str],
+        net: Option<net::Netns>,
+        env: Vec<(String, String)>,
+    ) -> Result<Cluster, HarnessError> {
         let root = tempfile::tempdir()?;
         let mut members = Vec::new();
         for id in 1..=size {
-            members.push(Member {
-                id,
-                api_addr: free_port()?,
-                raft_addr: free_port()?,
-                metrics_addr: free_port()?,
-                data_dir: root.path().join(format!("member-{id}")),
-                child: None,
-            });
+            members.push(new_member(id, root.path(), net.as_ref())?);
         }
         let urls: Vec<String> = members.iter().map(Member::url).collect();
         let client = Connection::with_options(&urls, status_options())?;
@@ -195,9 +253,11 @@ impl Cluster {
             binary: binary.into(),
             name: name.into(),
             extra_flags: extra_flags.iter().map(|f| (*f).to_owned()).collect(),
+            env,
             members,
             agents: Vec::new(),
             client,
+            net,
             _root: root,
         };
         for id in 1..=size {
@@ -212,14 +272,11 @@ impl Cluster {
     pub fn add_member(&mut self) -> Result<u64, HarnessError> {
         let id = self.members.iter().map(|m| m.id).max().unwrap_or(0) + 1;
         let root = self._root.path().to_path_buf();
-        self.members.push(Member {
-            id,
-            api_addr: free_port()?,
-            raft_addr: free_port()?,
-            metrics_addr: free_port()?,
-            data_dir: root.join(format!("member-{id}")),
-            child: None,
-        });
+        if let Some(net) = self.net.as_mut() {
+            net.add_member(id)?;
+        }
+        let member = new_member(id, &root, self.net.as_ref())?;
+        self.members.push(member);
         self.spawn(id)?;
         Ok(id)
     }
@@ -274,12 +331,17 @@ impl Cluster {
         let binary = self.binary.clone();
         let name = self.name.clone();
         let extra = self.extra_flags.clone();
+        let env = self.env.clone();
+        let mut command = match (&self.net, file_limit) {
+            (Some(net), Some(bytes)) => {
+                file_limited(net.command(id, Path::new("prlimit"))?, &binary, bytes)
+            }
+            (None, Some(bytes)) => file_limited(Command::new("prlimit"), &binary, bytes),
+            (Some(net), None) => net.command(id, &binary)?,
+            (None, None) => Command::new(binary),
+        };
         let m = self.member_mut(id)?;
         let log = std::fs::File::create(m.data_dir.with_extension("log"))?;
-        let mut command = match file_limit {
-            Some(bytes) => file_limited(&binary, bytes),
-            None => Command::new(binary),
-        };
         let child = command
             .arg("--cluster-name")
             .arg(name)
@@ -296,6 +358,7 @@ impl Cluster {
             .arg("--metrics-addr")
             .arg(m.metrics_addr.to_string())
             .args(&extra)
+            .envs(env)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -320,6 +383,37 @@ impl Cluster {
             child.wait()?;
         }
         Ok(())
+    }
+
+    /// Stops member `id` with SIGSTOP: it keeps its sockets and memory but runs nothing, as a
+    /// process stalled by the scheduler, swap or a debugger would.
+    pub fn pause(&mut self, id: u64) -> Result<(), HarnessError> {
+        self.signal(id, nix::sys::signal::Signal::SIGSTOP)
+    }
+
+    /// Resumes member `id` after [`Cluster::pause`] (SIGCONT).
+    pub fn resume(&mut self, id: u64) -> Result<(), HarnessError> {
+        self.signal(id, nix::sys::signal::Signal::SIGCONT)
+    }
+
+    fn signal(&mut self, id: u64, signal: nix::sys::signal::Signal) -> Result<(), HarnessError> {
+        let m = self.member_mut(id)?;
+        let Some(child) = m.child.as_ref() else {
+            return Err(HarnessError::Process {
+                id,
+                message: format!("cannot send {signal}: not running"),
+            });
+        };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, signal).map_err(|e| HarnessError::Process {
+            id,
+            message: format!("cannot send {signal}: {e}"),
+        })
+    }
+
+    /// The members' private network, for clusters made by [`Cluster::start_partitionable`].
+    pub fn network(&self) -> Option<&net::Netns> {
+        self.net.as_ref()
     }
 
     /// The member with this id.
@@ -458,8 +552,8 @@ impl Cluster {
 /// A command that runs `binary` unable to grow any file past `bytes` (`RLIMIT_FSIZE`, set by
 /// util-linux's `prlimit`), with `SIGXFSZ` ignored (coreutils' `env --ignore-signal`) so such a
 /// write fails with `EFBIG` rather than killing the process. Both are Debian essentials.
-fn file_limited(binary: &Path, bytes: u64) -> Command {
-    let mut command = Command::new("prlimit");
+/// `command` is `prlimit` itself, possibly run inside a namespace.
+fn file_limited(mut command: Command, binary: &Path, bytes: u64) -> Command {
     command
         .arg(format!("--fsize={bytes}:{bytes}"))
         .args(["--", "env", "--ignore-signal=XFSZ"])
