@@ -1,6 +1,6 @@
 """flamepy 0.6.0 client running flmping tasks one call at a time while the test kills leaders.
 
-Run by chaos-tests/tests/cluster/flamepy_tasks_through_a_follower_survive_two_leader_sigkills.rs with:
+Run by chaos-tests/tests/cluster/flamepy_tasks_through_a_follower_survive_leader_kills_pauses_and_partitions.rs with:
 - FLAME_ENDPOINT: a follower's client API (the test never kills it);
 - FAILOVER_SESSIONS: comma-separated ids of the flmping sessions to create (two);
 - FAILOVER_TASKS: how many calls in all (default 2000);

@@ -1,6 +1,7 @@
-//! Steps shared by the tests that SIGKILL the leader under a flamepy client talking to a
-//! follower: kill the current leader while sparing the client's member, parse the client
-//! script's per-call lines, and relate calls to the kills.
+//! Steps shared by the tests that take the leader away under a flamepy client talking to a
+//! follower: SIGKILL, SIGSTOP or partition the current leader while sparing the client's
+//! member ([`Disruption`]), parse the client script's per-call lines, and relate calls to the
+//! disruptions.
 //!
 //! The client's member is never killed: when it leads at the moment a kill is due, leadership
 //! is first handed to the third member through the admin API (`TransferLeader`), so the member
@@ -19,19 +20,44 @@ use std::time::{Duration, Instant, SystemTime};
 /// A client script running in the background (see `chaos_tests::flamepy::run_client_script`).
 pub type Client = tokio::task::JoinHandle<anyhow::Result<ScriptRun>>;
 
-/// How long a killed member stays down before it is restarted.
+/// How long a disrupted member stays down (killed, stopped or cut off): past the election
+/// timeout, so the other two elect a leader.
 pub const DOWN_FOR: Duration = Duration::from_secs(2);
 
-/// One SIGKILL of the leader.
+/// How the leader is taken away from the other two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disruption {
+    /// SIGKILL, restarted [`DOWN_FOR`] later on the same data.
+    Kill,
+    /// SIGSTOP for [`DOWN_FOR`] (past the election timeout), then SIGCONT: it must step down.
+    Pause,
+    /// Cut off from both followers for [`DOWN_FOR`] (clients still reach it), then healed.
+    Isolate,
+}
+
+impl Disruption {
+    /// What was done, for the figures.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Disruption::Kill => "SIGKILLed",
+            Disruption::Pause => "SIGSTOPped",
+            Disruption::Isolate => "partitioned away",
+        }
+    }
+}
+
+/// One disruption of the leader.
 #[derive(Debug, Clone)]
 pub struct Kill {
-    /// The member killed (the leader at that moment).
+    /// The member disrupted (the leader at that moment).
     pub member: u64,
-    /// When the SIGKILL was sent, in Unix seconds.
+    /// How.
+    pub how: Disruption,
+    /// When it began, in Unix seconds.
     pub at: f64,
     /// The leader elected among the other two.
     pub new_leader: u64,
-    /// From the SIGKILL until the other two agreed on a new leader.
+    /// From the disruption until the other two agreed on a new leader.
     pub elected_after: Duration,
     /// Whether leadership had first to be moved off the client's member.
     pub transferred: bool,
@@ -50,20 +76,42 @@ pub fn unix_now() -> f64 {
 /// the kill, and waits until all three agree on a leader again and the restarted member has
 /// applied what the leader had committed then.
 pub async fn kill_leader_sparing(run: &mut Running, spare: u64) -> anyhow::Result<Kill> {
+    disrupt_leader_sparing(run, spare, Disruption::Kill).await
+}
+
+/// [`kill_leader_sparing`] for any [`Disruption`]: the leader (never `spare`) is disrupted, the
+/// other two elect a leader, and [`DOWN_FOR`] after it began the disruption ends (restart,
+/// SIGCONT or heal) and the member must catch up. Isolation needs a partitionable cluster.
+pub async fn disrupt_leader_sparing(
+    run: &mut Running,
+    spare: u64,
+    how: Disruption,
+) -> anyhow::Result<Kill> {
     let all = [1, 2, 3];
     let (leader, transferred) = lead_elsewhere(run, spare).await?;
-    ensure!(leader != spare, "about to kill the client's member {spare}");
-    let at = unix_now();
-    let killed = Instant::now();
-    run.cluster.kill(leader)?;
+    ensure!(
+        leader != spare,
+        "about to disrupt the client's member {spare}"
+    );
     let others: Vec<u64> = all.into_iter().filter(|id| *id != leader).collect();
+    let at = unix_now();
+    let began = Instant::now();
+    match how {
+        Disruption::Kill => run.cluster.kill(leader)?,
+        Disruption::Pause => run.cluster.pause(leader)?,
+        Disruption::Isolate => network(run)?.isolate(leader, &others)?,
+    }
     let new_leader = match run.cluster.wait_for_leader(&others, STARTUP).await {
         Ok(id) => id,
         Err(e) => bail!("{e}\n{}", member_logs(run, &others)),
     };
-    let elected_after = killed.elapsed();
-    tokio::time::sleep_until((killed + DOWN_FOR).into()).await;
-    run.cluster.spawn(leader)?;
+    let elected_after = began.elapsed();
+    tokio::time::sleep_until((began + DOWN_FOR).into()).await;
+    match how {
+        Disruption::Kill => run.cluster.spawn(leader)?,
+        Disruption::Pause => run.cluster.resume(leader)?,
+        Disruption::Isolate => network(run)?.heal()?,
+    }
     let rejoined = async {
         let now = run.cluster.wait_for_leader(&all, STARTUP).await?;
         let committed = run
@@ -77,17 +125,25 @@ pub async fn kill_leader_sparing(run: &mut Running, spare: u64) -> anyhow::Resul
     };
     if let Err(e) = rejoined.await {
         bail!(
-            "member {leader} did not rejoin after its restart: {e}\n{}",
+            "member {leader} did not rejoin after it was {}: {e}\n{}",
+            how.verb(),
             member_logs(run, &all)
         );
     }
     Ok(Kill {
         member: leader,
+        how,
         at,
         new_leader,
         elected_after,
         transferred,
     })
+}
+
+fn network(run: &Running) -> anyhow::Result<&chaos_tests::net::Netns> {
+    run.cluster
+        .network()
+        .context("partitions need a cluster from support::start_partitionable")
 }
 
 /// Attempts at moving leadership off the client's member before giving up.
@@ -273,10 +329,11 @@ pub fn print_kills(calls: &[Call], kills: &[Kill], since: f64) {
             None => "no call in flight".to_owned(),
         };
         println!(
-            "kill {}: leader {} SIGKILLed at +{:.3}s{moved}; member {} leads after {:?}; \
+            "disruption {}: leader {} {} at +{:.3}s{moved}; member {} leads after {:?}; \
              {in_flight} calls in flight; {worst}",
             n + 1,
             kill.member,
+            kill.how.verb(),
             kill.at - since,
             kill.new_leader,
             kill.elected_after,

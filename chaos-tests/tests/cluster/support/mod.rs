@@ -62,9 +62,54 @@ pub async fn start_with(
     agents: &[&str],
     options: impl FnOnce(&Binaries) -> AgentOptions,
 ) -> anyhow::Result<Running> {
+    start_on(name, member_flags, agents, options, None).await
+}
+
+/// [`start`] with each member in its own network namespace, so the nemesis can partition them
+/// (`chaos_tests::net`; needs root).
+pub async fn start_partitionable(name: &str, agents: &[&str]) -> anyhow::Result<Running> {
+    let network = Network::default();
+    start_on(name, &[], agents, AgentOptions::new, Some(network)).await
+}
+
+/// How members on a private network start.
+#[derive(Default)]
+pub struct Network {
+    /// Run the member binary built with fail points (`chaos_tests::build_failpoint_member`).
+    pub failpoints: bool,
+    /// Environment variables of every member (such as `FAILPOINTS`).
+    pub env: Vec<(&'static str, &'static str)>,
+}
+
+/// [`start_partitionable`] with members started as `network` says.
+pub async fn start_on_network(
+    name: &str,
+    agents: &[&str],
+    network: Network,
+) -> anyhow::Result<Running> {
+    start_on(name, &[], agents, AgentOptions::new, Some(network)).await
+}
+
+async fn start_on(
+    name: &str,
+    member_flags: &[&str],
+    agents: &[&str],
+    options: impl FnOnce(&Binaries) -> AgentOptions,
+    network: Option<Network>,
+) -> anyhow::Result<Running> {
     let machine = exclusive().await;
     let binaries = build_binaries()?;
-    let mut cluster = Cluster::start_with(&binaries.control_plane, name, 3, member_flags)?;
+    let mut cluster = match network {
+        Some(net) => {
+            // Built while holding the machine: the build briefly replaces the plain binary.
+            let binary = match net.failpoints {
+                true => chaos_tests::build_failpoint_member()?,
+                false => binaries.control_plane.clone(),
+            };
+            Cluster::start_partitionable(&binary, name, 3, member_flags, &net.env)?
+        }
+        None => Cluster::start_with(&binaries.control_plane, name, 3, member_flags)?,
+    };
     let leader = match cluster.wait_for_leader(&[1, 2, 3], STARTUP).await {
         Ok(leader) => leader,
         Err(e) => bail!("{e}\n--- member 1 log:\n{}", cluster.log_tail(1, 40)),

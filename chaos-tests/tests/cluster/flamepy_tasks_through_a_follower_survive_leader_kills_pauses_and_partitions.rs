@@ -1,6 +1,11 @@
 //! Claim: a flamepy 0.6.0 client that runs `flmping` tasks through a follower sees no error
-//! while the Raft leader is SIGKILLed twice, and every task it ran exists exactly once, ended
-//! Succeed, on every member.
+//! while the Raft leader is taken away twice, and every task it ran exists exactly once, ended
+//! Succeed, on every member. Three tests, one per way of taking the leader away
+//! (`support::failover::Disruption`): SIGKILL and restart; SIGSTOP past the election timeout
+//! and SIGCONT (the old leader must step down and acknowledge nothing stale); and a partition
+//! that cuts the leader off from both followers while clients can still reach it (members in
+//! network namespaces, `chaos_tests::net`), then heals. The description below says "kill"
+//! for all three.
 //!
 //! How: three members and two real node agents start as OS processes. The client script
 //! (`python/flamepy_failover_tasks.py`) talks to one follower only, which is never killed. It
@@ -33,8 +38,8 @@
 //! happened.
 
 use crate::support::failover::{
-    Call, Client, Kill, give_up, kill_leader_sparing, parse_calls, percentile, print_kills,
-    unix_now,
+    Call, Client, Disruption, Kill, disrupt_leader_sparing, give_up, parse_calls, percentile,
+    print_kills, unix_now,
 };
 use crate::support::*;
 use anyhow::{Context, bail, ensure};
@@ -55,12 +60,32 @@ const PROGRESS: Duration = Duration::from_secs(90);
 const SETTLE: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn flamepy_tasks_through_a_follower_survive_two_leader_sigkills() -> anyhow::Result<()> {
+async fn two_leader_sigkills() -> anyhow::Result<()> {
+    survive(Disruption::Kill).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_leader_sigstops_past_the_election_timeout() -> anyhow::Result<()> {
+    survive(Disruption::Pause).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_partitions_of_the_leader_from_both_followers() -> anyhow::Result<()> {
+    survive(Disruption::Isolate).await
+}
+
+/// The scenario of the module docs, the leader taken away `how`.
+async fn survive(how: Disruption) -> anyhow::Result<()> {
     let began = Instant::now();
     let since = unix_now();
     let tasks = task_count(2000)?;
     let python = flamepy_python()?;
-    let mut run = start("chaos-flamepy-failover-tasks", &[], &["node-a", "node-b"]).await?;
+    let agents = ["node-a", "node-b"];
+    let name = "chaos-flamepy-failover-tasks";
+    let mut run = match how {
+        Disruption::Isolate => start_partitionable(name, &agents).await?,
+        Disruption::Kill | Disruption::Pause => start(name, &[], &agents).await?,
+    };
     let follower = run.followers[0];
     let endpoint = run.cluster.member(follower)?.url();
     let scratch = tempfile::tempdir()?;
@@ -90,7 +115,7 @@ async fn flamepy_tasks_through_a_follower_survive_two_leader_sigkills() -> anyho
             if done >= tasks {
                 bail!("all {tasks} calls succeeded before kill {n}: raise FLAME_CHAOS_TASKS");
             }
-            kills.push(kill_leader_sparing(&mut run, follower).await?);
+            kills.push(disrupt_leader_sparing(&mut run, follower, how).await?);
             let back = calls_succeeded(&run, follower, 0, &client).await?;
             threshold = (tasks * 3 / 5).max(back + tasks / 10);
         }
@@ -121,8 +146,9 @@ async fn flamepy_tasks_through_a_follower_survive_two_leader_sigkills() -> anyho
     }
     if !problems.is_empty() {
         bail!(
-            "{} problems through {} leader SIGKILLs:\n- {}",
+            "{} problems with the leader {} {} times:\n- {}",
             problems.len(),
+            how.verb(),
             kills.len(),
             problems.join("\n- ")
         );
