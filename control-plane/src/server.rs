@@ -104,6 +104,7 @@ pub fn transport_config(config: &Config) -> TransportConfig {
         heartbeat_ms: config.raft.heartbeat_ms,
         election_timeout_min_ms: config.raft.election_timeout_min_ms,
         election_timeout_max_ms: config.raft.election_timeout_max_ms,
+        max_message_bytes: config.raft.max_message_bytes,
         ..TransportConfig::default()
     }
 }
@@ -215,7 +216,12 @@ async fn start_member(config: &Config) -> Result<(MemberHandle, TransportConfig)
         id,
         raft: raft.clone(),
         reader,
-        proposer: Proposer::spawn(raft, ProposerLimits::default(), policy, metrics.clone()),
+        proposer: Proposer::spawn(
+            raft,
+            ProposerLimits::for_messages(transport.max_message_bytes),
+            policy,
+            metrics.clone(),
+        ),
         network,
         metrics,
         digest,

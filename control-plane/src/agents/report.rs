@@ -3,7 +3,8 @@
 //! What: each `Sync` stream has one worker ([`run`]) fed by a bounded queue of [`Work`]. The
 //! worker takes everything queued (up to [`MERGE_REPORTS`] items), merges the reports, and
 //! proposes through [`MemberHandle::write`], in this order: `Heartbeat` (if one is due), one
-//! `BindCompleted` per bind, **one** `CompleteTasks` for every task outcome, one
+//! `BindCompleted` per bind, `CompleteTasks` for every task outcome (one, or as many as keep
+//! each within [`completion_limit`] encoded bytes, so an entry always fits a message), one
 //! `UnbindCompleted` per unbind and one `ExecutorReleased` per released executor
 //! ([`commands`]). Stale or duplicate outcomes come back as errors inside the outcome (the state
 //! machine refuses them without changing anything); they are logged at debug and dropped.
@@ -25,7 +26,7 @@
 
 use crate::member::handle::MemberHandle;
 use crate::state::queue::DispatchPolicy;
-use crate::state::{BindResult, Command, Outcome, Response, State, TaskResult};
+use crate::state::{BindResult, Command, Outcome, Response, State, TaskResult, encoded_len};
 use bytes::Bytes;
 use flame_proto::agent::{BindOutcome, Report, TaskOutcome};
 use flame_proto::error::FlameError;
@@ -163,7 +164,7 @@ pub fn commands(
         .filter(|t| ours(&t.executor_id))
         .map(|t| task_result(t, max_payload))
         .collect();
-    if !results.is_empty() {
+    for results in by_size(results, completion_limit(max_payload)) {
         out.push(Command::CompleteTasks {
             results,
             refill: Some(dispatch),
@@ -178,6 +179,36 @@ pub fn commands(
         out.push(Command::ExecutorReleased { id });
     }
     out
+}
+
+/// The most encoded bytes of one CompleteTasks: a full task batch (4 × `max_payload` plus
+/// 1 MiB), which the configuration guarantees fits one log entry (review R1: merged reports
+/// could otherwise make an entry no message can carry).
+pub fn completion_limit(max_payload: usize) -> usize {
+    crate::member::limits::decoding_limit(
+        max_payload.saturating_mul(crate::member::limits::BATCH_PAYLOAD_FACTOR),
+    )
+}
+
+/// `results` in order, cut into runs of at most `limit` encoded bytes (a result alone is at
+/// most one payload plus its fields, so it always fits).
+fn by_size(results: Vec<TaskResult>, limit: usize) -> Vec<Vec<TaskResult>> {
+    let mut runs: Vec<Vec<TaskResult>> = Vec::new();
+    let mut bytes: usize = 0;
+    for result in results {
+        let size = encoded_len(&result);
+        match runs.last_mut() {
+            Some(run) if bytes.saturating_add(size) <= limit => {
+                bytes += size;
+                run.push(result);
+            }
+            _ => {
+                bytes = size;
+                runs.push(vec![result]);
+            }
+        }
+    }
+    runs
 }
 
 /// A bind outcome as the state machine records it: 0 is success, anything else a failure
@@ -347,6 +378,43 @@ mod tests {
             ..Report::default()
         };
         assert!(commands(foreign, m.state(), "n2", 1024, DispatchPolicy::default()).is_empty());
+    }
+
+    #[test]
+    fn sixty_four_merged_reports_of_four_mib_outputs_make_completions_within_the_limit() {
+        let m = state_with_executor("n1", "e1");
+        let max_payload = 4 << 20;
+        let output = vec![7u8; max_payload];
+        let report = Report {
+            tasks: (1..=64).map(|task| outcome("e1", task, &output)).collect(),
+            ..Report::default()
+        };
+        let out = commands(
+            report,
+            m.state(),
+            "n1",
+            max_payload,
+            DispatchPolicy::default(),
+        );
+        let limit = completion_limit(max_payload);
+        let mut tasks = Vec::new();
+        for command in &out {
+            let Command::CompleteTasks { results, .. } = command else {
+                panic!("not a completion: {command:?}");
+            };
+            assert!(
+                command.encoded_bytes() <= limit,
+                "{} > {limit}",
+                command.encoded_bytes()
+            );
+            tasks.extend(results.iter().map(|r| r.task_id));
+        }
+        assert_eq!(
+            tasks,
+            (1..=64).collect::<Vec<u64>>(),
+            "every outcome once, in order"
+        );
+        assert!(out.len() >= 16, "{} commands", out.len());
     }
 
     #[test]

@@ -244,6 +244,9 @@ pub struct RaftSection {
     /// Heartbeat interval node agents are told to use (`RegisterNode`'s answer), milliseconds;
     /// the leader records at most one heartbeat per node per interval.
     pub agent_heartbeat_ms: u64,
+    /// Largest message between members, bytes; also bounds one log entry (review R1), so it
+    /// must hold a full CreateTasks batch: 4 × `cluster.limits.max_payload_bytes` + 1 MiB.
+    pub max_message_bytes: usize,
 }
 
 /// One member of the initial group.
@@ -321,6 +324,7 @@ impl Default for RaftSection {
             metrics_addr: None,
             node_timeout_ms: 45_000,
             agent_heartbeat_ms: 2_000,
+            max_message_bytes: timing.max_message_bytes,
         }
     }
 }
@@ -495,6 +499,29 @@ impl Config {
             return invalid(
                 "cluster.limits.max_payload_bytes",
                 "must be at least 4 MiB (4194304), the size flamepy clients may send".into(),
+            );
+        }
+        // An entry holding one full CreateTasks batch must fit a message between members, or it
+        // would never replicate and every later write would stall behind it (review R1).
+        let batch = crate::member::limits::decoding_limit(
+            self.cluster
+                .limits
+                .max_payload_bytes
+                .saturating_mul(crate::member::limits::BATCH_PAYLOAD_FACTOR),
+        );
+        let room = self
+            .raft
+            .max_message_bytes
+            .saturating_sub(crate::member::proposer::ENTRY_ENVELOPE_BYTES);
+        if batch > room {
+            return invalid(
+                "raft.max_message_bytes",
+                format!(
+                    "{} bytes cannot carry one full task batch: it must be at least {} (4 × \
+                     cluster.limits.max_payload_bytes + 1 MiB, plus 16 KiB of envelope)",
+                    self.raft.max_message_bytes,
+                    batch + crate::member::proposer::ENTRY_ENVELOPE_BYTES
+                ),
             );
         }
         if self.cluster.dispatch.max_depth == 0 {

@@ -105,6 +105,15 @@ fn invalid_values_name_their_key() {
         ),
         ("raft:\n  heartbeat_ms: 500\n", "raft.heartbeat_ms"),
         ("raft:\n  snapshot_every: 0\n", "raft.snapshot_every"),
+        // 4 × the 4 MiB payload limit + 1 MiB does not fit 16 MiB messages (R1).
+        (
+            "raft:\n  max_message_bytes: 16777216\n",
+            "raft.max_message_bytes",
+        ),
+        (
+            "cluster:\n  limits:\n    max_payload_bytes: 16777216\n",
+            "raft.max_message_bytes",
+        ),
         (
             "raft:\n  keep_after_snapshot: 0\n",
             "raft.keep_after_snapshot",

@@ -322,6 +322,13 @@ impl Command {
         }
     }
 
+    /// The command's size as a log entry holds it (postcard), every byte counted: ids, request
+    /// ids, names and payloads alike. What bounds an entry against the transport's message
+    /// limit (review R1: counting payloads alone let ids push entries past it).
+    pub fn encoded_bytes(&self) -> usize {
+        encoded_len(self)
+    }
+
     /// Whether this is a write a client asks for, which members wrap in [`Command::Once`] so a
     /// re-send is harmless. The others are the leader's and the agents' own commands, built
     /// to be idempotent (a repeated heartbeat, registration or result changes nothing more).
@@ -590,4 +597,11 @@ mod tests {
             command
         );
     }
+}
+
+/// The postcard size of `value`, counted without encoding it anywhere; `usize::MAX` if it
+/// cannot be encoded (it could not be proposed either).
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
+        .unwrap_or(usize::MAX)
 }

@@ -75,7 +75,7 @@ pub use application::builtin_applications;
 pub use cache::{ClusterCa, MAX_OBJECT_DROPS, ObjectDropPage};
 pub use command::{
     Assignment, BindResult, Command, DispatchPolicy, Effect, NewTask, Outcome, Response, TaskRef,
-    TaskResult,
+    TaskResult, encoded_len,
 };
 pub use model::{ExecutorEntry, NodeEntry, SessionEntry, State, TaskEntry};
 pub use persist::{FlameApp, StateReader, StateView, TABLES};
