@@ -8,8 +8,11 @@
 //!   again. Client writes travel as [`Command::Once`] with a request id this member attaches,
 //!   so a write whose fate is unknown (the leader died after receiving it, the connection
 //!   broke, the leader stepped down before committing) is re-sent too, and the state machine
-//!   applies it once and answers the repeat as it answered the first. Internal commands are
-//!   idempotent and are re-sent only when the leader certainly never received them.
+//!   applies it once and answers the repeat as it answered the first. A client write forwarded
+//!   to a leader this member then sees replaced (or lost) is given up on the spot and sent to
+//!   the next leader, so a stopped or cut-off leader costs an election, not a forward timeout.
+//!   Internal commands are idempotent and are re-sent only when the leader certainly never
+//!   received them.
 //! - A write is held within the client's deadline (its `grpc-timeout`, see
 //!   [`MemberHandle::within`]), else [`WRITE_WAIT`]. One that runs out of time fails with
 //!   DEADLINE_EXCEEDED when no attempt can have been applied, and with UNAVAILABLE ("may or
@@ -271,7 +274,23 @@ impl MemberHandle {
         let timeout = FORWARD_TIMEOUT
             .min(deadline.saturating_duration_since(Instant::now()))
             .max(MIN_FORWARD_TIMEOUT);
-        let forwarded = self.forward(leader, node, request, timeout).await;
+        let forwarded = if matches!(command, Command::Once { .. }) {
+            // A write that may be sent again is not left waiting on a leader that is gone: once
+            // this member sees another leader (or none), the attempt's fate is unknown and the
+            // write goes to the next leader at once, where its request id keeps it applied once.
+            // Waiting out the forward's timeout instead held writes for seconds after a paused
+            // or cut-off leader had been replaced.
+            tokio::select! {
+                forwarded = self.forward(leader, node, request, timeout) => forwarded,
+                () = self.await_leader_change(leader, deadline) => Err(Forwarded::Unknown(
+                    FlameError::Unavailable(format!(
+                        "leader {leader} lost its leadership while a write was forwarded to it"
+                    )),
+                )),
+            }
+        } else {
+            self.forward(leader, node, request, timeout).await
+        };
         // Tests: the leader applied the write, but its answer is lost on the way back.
         fail::fail_point!("forward-reply-lost", forwarded.is_ok(), |_| {
             LOST_REPLIES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
