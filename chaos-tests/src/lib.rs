@@ -385,6 +385,11 @@ impl Cluster {
         Ok(())
     }
 
+    /// Member `id`'s process id while it runs.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.member(id).ok()?.child.as_ref().map(Child::id)
+    }
+
     /// Stops member `id` with SIGSTOP: it keeps its sockets and memory but runs nothing, as a
     /// process stalled by the scheduler, swap or a debugger would.
     pub fn pause(&mut self, id: u64) -> Result<(), HarnessError> {

@@ -18,7 +18,7 @@
 use crate::checker::final_state::{self, Final};
 use crate::checker::models;
 use crate::history::{Clock, History};
-use crate::nemesis::{self, FaultKind, Schedule};
+use crate::nemesis::{self, FaultKind, Schedule, Step};
 use crate::workload::{self, WorkloadConfig};
 use crate::{AgentOptions, Cluster, HarnessError, poll};
 use flame_proto::cluster::StateDigestRequest;
@@ -44,6 +44,9 @@ pub struct RunConfig {
     pub terminal_bound: Duration,
     /// Search budget of the linearizability checker, per key.
     pub budget: u64,
+    /// Whether the members purge closed sessions (retention): the checkers then accept a
+    /// closed session, and its tasks, vanishing.
+    pub retention: bool,
 }
 
 impl RunConfig {
@@ -65,6 +68,7 @@ impl RunConfig {
             },
             terminal_bound: Duration::from_secs(60),
             budget: 1_000_000,
+            retention: false,
         }
     }
 }
@@ -96,6 +100,55 @@ pub struct RunReport {
     pub nonlinearizable: Vec<String>,
     /// The longest time without an acknowledged write.
     pub longest_write_gap: Duration,
+    /// The members' memory and files, sampled after every healed fault.
+    pub samples: Vec<Sample>,
+}
+
+/// The members' resident memory and data files at one moment of a run.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// Since the workload started.
+    pub at: Duration,
+    /// Per running member: `(id, resident set KiB, bytes under its data directory)`.
+    pub members: Vec<(u64, u64, u64)>,
+}
+
+impl Sample {
+    /// The members' sample now.
+    pub fn take(cluster: &mut Cluster, at: Duration) -> Sample {
+        let ids: Vec<u64> = cluster.members().iter().map(|m| m.id).collect();
+        let mut members = Vec::new();
+        for id in ids {
+            let rss = cluster.pid(id).and_then(resident_kib);
+            let data = cluster.member(id).ok().map(|m| dir_bytes(&m.data_dir));
+            if let (Some(rss), Some(data)) = (rss, data) {
+                members.push((id, rss, data));
+            }
+        }
+        Sample { at, members }
+    }
+}
+
+/// `VmRSS` of process `pid`, KiB.
+fn resident_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Bytes of the files under `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 impl RunReport {
@@ -174,7 +227,8 @@ pub async fn run(
 ) -> Result<RunReport, HarnessError> {
     let schedule = Schedule::new(config.seed, &config.kinds, config.faults, config.window);
     println!("chaos run, {}", schedule.describe());
-    let (history, injected) = workload_under_faults(cluster, agents, config, &schedule).await?;
+    let (history, injected, samples) =
+        workload_under_faults(cluster, agents, config, &schedule).await?;
     let (leader, _) = nemesis::roles(cluster).await?;
     let channel = cluster.channel(leader)?;
     let what = "every task of the run to be terminal";
@@ -199,30 +253,30 @@ pub async fn run(
         ops: history.ops.len(),
         acknowledged: history.acknowledged(),
         unknown: history.unknown(),
-        lost: final_state::lost(&history, &end),
+        lost: final_state::lost(&history, &end, config.retention),
         duplicates: final_state::duplicates(&end),
         not_terminal: end.not_terminal(),
         counters,
         diverged,
-        nonlinearizable: models::violations(&history, config.budget),
+        nonlinearizable: models::violations(&history, config.budget, config.retention),
         longest_write_gap: Duration::from_nanos(history.longest_write_gap()),
+        samples,
     })
 }
 
-/// Runs the clients for the window while the nemesis runs `schedule`; the merged history and
-/// the number of faults injected.
+/// What the workload left: the merged history, the faults injected, the samples taken.
+type Outcomes = (History, usize, Vec<Sample>);
+
+/// Runs the clients for the window while the nemesis runs `schedule`.
 async fn workload_under_faults(
     cluster: &mut Cluster,
     agents: &AgentOptions,
     config: &RunConfig,
     schedule: &Schedule,
-) -> Result<(History, usize), HarnessError> {
+) -> Result<Outcomes, HarnessError> {
     let clock = Clock::start();
     let (stop, stopped) = watch::channel(false);
-    let mut members = Vec::new();
-    for m in cluster.members() {
-        members.push((m.id, cluster.channel(m.id)?));
-    }
+    let (voters, members) = watch::channel(voter_channels(cluster).await?);
     let workload = WorkloadConfig {
         seed: config.seed,
         ..config.workload.clone()
@@ -235,24 +289,19 @@ async fn workload_under_faults(
         })
         .collect();
     let started = tokio::time::Instant::now();
+    let mut samples = vec![Sample::take(cluster, Duration::ZERO)];
     let mut injected = 0;
     let mut failure = None;
     for step in &schedule.steps {
         tokio::time::sleep_until(started + step.at).await;
-        match nemesis::inject(cluster, &step.fault).await {
-            Ok(fault) => {
-                injected += 1;
-                tokio::time::sleep(step.hold).await;
-                if let Err(e) = nemesis::heal(cluster, fault, agents).await {
-                    failure = Some(format!("healing `{step}`: {e}"));
-                    break;
-                }
-            }
-            Err(e) => {
-                failure = Some(format!("injecting `{step}`: {e}"));
-                break;
-            }
+        if let Err(why) = strike(cluster, agents, step).await {
+            failure = Some(why);
+            break;
         }
+        injected += 1;
+        samples.push(Sample::take(cluster, started.elapsed()));
+        // After a replacement the clients must find the new member (and drop the old one).
+        let _ = voters.send(voter_channels(cluster).await?);
     }
     tokio::time::sleep_until(started + config.window).await;
     let _ = stop.send(true);
@@ -264,10 +313,34 @@ async fn workload_under_faults(
                 .map_err(|e| checker_error(format!("a client panicked: {e}")))?,
         );
     }
+    samples.push(Sample::take(cluster, started.elapsed()));
     match failure {
         Some(why) => Err(checker_error(why)),
-        None => Ok((History::merge(parts), injected)),
+        None => Ok((History::merge(parts), injected, samples)),
     }
+}
+
+/// Injects `step`'s fault, holds it, heals it; a failure names the step.
+async fn strike(cluster: &mut Cluster, agents: &AgentOptions, step: &Step) -> Result<(), String> {
+    let fault = nemesis::inject(cluster, &step.fault)
+        .await
+        .map_err(|e| format!("injecting `{step}`: {e}"))?;
+    tokio::time::sleep(step.hold).await;
+    nemesis::heal(cluster, fault, agents)
+        .await
+        .map_err(|e| format!("healing `{step}`: {e}"))
+}
+
+/// Channels to the current voters.
+async fn voter_channels(
+    cluster: &Cluster,
+) -> Result<Vec<(u64, tonic::transport::Channel)>, HarnessError> {
+    let (leader, followers) = nemesis::roles(cluster).await?;
+    let mut ids: Vec<u64> = std::iter::once(leader).chain(followers).collect();
+    ids.sort_unstable();
+    ids.into_iter()
+        .map(|id| Ok((id, cluster.channel(id)?)))
+        .collect()
 }
 
 /// Counter mismatches on any voter, and voters whose final state or digest differs.

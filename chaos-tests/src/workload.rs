@@ -70,11 +70,11 @@ struct Mine {
     made: u64,
 }
 
-/// One client: calls `members` (id and channel) until `stop` turns true or it made
-/// `config.max_calls` calls; returns its record.
+/// One client: calls the members in `members` (id and channel, updated as membership
+/// changes) until `stop` turns true or it made `config.max_calls` calls; returns its record.
 pub async fn client(
     number: u64,
-    members: Vec<(u64, Channel)>,
+    members: watch::Receiver<Vec<(u64, Channel)>>,
     config: WorkloadConfig,
     clock: Clock,
     stop: watch::Receiver<bool>,
@@ -82,12 +82,19 @@ pub async fn client(
     let mut rng = StdRng::seed_from_u64(config.seed.wrapping_mul(1_000_003).wrapping_add(number));
     let mut mine = Mine::default();
     let mut ops = Vec::new();
-    // The first clients each keep to one member, as a flamepy client keeps to its endpoint,
-    // so some client always talks to a healthy member; the others roam.
-    let home = usize::try_from(number).ok().filter(|n| *n < members.len());
-    while !*stop.borrow() && ops.len() < config.max_calls && !members.is_empty() {
-        let at = home.unwrap_or_else(|| rng.random_range(0..members.len()));
-        let (member, channel) = &members[at];
+    while !*stop.borrow() && ops.len() < config.max_calls {
+        // The voters of the moment (a replaced member leaves the list, its successor joins).
+        let now: Vec<(u64, Channel)> = members.borrow().clone();
+        if now.is_empty() {
+            break;
+        }
+        // The first clients each keep to one member, as a flamepy client keeps to its
+        // endpoint, so some client always talks to a healthy member; the others roam.
+        let at = usize::try_from(number)
+            .ok()
+            .filter(|n| *n < now.len())
+            .unwrap_or_else(|| rng.random_range(0..now.len()));
+        let (member, channel) = &now[at];
         let mut frontend = FrontendClient::new(channel.clone());
         let call = choose(&mut rng, &mut mine, number, &config);
         let invoke = clock.now();

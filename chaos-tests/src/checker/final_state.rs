@@ -118,9 +118,20 @@ async fn list(
     Ok(rows)
 }
 
-/// Acknowledged changes whose effect `end` does not show.
-pub fn lost(history: &History, end: &Final) -> Vec<String> {
+/// Acknowledged changes whose effect `end` does not show. With `retention`, a session that was
+/// closed (or may have been) and is gone was purged, not lost, and so were its tasks.
+pub fn lost(history: &History, end: &Final, retention: bool) -> Vec<String> {
     let mut lost = Vec::new();
+    let purged: BTreeSet<&String> = history
+        .ops
+        .iter()
+        .filter_map(|o| match (&o.call, &o.outcome) {
+            (Call::CloseSession { .. }, Outcome::Failed(_)) => None,
+            (Call::CloseSession { session }, _) => Some(session),
+            _ => None,
+        })
+        .filter(|s| retention && !matches!(end.sessions.get(*s), Some(Some(_))))
+        .collect();
     let unregistered: BTreeMap<&String, &Outcome> = history
         .ops
         .iter()
@@ -130,7 +141,14 @@ pub fn lost(history: &History, end: &Final) -> Vec<String> {
         })
         .collect();
     for op in history.ops.iter().filter(|o| o.is_ok()) {
+        let of_purged = match &op.call {
+            Call::CreateSession { session }
+            | Call::CloseSession { session }
+            | Call::CreateTask { session, .. } => purged.contains(session),
+            _ => false,
+        };
         let missing = match (&op.call, &op.outcome) {
+            _ if of_purged => false,
             (Call::CreateSession { session }, _) => {
                 !matches!(end.sessions.get(session), Some(Some(_)))
             }
@@ -253,7 +271,7 @@ mod tests {
             op(create("c"), Outcome::Unknown("timeout".into())),
         ]]);
         let end = ended(vec![("1", "a", TaskState::Succeed)], [0, 0, 1, 0, 0]);
-        let lost = lost(&history, &end);
+        let lost = lost(&history, &end, false);
         assert_eq!(lost.len(), 1, "{lost:?}");
         assert!(lost[0].contains("\"b\""), "{lost:?}");
     }
@@ -273,9 +291,9 @@ mod tests {
         ]]);
         let mut end = Final::default();
         end.applications.insert(name());
-        assert_eq!(lost(&history, &end).len(), 1);
+        assert_eq!(lost(&history, &end, false).len(), 1);
         end.applications.clear();
-        assert!(lost(&history, &end).is_empty());
+        assert!(lost(&history, &end, false).is_empty());
     }
 
     #[test]
@@ -296,5 +314,31 @@ mod tests {
         assert!(counter_mismatches(&end).is_empty());
         let end = ended(vec![("1", "a", TaskState::Succeed)], [1, 0, 0, 0, 0]);
         assert_eq!(counter_mismatches(&end).len(), 1);
+    }
+
+    #[test]
+    fn with_retention_a_closed_session_that_is_gone_was_purged_not_lost() {
+        let s = || "s".to_string();
+        let history = History::merge([vec![
+            op(
+                Call::CreateSession { session: s() },
+                Outcome::Ok(Reply::Done),
+            ),
+            op(
+                Call::CreateTask {
+                    session: s(),
+                    tag: "a".into(),
+                },
+                Outcome::Ok(Reply::Created("1".into())),
+            ),
+            op(
+                Call::CloseSession { session: s() },
+                Outcome::Ok(Reply::Done),
+            ),
+        ]]);
+        let mut end = Final::default();
+        end.sessions.insert(s(), None);
+        assert!(lost(&history, &end, true).is_empty());
+        assert_eq!(lost(&history, &end, false).len(), 3);
     }
 }

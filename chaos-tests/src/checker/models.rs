@@ -46,8 +46,12 @@ pub enum Output {
     NotFound,
 }
 
-/// Tasks: created once, then moved by the cluster along their lifecycle.
-pub struct TaskModel;
+/// Tasks: created once, then moved by the cluster along their lifecycle; with `purge`
+/// (retention on), a terminal task may also vanish with its purged session.
+pub struct TaskModel {
+    /// Whether terminal tasks may be purged.
+    pub purge: bool,
+}
 
 impl Model for TaskModel {
     type State = Option<TaskState>;
@@ -70,6 +74,9 @@ impl Model for TaskModel {
             (Input::Read, Some(Output::Task(seen)), Some(now)) if reachable(*now, *seen) => {
                 Some(Some(*seen))
             }
+            (Input::Read, Some(Output::NotFound), Some(now)) if self.purge && now.is_terminal() => {
+                Some(None)
+            }
             _ => None,
         }
     }
@@ -80,8 +87,11 @@ fn reachable(from: TaskState, to: TaskState) -> bool {
     from == to || !from.is_terminal()
 }
 
-/// Sessions: created, then closed.
-pub struct SessionModel;
+/// Sessions: created, then closed; with `purge` (retention on), a closed session may vanish.
+pub struct SessionModel {
+    /// Whether closed sessions may be purged.
+    pub purge: bool,
+}
 
 impl Model for SessionModel {
     type State = Option<SessionState>;
@@ -103,6 +113,9 @@ impl Model for SessionModel {
             (Input::Close, _, Some(SessionState::Open)) => Some(Some(SessionState::Closed)),
             (Input::Read, Some(Output::NotFound), None) => Some(None),
             (Input::Read, Some(Output::Session(seen)), Some(now)) if seen == now => Some(*state),
+            (Input::Read, Some(Output::NotFound), Some(SessionState::Closed)) if self.purge => {
+                Some(None)
+            }
             _ => None,
         }
     }
@@ -111,8 +124,9 @@ impl Model for SessionModel {
 type Keyed = (String, Operation<Input, Output>);
 
 /// The non-linearizable keys of `history` (`task <tag>` or `session <id>`), each with the
-/// checker's explanation; `budget` bounds the search per key.
-pub fn violations(history: &History, budget: u64) -> Vec<String> {
+/// checker's explanation; `budget` bounds the search per key; `purge` says retention may
+/// remove closed sessions and their terminal tasks.
+pub fn violations(history: &History, budget: u64, purge: bool) -> Vec<String> {
     let (tasks, sessions) = keyed(history);
     let explain = |kind: &str, (key, verdict): (String, Verdict)| match verdict {
         Verdict::Violation { detail } => format!("{kind} {key}: {detail}"),
@@ -121,12 +135,12 @@ pub fn violations(history: &History, budget: u64) -> Vec<String> {
         }
         Verdict::Linearizable => format!("{kind} {key}: linearizable"),
     };
-    let mut found: Vec<String> = check_partitioned(&TaskModel, tasks, budget)
+    let mut found: Vec<String> = check_partitioned(&TaskModel { purge }, tasks, budget)
         .into_iter()
         .map(|v| explain("task", v))
         .collect();
     found.extend(
-        check_partitioned(&SessionModel, sessions, budget)
+        check_partitioned(&SessionModel { purge }, sessions, budget)
             .into_iter()
             .map(|v| explain("session", v)),
     );
@@ -279,7 +293,7 @@ mod tests {
                 Outcome::Ok(Reply::Task(TaskState::Succeed)),
             ),
         ]]);
-        assert!(violations(&history, 10_000).is_empty());
+        assert!(violations(&history, 10_000, false).is_empty());
     }
 
     #[test]
@@ -288,7 +302,7 @@ mod tests {
             op(0, 10, create("a"), Outcome::Ok(Reply::Created("1".into()))),
             op(20, 30, list(), rows(None)),
         ]]);
-        let found = violations(&history, 10_000);
+        let found = violations(&history, 10_000, false);
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].starts_with("task a"), "{found:?}");
     }
@@ -310,7 +324,7 @@ mod tests {
                 Outcome::Ok(Reply::Task(TaskState::Running)),
             ),
         ]]);
-        assert_eq!(violations(&history, 10_000).len(), 1);
+        assert_eq!(violations(&history, 10_000, false).len(), 1);
     }
 
     #[test]
@@ -320,7 +334,7 @@ mod tests {
             op(20, 30, list(), rows(None)),
             op(40, 50, list(), rows(Some(TaskState::Succeed))),
         ]]);
-        assert!(violations(&history, 10_000).is_empty());
+        assert!(violations(&history, 10_000, false).is_empty());
     }
 
     #[test]
@@ -346,8 +360,28 @@ mod tests {
                 Outcome::Ok(Reply::Session(SessionState::Open)),
             ),
         ]]);
-        let found = violations(&history, 10_000);
+        let found = violations(&history, 10_000, false);
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].starts_with("session s"), "{found:?}");
+    }
+
+    #[test]
+    fn with_retention_a_terminal_task_may_vanish_but_a_running_one_may_not() {
+        let ended = |state| {
+            History::merge([vec![
+                op(0, 10, create("a"), Outcome::Ok(Reply::Created("1".into()))),
+                op(11, 12, get("a"), Outcome::Ok(Reply::Task(state))),
+                op(13, 14, list(), rows(None)),
+            ]])
+        };
+        assert!(violations(&ended(TaskState::Succeed), 10_000, true).is_empty());
+        assert_eq!(
+            violations(&ended(TaskState::Succeed), 10_000, false).len(),
+            1
+        );
+        assert_eq!(
+            violations(&ended(TaskState::Running), 10_000, true).len(),
+            1
+        );
     }
 }

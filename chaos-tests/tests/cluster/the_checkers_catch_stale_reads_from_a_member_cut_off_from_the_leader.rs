@@ -17,6 +17,7 @@ async fn stale_reads_fail_the_linearizability_check() -> anyhow::Result<()> {
     let network = Network {
         failpoints: true,
         env: vec![("FAILPOINTS", "stale-reads=return")],
+        ..Network::default()
     };
     let mut running =
         support::start_on_network("stale-reads", &["node-a", "node-b"], network).await?;

@@ -79,6 +79,8 @@ pub struct Network {
     pub failpoints: bool,
     /// Environment variables of every member (such as `FAILPOINTS`).
     pub env: Vec<(&'static str, &'static str)>,
+    /// Flags of every member (such as `--config <file>`).
+    pub flags: Vec<String>,
 }
 
 /// [`start_partitionable`] with members started as `network` says.
@@ -87,7 +89,9 @@ pub async fn start_on_network(
     agents: &[&str],
     network: Network,
 ) -> anyhow::Result<Running> {
-    start_on(name, &[], agents, AgentOptions::new, Some(network)).await
+    let flags = network.flags.clone();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    start_on(name, &flags, agents, AgentOptions::new, Some(network)).await
 }
 
 async fn start_on(
