@@ -161,8 +161,11 @@ async fn run(
     }
 }
 
+/// Something with its encoded size.
+type WithSize<T> = (T, usize);
+
 /// A queued command with its encoded size.
-type Queued = (Pending, usize);
+type Queued = WithSize<Pending>;
 
 fn sized(p: Pending) -> Queued {
     let bytes = p.command.encoded_bytes();
@@ -174,10 +177,10 @@ fn sized(p: Pending) -> Queued {
 /// next entry. `first` is taken even when it alone is over the limit ([`refuse_oversized`]
 /// answers it).
 fn take_batch<T>(
-    first: (T, usize),
-    mut next: impl FnMut() -> Option<(T, usize)>,
+    first: WithSize<T>,
+    mut next: impl FnMut() -> Option<WithSize<T>>,
     limits: &ProposerLimits,
-) -> (Vec<(T, usize)>, Option<(T, usize)>) {
+) -> (Vec<WithSize<T>>, Option<WithSize<T>>) {
     let mut bytes = first.1;
     let mut batch = vec![first];
     while batch.len() < limits.max_batch {

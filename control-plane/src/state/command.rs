@@ -523,6 +523,13 @@ impl Response {
     }
 }
 
+/// The postcard size of `value`, counted without encoding it anywhere; `usize::MAX` if it
+/// cannot be encoded (it could not be proposed either).
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
+        .unwrap_or(usize::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -597,11 +604,4 @@ mod tests {
             command
         );
     }
-}
-
-/// The postcard size of `value`, counted without encoding it anywhere; `usize::MAX` if it
-/// cannot be encoded (it could not be proposed either).
-pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
-    postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
-        .unwrap_or(usize::MAX)
 }
