@@ -5,7 +5,8 @@
 //!   has no cluster CA, generate one and propose `SetClusterCa` (the first applied wins, so two
 //!   leaders racing agree on one CA; see [`super::cache_ca`]).
 //! - Periodically: purge closed sessions beyond `cluster.limits` (retention), by proposing
-//!   `PurgeSessions` like any other write.
+//!   `PurgeSessions` like any other write, each naming sessions of at most
+//!   [`PURGE_TASKS_PER_COMMAND`] tasks together so no one apply stalls the group for long.
 //! - Every second: mark NotReady the nodes whose agent has been silent for `raft.node_timeout_ms`
 //!   ([`stale_nodes`]). The last heartbeat is replicated, and a new leader counts silence from
 //!   no earlier than the moment it took over, so a node whose agent never comes back is marked
@@ -142,11 +143,41 @@ async fn purge_closed_sessions(handle: &MemberHandle, config: &Config) {
     if ids.is_empty() {
         return;
     }
-    let count = ids.len();
-    match handle.write(Command::PurgeSessions { ids }).await {
-        Ok(_) => info!(count, "purged closed sessions"),
-        Err(e) => warn!(error = %e, "retention purge failed"),
+    for ids in purge_batches(&view.state, ids, PURGE_TASKS_PER_COMMAND) {
+        let count = ids.len();
+        match handle.write(Command::PurgeSessions { ids }).await {
+            Ok(_) => info!(count, "purged closed sessions"),
+            Err(e) => {
+                warn!(error = %e, "retention purge failed");
+                return;
+            }
+        }
     }
+}
+
+/// Most task rows one PurgeSessions deletes (a session with more goes alone): one apply
+/// deletes them all, and every later write waits for it (review D7).
+pub const PURGE_TASKS_PER_COMMAND: u64 = 100_000;
+
+/// `ids` in order, cut into groups whose sessions hold at most `cap` tasks together; a session
+/// over `cap` forms a group of its own.
+pub fn purge_batches(state: &State, ids: Vec<String>, cap: u64) -> Vec<Vec<String>> {
+    let mut batches: Vec<Vec<String>> = Vec::new();
+    let mut tasks: u64 = 0;
+    for id in ids {
+        let count = state.session_entry(&id).map_or(0, |s| s.task_count());
+        match batches.last_mut() {
+            Some(batch) if tasks.saturating_add(count) <= cap => {
+                tasks += count;
+                batch.push(id);
+            }
+            _ => {
+                tasks = count;
+                batches.push(vec![id]);
+            }
+        }
+    }
+    batches
 }
 
 #[cfg(test)]
@@ -206,5 +237,54 @@ mod tests {
         let mut m = with_node(1_000);
         m.apply(3_000, Command::MarkNodeNotReady { node: "n1".into() });
         assert!(stale_nodes(m.state(), 100_000, 0, 1_000).is_empty());
+    }
+
+    fn with_sessions(tasks: &[usize]) -> StateMachine {
+        let mut m = StateMachine::new(Default::default());
+        m.apply(1, Command::EnsureBuiltins);
+        for (n, count) in tasks.iter().enumerate() {
+            let id = format!("s{n}");
+            let spec = flame_proto::model::SessionSpec {
+                application: "flmrun".into(),
+                common_data: None,
+                min_instances: 0,
+                max_instances: None,
+                priority: 0,
+                resreq: Default::default(),
+            };
+            m.apply(
+                2,
+                Command::CreateSession {
+                    id: id.clone(),
+                    spec,
+                },
+            );
+            let tasks = (0..*count)
+                .map(|_| crate::state::NewTask {
+                    input: None,
+                    request_id: None,
+                })
+                .collect();
+            m.apply(
+                3,
+                Command::CreateTasks {
+                    session_id: id,
+                    tasks,
+                    dispatch: None,
+                },
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn a_purge_is_cut_into_commands_of_bounded_task_counts() {
+        let m = with_sessions(&[40, 50, 30, 150, 10, 0]);
+        let ids: Vec<String> = (0..6).map(|n| format!("s{n}")).collect();
+        let batches = purge_batches(m.state(), ids.clone(), 100);
+        let expected: Vec<Vec<&str>> =
+            vec![vec!["s0", "s1"], vec!["s2"], vec!["s3"], vec!["s4", "s5"]];
+        assert_eq!(batches, expected);
+        assert_eq!(batches.concat(), ids, "every session once, in order");
     }
 }

@@ -246,12 +246,13 @@ fn delete_removed_tasks(txn: &WriteTransaction, removed: &[(String, u64)]) -> Re
     if removed.is_empty() {
         return Ok(());
     }
+    // One range per session: its keys are contiguous (`[len][session][id]`), so redb walks
+    // them once instead of looking each one up (review D7).
     for def in [TASKS, TASK_INPUTS] {
         let mut table = txn.open_table(def)?;
-        for (session_id, count) in removed {
-            for id in 1..=*count {
-                table.remove(task_key(session_id, id).as_slice())?;
-            }
+        for (session_id, count) in removed.iter().filter(|(_, count)| *count > 0) {
+            let (first, last) = (task_key(session_id, 1), task_key(session_id, *count));
+            table.retain_in(first.as_slice()..=last.as_slice(), |_, _| false)?;
         }
     }
     Ok(())
