@@ -193,10 +193,12 @@ async fn start_member(config: &Config) -> Result<(MemberHandle, TransportConfig)
     let log = LogStore::open_in(&storage)?;
     let metrics = Arc::new(Metrics::new());
     let apply_metrics = metrics.clone();
-    // The retry limits travel on every entry this member proposes while it leads (R2).
+    // The retry limits and caps travel on every entry this member proposes while it leads (R2).
     let policy = StateConfig {
         bind_retry_limit: config.cluster.recovery.session.retry_limits,
         task_retry_limit: config.cluster.recovery.task.retry_limits,
+        max_open_sessions: config.cluster.limits.max_open_sessions,
+        max_tasks_per_session: config.cluster.limits.max_tasks_per_session,
     };
     let app = FlameApp::new().with_apply_observer(Box::new(move |d| {
         apply_metrics.apply_seconds.observe(d.as_secs_f64())
@@ -227,6 +229,7 @@ async fn start_member(config: &Config) -> Result<(MemberHandle, TransportConfig)
         digest,
         limits: Arc::new(Limits {
             max_payload_bytes: config.cluster.limits.max_payload_bytes,
+            max_watches: config.cluster.limits.max_watches,
             default_resreq: config.default_resreq(),
             dispatch: config.cluster.dispatch.policy(),
         }),
@@ -271,7 +274,15 @@ fn api_server(
     stop: &watch::Receiver<bool>,
 ) -> impl Future<Output = Result<(), tonic::transport::Error>> + Send + 'static {
     let scheduler = SchedulerConfig::from_config(config);
+    // Bounds on what one client connection can hold (review D4): tonic leaves HTTP/2 streams
+    // per connection unlimited otherwise, and without keepalives a half-open connection keeps
+    // its watches and streams forever.
     tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(API_MAX_STREAMS))
+        .concurrency_limit_per_connection(API_MAX_STREAMS as usize)
+        .http2_keepalive_interval(Some(API_KEEPALIVE))
+        .http2_keepalive_timeout(Some(API_KEEPALIVE))
+        .tcp_keepalive(Some(API_KEEPALIVE))
         .layer(GrpcMetricsLayer(handle.metrics.clone()))
         .add_service(admin::server(
             handle.clone(),
@@ -290,6 +301,13 @@ fn api_server(
         ))
         .serve_with_incoming_shutdown(incoming(listener), stopped(stop))
 }
+
+/// Most concurrent HTTP/2 streams (calls, watches, listings) on one client connection.
+const API_MAX_STREAMS: u32 = 1024;
+
+/// Keepalive interval (HTTP/2 pings and TCP) on client connections; a peer that does not answer
+/// a ping within the same time is dropped with everything it held.
+const API_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// How long a task may take to finish after shutdown begins.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -116,14 +116,21 @@ pub struct ClusterSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsSection {
-    /// Closed sessions kept before the oldest are purged; unlimited when absent.
+    /// Closed sessions kept before the oldest are purged (default 10,000; `null`: unlimited).
     pub max_sessions: Option<usize>,
-    /// Closed sessions older than this many seconds are purged; never when absent.
+    /// Closed sessions older than this many seconds are purged (default a day; `null`: never).
     pub max_closed_session_age_secs: Option<u64>,
+    /// Open sessions at most; another CreateSession is refused RESOURCE_EXHAUSTED.
+    pub max_open_sessions: u32,
+    /// Tasks one session holds at most; a CreateTask past it is refused RESOURCE_EXHAUSTED.
+    pub max_tasks_per_session: u64,
     /// Executors per node.
     pub max_executors: u32,
     /// Largest task input, task output or common data, in bytes.
     pub max_payload_bytes: usize,
+    /// Most WatchTask streams open at once on one member; more are refused with
+    /// RESOURCE_EXHAUSTED (review D4).
+    pub max_watches: usize,
 }
 
 /// `cluster.recovery`.
@@ -285,10 +292,15 @@ impl Default for ClusterSection {
 impl Default for LimitsSection {
     fn default() -> Self {
         LimitsSection {
-            max_sessions: None,
-            max_closed_session_age_secs: None,
+            // Every member holds every retained session in memory (review R3): keep closed
+            // ones a day, and at most 10,000 of them, unless told otherwise.
+            max_sessions: Some(10_000),
+            max_closed_session_age_secs: Some(86_400),
+            max_open_sessions: crate::state::DEFAULT_MAX_OPEN_SESSIONS,
+            max_tasks_per_session: crate::state::DEFAULT_MAX_TASKS_PER_SESSION,
             max_executors: 128,
             max_payload_bytes: 4 << 20,
+            max_watches: crate::member::limits::DEFAULT_MAX_WATCHES,
         }
     }
 }
@@ -522,6 +534,24 @@ impl Config {
                     self.raft.max_message_bytes,
                     batch + crate::member::proposer::ENTRY_ENVELOPE_BYTES
                 ),
+            );
+        }
+        if self.cluster.limits.max_open_sessions == 0 {
+            return invalid(
+                "cluster.limits.max_open_sessions",
+                "must be at least 1".into(),
+            );
+        }
+        if self.cluster.limits.max_tasks_per_session == 0 {
+            return invalid(
+                "cluster.limits.max_tasks_per_session",
+                "must be at least 1".into(),
+            );
+        }
+        if self.cluster.limits.max_watches == 0 {
+            return invalid(
+                "cluster.limits.max_watches",
+                "must be at least 1 (flamepy watches every task it runs)".into(),
             );
         }
         if self.cluster.dispatch.max_depth == 0 {

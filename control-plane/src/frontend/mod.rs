@@ -56,7 +56,8 @@ pub struct FrontendService {
 impl FrontendService {
     /// A Frontend for `handle` whose watches end when `shutdown` turns true.
     pub fn new(handle: MemberHandle, shutdown: signal::Receiver<bool>) -> Self {
-        let watches = watch::WatchHub::start(handle.reader.clone(), shutdown);
+        let limit = handle.limits.max_watches;
+        let watches = watch::WatchHub::start(handle.reader.clone(), shutdown, limit);
         FrontendService { handle, watches }
     }
 }

@@ -192,6 +192,7 @@ mod tests {
                 gpu: 0,
             },
             dispatch: Default::default(),
+            max_watches: 8,
         }
     }
 

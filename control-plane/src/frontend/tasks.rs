@@ -200,6 +200,7 @@ mod tests {
             max_payload_bytes: 4,
             default_resreq: model::ResourceRequirement::default(),
             dispatch: Default::default(),
+            max_watches: 8,
         }
     }
 

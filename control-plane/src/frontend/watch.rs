@@ -71,14 +71,24 @@ type SessionWatches = HashMap<u64, Vec<(u64, Arc<Notify>)>>;
 #[derive(Default)]
 struct Registry {
     next_id: u64,
+    /// Watches registered and not yet dropped.
+    open: usize,
     sessions: HashMap<String, SessionWatches>,
 }
 
 /// Routes the effects of every published view to the watches they concern; see the module docs.
-#[derive(Default)]
 pub struct WatchHub {
     registry: Mutex<Registry>,
     closed: AtomicBool,
+    /// Most watches open at once on this member (review D4: each holds a task copy and a
+    /// buffer, and a client could otherwise open them without end).
+    limit: usize,
+}
+
+impl Default for WatchHub {
+    fn default() -> Self {
+        WatchHub::with_limit(crate::member::limits::DEFAULT_MAX_WATCHES)
+    }
 }
 
 /// Which watches a published view concerns.
@@ -137,6 +147,7 @@ pub struct Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut registry = self.hub.lock();
+        registry.open = registry.open.saturating_sub(1);
         let Some(tasks) = registry.sessions.get_mut(&self.session_id) else {
             return;
         };
@@ -155,20 +166,46 @@ impl Drop for Registration {
 impl WatchHub {
     /// Starts the hub's dispatcher on `reader`; it stops, and every watch ends with
     /// UNAVAILABLE, when `shutdown` turns true or the state machine goes away.
-    pub fn start(reader: StateReader, shutdown: watch::Receiver<bool>) -> Arc<WatchHub> {
-        let hub = Arc::new(WatchHub::default());
+    pub fn start(
+        reader: StateReader,
+        shutdown: watch::Receiver<bool>,
+        limit: usize,
+    ) -> Arc<WatchHub> {
+        let hub = Arc::new(WatchHub::with_limit(limit));
         tokio::spawn(dispatch(hub.clone(), reader, shutdown));
         hub
+    }
+
+    /// A hub that holds at most `limit` watches.
+    fn with_limit(limit: usize) -> WatchHub {
+        WatchHub {
+            registry: Mutex::new(Registry::default()),
+            closed: AtomicBool::new(false),
+            limit,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Registers a watch of task `task_id` of `session_id`.
-    pub fn register(self: &Arc<Self>, session_id: &str, task_id: u64) -> Registration {
+    /// Registers a watch of task `task_id` of `session_id`; `Exhausted` when the member holds
+    /// its limit of watches already.
+    pub fn register(
+        self: &Arc<Self>,
+        session_id: &str,
+        task_id: u64,
+    ) -> Result<Registration, FlameError> {
         let notify = Arc::new(Notify::new());
         let mut registry = self.lock();
+        if registry.open >= self.limit {
+            return Err(FlameError::Exhausted(format!(
+                "this member holds its limit of {} open watches (cluster.limits.max_watches); \
+                 close some, or watch through another member",
+                self.limit
+            )));
+        }
+        registry.open += 1;
         registry.next_id = registry.next_id.wrapping_add(1);
         let id = registry.next_id;
         registry
@@ -179,24 +216,18 @@ impl WatchHub {
             .or_default()
             .push((id, notify.clone()));
         drop(registry);
-        Registration {
+        Ok(Registration {
             hub: self.clone(),
             session_id: session_id.to_owned(),
             task_id,
             id,
             notify,
-        }
+        })
     }
 
     /// The number of open watches.
     pub fn watches(&self) -> usize {
-        let registry = self.lock();
-        registry
-            .sessions
-            .values()
-            .flat_map(|tasks| tasks.values())
-            .map(Vec::len)
-            .sum()
+        self.lock().open
     }
 
     /// True once the hub stopped; watches then end.
@@ -371,7 +402,7 @@ pub async fn watch(
     let task_id = request::task_id(&req.task_id)?;
     let session_id = request::session_id(&req.session_id)?;
     let span = info_span!("watch_task", session_id, task_id);
-    let registration = hub.register(session_id, task_id);
+    let registration = hub.register(session_id, task_id)?;
     let first = first_sight(handle, session_id, task_id, &span).await?;
     let (tx, rx) = mpsc::channel(WATCH_BUFFER);
     tx.try_send(Ok(v1::Task::from(&first)))
@@ -511,9 +542,9 @@ mod tests {
     #[tokio::test]
     async fn dropping_a_registration_unregisters_the_watch() {
         let hub = Arc::new(WatchHub::default());
-        let a = hub.register("s", 1);
-        let b = hub.register("s", 1);
-        let c = hub.register("t", 9);
+        let a = hub.register("s", 1).expect("a");
+        let b = hub.register("s", 1).expect("b");
+        let c = hub.register("t", 9).expect("c");
         assert_eq!(hub.watches(), 3);
         hub.wake(&Wake::Some {
             tasks: vec![("s", 1)],
@@ -530,5 +561,19 @@ mod tests {
         drop(c);
         assert_eq!(hub.watches(), 0);
         assert!(hub.lock().sessions.is_empty());
+    }
+
+    #[test]
+    fn a_watch_past_the_limit_is_refused_until_one_closes() {
+        let hub = Arc::new(WatchHub::with_limit(2));
+        let a = hub.register("s", 1).expect("a");
+        let _b = hub.register("s", 2).expect("b");
+        let refused = hub.register("s", 3).map(|_| ()).unwrap_err();
+        assert!(
+            matches!(&refused, FlameError::Exhausted(m) if m.contains("max_watches")),
+            "{refused:?}"
+        );
+        drop(a);
+        assert!(hub.register("s", 3).is_ok());
     }
 }

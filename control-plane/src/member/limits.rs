@@ -1,6 +1,7 @@
 //! The request limits and defaults every service of a member applies.
 //!
-//! What: [`Limits`] (payload size, default resources, the dispatch policy of agent reports)
+//! What: [`Limits`] (payload size, default resources, the dispatch policy of agent reports, open
+//! watches)
 //! and the two size rules derived from it, [`decoding_limit`] and [`batch_payload_limit`].
 //!
 //! Why here: the client API (`frontend`) and the agents' service (`agents`) both bound their
@@ -12,6 +13,9 @@ use flame_proto::model::ResourceRequirement;
 
 /// Room for everything in a request besides its one large payload (ids, spec fields).
 const ENVELOPE_SLACK: usize = 1 << 20;
+
+/// The default of `cluster.limits.max_watches`: open WatchTask streams per member.
+pub const DEFAULT_MAX_WATCHES: usize = 65_536;
 
 /// The total input of one CreateTasks call may be this many times the payload limit.
 pub const BATCH_PAYLOAD_FACTOR: usize = 4;
@@ -25,6 +29,8 @@ pub struct Limits {
     pub default_resreq: ResourceRequirement,
     /// How deep executor queues may be, put in the CompleteTasks commands of agent reports.
     pub dispatch: DispatchPolicy,
+    /// Most WatchTask streams open at once on this member.
+    pub max_watches: usize,
 }
 
 /// The decoding limit of a server whose requests carry payloads of up to `payload` bytes:

@@ -92,22 +92,38 @@ pub const DEFAULT_BIND_RETRY_LIMIT: u32 = 5;
 /// Times a Running task may be requeued before it fails (spec section 6, recommended 3).
 pub const DEFAULT_TASK_RETRY_LIMIT: u32 = 3;
 
-/// The policy that changes what `apply` does: the retry limits. Replicated, not local: it
-/// travels on every [`Proposal`], set from the leader's configuration.
+/// Open sessions a group holds at most unless configured otherwise
+/// (`cluster.limits.max_open_sessions`).
+pub const DEFAULT_MAX_OPEN_SESSIONS: u32 = 10_000;
+
+/// Tasks one session holds at most unless configured otherwise
+/// (`cluster.limits.max_tasks_per_session`).
+pub const DEFAULT_MAX_TASKS_PER_SESSION: u64 = 1_000_000;
+
+/// The policy that changes what `apply` does: the retry limits and the caps on what clients
+/// may make. Replicated, not local: it travels on every [`Proposal`], set from the leader's
+/// configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateConfig {
     /// Bind failures after which a session is paused (event 1002).
     pub bind_retry_limit: u32,
     /// Requeues after which a task that loses its executor again is failed.
     pub task_retry_limit: u32,
+    /// Open sessions at most; another CreateSession is refused `Exhausted` (review R3: every
+    /// member holds all of them in memory).
+    pub max_open_sessions: u32,
+    /// Tasks in one session at most; a CreateTasks that would pass it is refused `Exhausted`.
+    pub max_tasks_per_session: u64,
 }
 
 impl Default for StateConfig {
-    /// The specification's defaults: 5 bind failures, 3 requeues.
+    /// The specification's retry defaults (5 bind failures, 3 requeues) and Flame's caps.
     fn default() -> Self {
         StateConfig {
             bind_retry_limit: DEFAULT_BIND_RETRY_LIMIT,
             task_retry_limit: DEFAULT_TASK_RETRY_LIMIT,
+            max_open_sessions: DEFAULT_MAX_OPEN_SESSIONS,
+            max_tasks_per_session: DEFAULT_MAX_TASKS_PER_SESSION,
         }
     }
 }

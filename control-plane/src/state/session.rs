@@ -138,6 +138,19 @@ pub(crate) fn create(
             "session {id} already exists"
         )));
     }
+    let limit = tx.config.max_open_sessions;
+    let open = tx
+        .state
+        .sessions
+        .values()
+        .filter(|s| s.session.state == SessionState::Open)
+        .count();
+    if open >= limit as usize {
+        return Err(FlameError::Exhausted(format!(
+            "the cluster holds its limit of {limit} open sessions \
+             (cluster.limits.max_open_sessions); close some first"
+        )));
+    }
     let session = Session {
         id: id.clone().into(),
         spec,

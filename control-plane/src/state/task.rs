@@ -149,14 +149,24 @@ pub(crate) fn create_planned(
 ) -> Result<Vec<Task>, FlameError> {
     let now_ms = tx.now_ms;
     let new = new_count(&plan);
+    let limit = tx.config.max_tasks_per_session;
     let entry = tx
         .state
         .session_mut(session_id)
         .ok_or_else(|| session_not_found(session_id))?;
-    if entry.task_count().checked_add(new as u64).is_none() {
-        return Err(FlameError::Internal(format!(
-            "session {session_id} has run out of task ids"
-        )));
+    match entry.task_count().checked_add(new as u64) {
+        None => {
+            return Err(FlameError::Internal(format!(
+                "session {session_id} has run out of task ids"
+            )));
+        }
+        Some(total) if total > limit => {
+            return Err(FlameError::Exhausted(format!(
+                "session {session_id} would hold {total} tasks, over the limit of {limit} \
+                 (cluster.limits.max_tasks_per_session); use another session"
+            )));
+        }
+        Some(_) => {}
     }
     let mut out = Vec::with_capacity(plan.len());
     for submission in plan {

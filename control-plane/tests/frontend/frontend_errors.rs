@@ -255,3 +255,42 @@ async fn payload_limits(
     expect_status(r, Code::InvalidArgument, &["at least one task"])?;
     Ok(())
 }
+
+/// Review D4: a member holds at most `cluster.limits.max_watches` WatchTask streams; one more is
+/// refused with RESOURCE_EXHAUSTED naming the key, and a closed watch makes room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_past_the_members_limit_is_refused_until_one_closes() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("watches.yaml");
+    std::fs::write(&file, "cluster:\n  limits:\n    max_watches: 3\n")?;
+    let file = file.to_str().context("a UTF-8 path")?;
+    let run = start_with("frontend-watch-limit", &["--config", file]).await?;
+    let id = run.followers[0];
+    let mut c = frontend(&run.cluster, id)?;
+    let sid = "watch-limit";
+    c.create_session(v1::CreateSessionRequest {
+        session_id: sid.into(),
+        session: Some(session_spec("flmping")),
+    })
+    .await?;
+    // Tasks stay Pending (no agent), so their watches stay open.
+    let task = c.create_task(task_request(sid, None)).await?.into_inner();
+    let watch = || v1::WatchTaskRequest {
+        task_id: id_of(&task.metadata),
+        session_id: sid.into(),
+    };
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let mut stream = c.watch_task(watch()).await?.into_inner();
+        next(&mut stream).await?.context("the first message")?;
+        open.push(stream);
+    }
+    let refused = c.watch_task(watch()).await.map(|_| ());
+    expect_status(refused, Code::ResourceExhausted, &["max_watches"])?;
+    drop(open.pop());
+    eventually("a closed watch to make room", || {
+        let mut c = c.clone();
+        async move { Ok(c.watch_task(watch()).await.ok().map(|_| ())) }
+    })
+    .await
+}

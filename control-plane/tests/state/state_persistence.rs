@@ -81,7 +81,12 @@ proptest! {
     #[test]
     fn every_member_applies_an_entry_under_its_leaders_retry_limits(commands in commands(40)) {
         let leader = small_limits();
-        let large = StateConfig { bind_retry_limit: 50, task_retry_limit: 50 };
+        let large = StateConfig {
+            bind_retry_limit: 50,
+            task_retry_limit: 50,
+            max_open_sessions: 50,
+            max_tasks_per_session: 50,
+        };
         let mut by_leader = StateMachine::new(leader);
         let mut default_member = StateMachine::new(StateConfig::default());
         let mut large_member = StateMachine::new(large);

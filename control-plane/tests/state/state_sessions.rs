@@ -477,3 +477,32 @@ fn delete_session_only_when_closed_and_finished() {
     create_session(&mut m, "s1", "flmrun");
     assert_eq!(create_tasks(&mut m, "s1", 1)[0].id, 1);
 }
+
+/// Review R3: open sessions are capped by the entry's policy (every member holds them all in
+/// memory); the refusal names the key, changes nothing, and a close makes room again.
+#[test]
+fn a_session_past_the_open_session_cap_is_refused_until_one_closes() {
+    let mut m = StateMachine::new(StateConfig {
+        max_open_sessions: 2,
+        ..StateConfig::default()
+    });
+    m.apply(1, Command::EnsureBuiltins);
+    create_session(&mut m, "a", "flmrun");
+    create_session(&mut m, "b", "flmrun");
+    let create = |id: &str| Command::CreateSession {
+        id: id.into(),
+        spec: spec("flmrun"),
+    };
+    let refused = m.apply(11, create("c"));
+    assert!(
+        matches!(&refused.outcome, Outcome::Session(Err(FlameError::Exhausted(m))) if m.contains("max_open_sessions")),
+        "{:?}",
+        refused.outcome
+    );
+    assert!(m.state().session("c").is_none());
+    m.apply(12, Command::CloseSession { id: "a".into() });
+    assert!(matches!(
+        m.apply(13, create("c")).outcome,
+        Outcome::Session(Ok(_))
+    ));
+}

@@ -594,3 +594,37 @@ fn retention_purges_the_oldest_closed_sessions() {
     assert!(m.state().session("a").is_none());
     assert!(m.state().session("d").is_some());
 }
+
+/// Review R3: a session holds at most the policy's tasks; a batch that would pass the cap is
+/// refused whole, naming the key, and creates nothing.
+#[test]
+fn a_batch_past_the_tasks_per_session_cap_is_refused_whole() {
+    let mut m = StateMachine::new(StateConfig {
+        max_tasks_per_session: 5,
+        ..StateConfig::default()
+    });
+    m.apply(1, Command::EnsureBuiltins);
+    create_session(&mut m, "s", "flmrun");
+    create_tasks(&mut m, "s", 3);
+    let three = (0..3)
+        .map(|i| NewTask {
+            input: Some(Bytes::from(format!("more {i}"))),
+            request_id: None,
+        })
+        .collect();
+    let r = m.apply(
+        30,
+        Command::CreateTasks {
+            session_id: "s".into(),
+            tasks: three,
+            dispatch: None,
+        },
+    );
+    assert!(
+        matches!(&r.outcome, Outcome::Tasks(Err(FlameError::Exhausted(m))) if m.contains("max_tasks_per_session")),
+        "{:?}",
+        r.outcome
+    );
+    assert_eq!(m.state().session("s").expect("s").counters.pending, 3);
+    assert_eq!(create_tasks(&mut m, "s", 2).len(), 2);
+}

@@ -17,11 +17,14 @@ use flame_proto::model::{
 };
 
 /// The limits the property and scenario tests use: small, so the limits are reached (a session
-/// pauses after 2 failed binds; a task fails when it loses its executor a second time).
+/// pauses after 2 failed binds; a task fails when it loses its executor a second time; a third
+/// open session and a ninth task of a session are refused).
 pub fn small_limits() -> StateConfig {
     StateConfig {
         bind_retry_limit: 2,
         task_retry_limit: 1,
+        max_open_sessions: 2,
+        max_tasks_per_session: 8,
     }
 }
 
