@@ -7,7 +7,8 @@
 //! 2. starts [`RunConfig::clients`] workload clients (each picks members at random, never
 //!    retries) and runs the schedule: inject, hold, heal;
 //! 3. stops the clients at the end of the window and waits for a leader;
-//! 4. waits up to [`RunConfig::terminal_bound`] for every task to be terminal;
+//! 4. waits up to [`RunConfig::terminal_bound`] for every task to be terminal (and the
+//!    counters read at rest: a session read and its task listing are two reads);
 //! 5. checks: lost acknowledged writes, duplicate tasks, session counters on every member,
 //!    equal final state on every member, equal state digests at one applied index, and
 //!    linearizable session and task reads.
@@ -231,12 +232,18 @@ pub async fn run(
         workload_under_faults(cluster, agents, config, &schedule).await?;
     let (leader, _) = nemesis::roles(cluster).await?;
     let channel = cluster.channel(leader)?;
-    let what = "every task of the run to be terminal";
+    let what = "every task of the run to be terminal, with its session's counters";
     let end = poll(what, config.terminal_bound, || {
         let (channel, history) = (channel.clone(), &history);
         async move {
             let end = final_state::read_final(channel, history).await.ok();
-            Ok::<_, HarnessError>(end.filter(|e| e.not_terminal().is_empty()))
+            // At rest: every task terminal, and the counters read after the last change (a
+            // GetSession and the ListTask after it are two reads, so a task finishing between
+            // them shows as a mismatch that the next poll no longer has).
+            let at_rest = |e: &Final| {
+                e.not_terminal().is_empty() && final_state::counter_mismatches(e).is_empty()
+            };
+            Ok::<_, HarnessError>(end.filter(at_rest))
         }
     })
     .await;
