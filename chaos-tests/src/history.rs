@@ -16,41 +16,13 @@
 
 use std::time::Instant;
 
-/// Task states as the v1 API reports them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum TaskState {
-    /// Waiting for an executor.
-    Pending,
-    /// Held by an executor.
-    Running,
-    /// Finished with an output.
-    Succeed,
-    /// Finished with an error.
-    Failed,
-    /// Cancelled (its session closed before it ran).
-    Cancelled,
-}
+pub use flame_proto::model::TaskState;
 
-impl TaskState {
-    /// The state named by a v1 `TaskState` number.
-    pub fn from_v1(state: i32) -> Option<TaskState> {
-        use flame_proto::v1::TaskState as V;
-        Some(match V::try_from(state).ok()? {
-            V::Pending => TaskState::Pending,
-            V::Running => TaskState::Running,
-            V::Succeed => TaskState::Succeed,
-            V::Failed => TaskState::Failed,
-            V::Cancelled => TaskState::Cancelled,
-        })
-    }
-
-    /// Whether no further transition can leave this state.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            TaskState::Succeed | TaskState::Failed | TaskState::Cancelled
-        )
-    }
+/// The task state a v1 `TaskState` number names (the model's states are in wire order).
+pub fn task_state_from_v1(state: i32) -> Option<TaskState> {
+    usize::try_from(state)
+        .ok()
+        .and_then(|i| TaskState::ALL.get(i).copied())
 }
 
 /// Session states as a client reads them.

@@ -20,7 +20,9 @@
 //! Caveats: a call that does not answer within [`CALL_TIMEOUT`] is recorded as
 //! [`Outcome::Unknown`], as a flamepy user would see a deadline; the client then moves on.
 
-use crate::history::{Call, Clock, Op, Outcome, Reply, SessionState, TaskState};
+use crate::history::{
+    Call, Clock, Op, Outcome, Reply, SessionState, TaskState, task_state_from_v1,
+};
 use crate::ping_session_spec;
 use flame_proto::v1;
 use flame_proto::v1::frontend_client::FrontendClient;
@@ -338,7 +340,7 @@ pub fn session_state(s: &v1::Session) -> SessionState {
 }
 
 fn task_reply(t: v1::Task) -> Outcome {
-    match t.status.and_then(|s| TaskState::from_v1(s.state)) {
+    match t.status.and_then(|s| task_state_from_v1(s.state)) {
         Some(state) => Outcome::Ok(Reply::Task(state)),
         None => Outcome::Unknown("a task without a known state".into()),
     }
@@ -347,7 +349,7 @@ fn task_reply(t: v1::Task) -> Outcome {
 /// The task's `(id, tag, state)`; the tag is read from its input.
 pub fn task_row(t: &v1::Task) -> Option<(String, String, TaskState)> {
     let id = t.metadata.as_ref()?.id.clone();
-    let state = TaskState::from_v1(t.status.as_ref()?.state)?;
+    let state = task_state_from_v1(t.status.as_ref()?.state)?;
     let input = t.spec.as_ref()?.input.as_deref().unwrap_or_default();
     let tag = serde_json::from_slice::<serde_json::Value>(input)
         .ok()

@@ -114,7 +114,7 @@ async fn list(
     while let Some(task) = stream.message().await? {
         rows.extend(task_row(&task));
     }
-    rows.sort();
+    rows.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
     Ok(rows)
 }
 

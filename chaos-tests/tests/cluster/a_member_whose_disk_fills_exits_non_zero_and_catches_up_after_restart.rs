@@ -30,7 +30,7 @@ async fn a_member_whose_disk_fills_exits_non_zero_and_catches_up_after_restart()
     let mut written = write_batches(&run, leader, 0, 2).await?;
 
     run.cluster.kill(full)?;
-    let limit = largest_file(&run.cluster.member(full)?.data_dir)?;
+    let limit = chaos_tests::nemesis::largest_file(&run.cluster.member(full)?.data_dir)?;
     run.cluster.spawn_with_file_limit(full, limit)?;
     let mut exited = None;
     while exited.is_none() && written < MAX_BATCHES * BATCH {
@@ -107,21 +107,6 @@ async fn write_batches(
         written += BATCH;
     }
     Ok(written)
-}
-
-/// The size of the largest file under `dir`.
-fn largest_file(dir: &std::path::Path) -> anyhow::Result<u64> {
-    let mut largest = 0;
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let meta = entry.metadata()?;
-        largest = largest.max(if meta.is_dir() {
-            largest_file(&entry.path())?
-        } else {
-            meta.len()
-        });
-    }
-    Ok(largest)
 }
 
 /// The ids of the session's tasks, as member `via` lists them.
